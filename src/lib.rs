@@ -1,0 +1,70 @@
+//! regrelay keeps container images replicated between OCI registries: it copies an image
+//! registry-to-registry, digest-preserving, with its referrers and signatures, and proves
+//! the target holds exactly the same bytes before it reports success.
+//!
+//! # Layout and dependency direction
+//!
+//! Data flows from a queue source through the pipeline to `replicate` and then to the
+//! `registry` client. Imports follow the same direction and never point back: the registry
+//! client knows nothing about queues, and `replicate` knows nothing about acknowledgements.
+//!
+//! | module | role | may import (in-crate) |
+//! |---|---|---|
+//! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config) | `config`, `oci`, `registry`, `replicate` |
+//! | [`config`] | typed settings, [`config::Secret`] | — (leaf) |
+//! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
+//! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `oci` |
+//! | [`replicate`] | the copy engine and its verifying stream | `registry`, `oci` |
+//!
+//! The queue sources, the pipeline that settles messages, metrics and the admin endpoints
+//! arrive with `regrelay run` (see `docs/design.md`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod oci;
+pub mod registry;
+pub mod replicate;
+
+#[cfg(test)]
+mod layering {
+    //! GGCR-style depcheck: the lower layers must not import the upper ones.
+    use std::path::Path;
+
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+
+    fn assert_no_imports(dir: &str, forbidden: &[&str]) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        assert!(!files.is_empty(), "no sources under {}", root.display());
+        for (path, text) in files {
+            for f in forbidden {
+                assert!(!text.contains(f), "{path} imports {f}, which points up the layering");
+            }
+        }
+    }
+
+    #[test]
+    fn registry_and_replicate_never_import_queue_or_pipeline() {
+        let upper = ["crate::queue", "crate::pipeline", "crate::app", "crate::admin"];
+        assert_no_imports("registry", &upper);
+        assert_no_imports("replicate", &upper);
+    }
+
+    #[test]
+    fn registry_never_imports_replicate_and_leaves_import_nothing() {
+        assert_no_imports("registry", &["crate::replicate"]);
+        assert_no_imports("oci", &["crate::"]);
+    }
+}

@@ -1,0 +1,703 @@
+//! Registry authentication: resolving configured credentials (including docker
+//! `config.json` and credential helpers), parsing `WWW-Authenticate` challenges, and a
+//! bearer-token cache keyed by scope that honours expiry.
+//!
+//! Role: answer "which `Authorization` header goes on this request?" and "a 401 came
+//! back: what now?". The request pipeline in `registry/mod.rs` calls it.
+//!
+//! Must never: log, format or return a credential or token. Tokens and passwords live
+//! in [`Secret`]s; error messages name the host and the step, never the value.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::config::{Auth, Secret};
+
+/// Credentials after resolution of docker config files and helpers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// None.
+    Anonymous,
+    /// User name and password.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// OAuth2 refresh token for the token endpoint.
+    IdentityToken(Secret),
+    /// A bearer token sent to the registry as is (docker's `registrytoken`).
+    RegistryToken(Secret),
+}
+
+/// What a `WWW-Authenticate` header asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// HTTP Basic.
+    Basic,
+    /// Docker/OCI token flow.
+    Bearer {
+        /// Token endpoint URL.
+        realm: String,
+        /// Service name to request tokens for.
+        service: Option<String>,
+        /// Scope the registry asked for, if any.
+        scope: Option<String>,
+    },
+}
+
+/// Parse a `WWW-Authenticate` value. Unknown schemes give `None`.
+pub fn parse_challenge(value: &str) -> Option<Challenge> {
+    let value = value.trim();
+    let (scheme, params) = value.split_once(' ').unwrap_or((value, ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => {
+            let params = parse_params(params);
+            let realm = params.get("realm")?.clone();
+            Some(Challenge::Bearer {
+                realm,
+                service: params.get("service").cloned(),
+                scope: params.get("scope").cloned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Parse `k="v",k2=v2` (quoted strings may contain commas).
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (val, next) = if let Some(q) = after.strip_prefix('"') {
+            let mut val = String::new();
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            val.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            (val, &q[end.min(q.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        out.insert(key, val);
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// Actions on one repository, e.g. `repository:team/app:pull,push`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoScope {
+    /// Repository path.
+    pub repository: String,
+    /// Whether push is needed (pull is always included).
+    pub push: bool,
+}
+
+impl RepoScope {
+    /// Pull-only access to `repository`.
+    pub fn pull(repository: &str) -> RepoScope {
+        RepoScope {
+            repository: repository.into(),
+            push: false,
+        }
+    }
+    /// Pull and push access to `repository`.
+    pub fn push(repository: &str) -> RepoScope {
+        RepoScope {
+            repository: repository.into(),
+            push: true,
+        }
+    }
+    /// The scope string for a token request.
+    pub fn as_scope(&self) -> String {
+        let actions = if self.push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", self.repository)
+    }
+}
+
+/// The scopes one request needs; usually one repository, two for a cross-repo mount.
+pub type Scopes = Vec<RepoScope>;
+
+fn scope_key(scopes: &[RepoScope]) -> String {
+    let mut s: Vec<String> = scopes.iter().map(RepoScope::as_scope).collect();
+    s.sort();
+    s.join(" ")
+}
+
+/// Errors from the authentication steps.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The token endpoint refused our credentials.
+    #[error("token request to {realm_host} for {host} was refused with HTTP {status}")]
+    TokenRefused {
+        /// Registry host.
+        host: String,
+        /// Host of the token endpoint.
+        realm_host: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The token endpoint failed in a way worth retrying.
+    #[error("token request to {realm_host} for {host} failed: {detail}")]
+    TokenUnavailable {
+        /// Registry host.
+        host: String,
+        /// Host of the token endpoint.
+        realm_host: String,
+        /// What happened (no secrets).
+        detail: String,
+        /// HTTP status, if one came back.
+        status: Option<u16>,
+    },
+    /// The token endpoint answered something we cannot use.
+    #[error("token endpoint {realm_host} for {host} gave an unusable answer: {detail}")]
+    TokenInvalid {
+        /// Registry host.
+        host: String,
+        /// Host of the token endpoint.
+        realm_host: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Credentials could not be resolved (config file, helper).
+    #[error("cannot resolve credentials for {host}: {detail}")]
+    Credentials {
+        /// Registry host.
+        host: String,
+        /// What failed (never the secret).
+        detail: String,
+    },
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// Per-registry authenticator: resolved credentials, the last challenge and a token
+/// cache keyed by scope. Shared by all requests to the host.
+pub struct Authenticator {
+    host: String,
+    auth: Auth,
+    resolved: OnceCell<Credentials>,
+    challenge: Mutex<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Token endpoint response body.
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Default token lifetime when the endpoint does not say (distribution token spec).
+const DEFAULT_TOKEN_SECS: u64 = 60;
+
+impl Authenticator {
+    /// An authenticator for `host` using `auth`.
+    pub fn new(host: &str, auth: Auth) -> Authenticator {
+        Authenticator {
+            host: host.into(),
+            auth,
+            resolved: OnceCell::new(),
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolved credentials (docker config and helpers are read once, on first use).
+    pub async fn credentials(&self) -> Result<&Credentials, Error> {
+        self.resolved
+            .get_or_try_init(|| async {
+                match &self.auth {
+                    Auth::Anonymous => Ok(Credentials::Anonymous),
+                    Auth::Basic { username, password } => Ok(Credentials::Basic {
+                        username: username.clone(),
+                        password: password.clone(),
+                    }),
+                    Auth::IdentityToken(t) => Ok(Credentials::IdentityToken(t.clone())),
+                    Auth::DockerConfig { path } => from_docker_config(&self.host, path).await,
+                }
+            })
+            .await
+    }
+
+    /// The `Authorization` value to send pre-emptively, if the host's challenge is known
+    /// and a fresh token (or basic credentials) is at hand.
+    pub async fn header_for(&self, scopes: &[RepoScope]) -> Result<Option<String>, Error> {
+        let challenge = self.challenge.lock().expect("challenge lock").clone();
+        let creds = self.credentials().await?;
+        if let Credentials::RegistryToken(t) = creds {
+            return Ok(Some(format!("Bearer {}", t.expose())));
+        }
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(basic_header(creds)),
+            Some(Challenge::Bearer { .. }) => {
+                let key = scope_key(scopes);
+                let tokens = self.tokens.lock().expect("token lock");
+                Ok(tokens
+                    .get(&key)
+                    .filter(|t| t.refresh_at > Instant::now())
+                    .map(|t| format!("Bearer {}", t.token.expose())))
+            }
+        }
+    }
+
+    /// Handle a 401: remember the challenge and, for bearer, fetch a token for `scopes`.
+    /// Returns false when there is nothing new to try (unknown scheme, or Basic with no
+    /// credentials), so the caller reports the 401.
+    pub async fn on_unauthorized(
+        &self,
+        client: &reqwest::Client,
+        www_authenticate: Option<&str>,
+        scopes: &[RepoScope],
+    ) -> Result<bool, Error> {
+        let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
+            return Ok(false);
+        };
+        *self.challenge.lock().expect("challenge lock") = Some(challenge.clone());
+        let creds = self.credentials().await?.clone();
+        match challenge {
+            Challenge::Basic => Ok(basic_header(&creds).is_some()),
+            Challenge::Bearer { realm, service, .. } => {
+                let token = self
+                    .fetch_token(client, &creds, &realm, service.as_deref(), scopes)
+                    .await?;
+                self.tokens.lock().expect("token lock").insert(scope_key(scopes), token);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Forget a cached token (after a 401 that a fresh token did not fix).
+    pub fn invalidate(&self, scopes: &[RepoScope]) {
+        self.tokens.lock().expect("token lock").remove(&scope_key(scopes));
+    }
+
+    async fn fetch_token(
+        &self,
+        client: &reqwest::Client,
+        creds: &Credentials,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[RepoScope],
+    ) -> Result<CachedToken, Error> {
+        let realm_url = url::Url::parse(realm).map_err(|_| Error::TokenInvalid {
+            host: self.host.clone(),
+            realm_host: "?".into(),
+            detail: "the challenge's realm is not a URL".into(),
+        })?;
+        let realm_host = realm_url.host_str().unwrap_or_default().to_owned();
+        let scope_strings: Vec<String> = scopes.iter().map(RepoScope::as_scope).collect();
+        let req = match creds {
+            Credentials::IdentityToken(refresh) => {
+                // OAuth2 form (distribution docs/spec/auth/oauth.md): scope is one
+                // space-separated field.
+                let mut form: Vec<(&str, String)> = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("client_id", "regrelay".into()),
+                    ("refresh_token", refresh.expose().into()),
+                    ("scope", scope_strings.join(" ")),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.into()));
+                }
+                let body = form_encode(&form);
+                client
+                    .post(realm_url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            other => {
+                let mut u = realm_url;
+                {
+                    let mut q = u.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    for s in &scope_strings {
+                        q.append_pair("scope", s);
+                    }
+                }
+                let r = client.get(u);
+                match basic_header(other) {
+                    Some(h) => r.header(reqwest::header::AUTHORIZATION, h),
+                    None => r,
+                }
+            }
+        };
+        let unavailable = |detail: String, status: Option<u16>| Error::TokenUnavailable {
+            host: self.host.clone(),
+            realm_host: realm_host.clone(),
+            detail,
+            status,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("connection failed: {}", without_url(&e)), None))?;
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(Error::TokenRefused {
+                host: self.host.clone(),
+                realm_host,
+                status,
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(unavailable(format!("HTTP {status}"), Some(status)));
+        }
+        let body = read_capped(resp, 1 << 20)
+            .await
+            .map_err(|e| unavailable(format!("reading the answer failed: {e}"), None))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| Error::TokenInvalid {
+            host: self.host.clone(),
+            realm_host: realm_host.clone(),
+            detail: "the answer is not a token JSON object".into(),
+        })?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::TokenInvalid {
+                host: self.host.clone(),
+                realm_host: realm_host.clone(),
+                detail: "the answer holds no token".into(),
+            })?;
+        let lifetime = parsed.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).max(1);
+        // Refresh before expiry: 10 s early, or halfway for short-lived tokens.
+        let margin = (lifetime / 2).min(10);
+        Ok(CachedToken {
+            token: Secret::new(token),
+            refresh_at: Instant::now() + Duration::from_secs(lifetime - margin),
+        })
+    }
+}
+
+/// A reqwest error's text without its URL (URLs may carry signed query strings).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(u) = e.url() {
+        msg = msg.replace(u.as_str(), "<url>");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// Read at most `cap` bytes of a response body.
+pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| without_url(&e))? {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn form_encode(pairs: &[(&str, String)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+fn basic_header(creds: &Credentials) -> Option<String> {
+    match creds {
+        Credentials::Basic { username, password } => Some(format!(
+            "Basic {}",
+            B64.encode(format!("{username}:{}", password.expose()))
+        )),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DockerConfigFile {
+    #[serde(default)]
+    auths: HashMap<String, DockerAuthEntry>,
+    #[serde(default)]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default)]
+    creds_store: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DockerAuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+    #[serde(default)]
+    registrytoken: Option<String>,
+}
+
+/// Strip scheme and path from a docker config key (`https://index.docker.io/v1/`).
+fn normalize_key(key: &str) -> &str {
+    let k = key.split_once("://").map_or(key, |(_, rest)| rest);
+    k.split('/').next().unwrap_or(k)
+}
+
+async fn from_docker_config(host: &str, path: &Path) -> Result<Credentials, Error> {
+    let cred_err = |detail: String| Error::Credentials {
+        host: host.into(),
+        detail,
+    };
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Credentials::Anonymous),
+        Err(e) => return Err(cred_err(format!("reading {}: {e}", path.display()))),
+    };
+    let file: DockerConfigFile = serde_json::from_str(&text).map_err(|e| {
+        cred_err(format!(
+            "{} is not a docker config file: line {}",
+            path.display(),
+            e.line()
+        ))
+    })?;
+    if let Some(helper) = file
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| normalize_key(k) == host)
+        .map(|(_, v)| v)
+    {
+        return run_helper(host, helper).await;
+    }
+    if let Some(entry) = file
+        .auths
+        .iter()
+        .find(|(k, _)| normalize_key(k) == host)
+        .map(|(_, v)| v)
+    {
+        return entry_credentials(host, entry);
+    }
+    match file.creds_store.as_deref() {
+        Some(store) if !store.is_empty() => run_helper(host, store).await,
+        _ => Ok(Credentials::Anonymous),
+    }
+}
+
+fn entry_credentials(host: &str, e: &DockerAuthEntry) -> Result<Credentials, Error> {
+    if let Some(t) = e.registrytoken.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(Credentials::RegistryToken(Secret::new(t)));
+    }
+    if let Some(t) = e.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(Credentials::IdentityToken(Secret::new(t)));
+    }
+    if let (Some(u), Some(p)) = (&e.username, &e.password) {
+        return Ok(Credentials::Basic {
+            username: u.clone(),
+            password: Secret::new(p.as_str()),
+        });
+    }
+    if let Some(a) = e.auth.as_deref().filter(|a| !a.is_empty()) {
+        let decoded = B64.decode(a.trim()).map_err(|_| Error::Credentials {
+            host: host.into(),
+            detail: "the `auth` field is not base64".into(),
+        })?;
+        let text = String::from_utf8(decoded).map_err(|_| Error::Credentials {
+            host: host.into(),
+            detail: "the `auth` field is not UTF-8".into(),
+        })?;
+        let (u, p) = text.split_once(':').ok_or_else(|| Error::Credentials {
+            host: host.into(),
+            detail: "the `auth` field is not user:password".into(),
+        })?;
+        return Ok(Credentials::Basic {
+            username: u.into(),
+            password: Secret::new(p),
+        });
+    }
+    Ok(Credentials::Anonymous)
+}
+
+#[derive(Deserialize)]
+struct HelperOutput {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// Run `docker-credential-<name> get` with the host on stdin.
+async fn run_helper(host: &str, name: &str) -> Result<Credentials, Error> {
+    use tokio::io::AsyncWriteExt;
+    let cred_err = |detail: String| Error::Credentials {
+        host: host.into(),
+        detail,
+    };
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(cred_err(format!("credential helper name {name:?} is not a plain name")));
+    }
+    let program = format!("docker-credential-{name}");
+    let mut child = tokio::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| cred_err(format!("cannot run {program}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(host.as_bytes())
+            .await
+            .map_err(|e| cred_err(format!("writing to {program}: {e}")))?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| cred_err(format!("{program} did not answer within 30 s")))?
+        .map_err(|e| cred_err(format!("{program}: {e}")))?;
+    if !out.status.success() {
+        // "credentials not found" is a normal answer: go anonymous.
+        return Ok(Credentials::Anonymous);
+    }
+    let parsed: HelperOutput = serde_json::from_slice(&out.stdout)
+        .map_err(|_| cred_err(format!("{program} printed something that is not credentials JSON")))?;
+    if parsed.username == "<token>" {
+        Ok(Credentials::IdentityToken(Secret::new(parsed.secret)))
+    } else if parsed.username.is_empty() && parsed.secret.is_empty() {
+        Ok(Credentials::Anonymous)
+    } else {
+        Ok(Credentials::Basic {
+            username: parsed.username,
+            password: Secret::new(parsed.secret),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge_with_commas_in_scope() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.example.com/token".into(),
+                service: Some("registry.example.com".into()),
+                scope: Some("repository:team/app:pull,push".into()),
+            }
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None, "bearer without realm");
+    }
+
+    #[test]
+    fn scope_keys_are_order_independent() {
+        let a = vec![RepoScope::push("dst/app"), RepoScope::pull("src/app")];
+        let b = vec![RepoScope::pull("src/app"), RepoScope::push("dst/app")];
+        assert_eq!(scope_key(&a), scope_key(&b));
+        assert_eq!(RepoScope::push("x").as_scope(), "repository:x:pull,push");
+    }
+
+    #[test]
+    fn docker_config_entries() {
+        let auth = B64.encode("user:pa:ss");
+        let file: DockerConfigFile = serde_json::from_str(&format!(
+            r#"{{"auths":{{"https://reg.example/v1/":{{"auth":"{auth}"}},"acr.example":{{"auth":"x","identitytoken":"rt"}}}}}}"#
+        ))
+        .unwrap();
+        let (k, e) = file
+            .auths
+            .iter()
+            .find(|(k, _)| normalize_key(k) == "reg.example")
+            .unwrap();
+        assert_eq!(normalize_key(k), "reg.example");
+        match entry_credentials("reg.example", e).unwrap() {
+            Credentials::Basic { username, password } => {
+                assert_eq!(username, "user");
+                assert_eq!(password.expose(), "pa:ss");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = &file.auths["acr.example"];
+        assert!(matches!(
+            entry_credentials("acr.example", e).unwrap(),
+            Credentials::IdentityToken(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn missing_docker_config_means_anonymous_and_bad_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = from_docker_config("h", &dir.path().join("nope.json")).await.unwrap();
+        assert_eq!(c, Credentials::Anonymous);
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, r#"{"auths": {"h": {"auth": "c2VjcmV0LXZhbHVl"}}}"#).unwrap();
+        let err = from_docker_config("h", &p).await.unwrap_err().to_string();
+        assert!(err.contains("user:password"), "{err}");
+        assert!(!err.contains("secret-value"), "{err}");
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(from_docker_config("h", &p).await.is_err());
+    }
+}

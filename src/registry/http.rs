@@ -1,0 +1,936 @@
+//! [`HttpRegistry`]: the OCI distribution API over `reqwest`.
+//!
+//! Every request goes through one pipeline, [`HttpRegistry::execute`]: per-host limiter →
+//! pre-emptive `Authorization` from the token cache → send → on 401 answer the challenge
+//! once and resend → on a transient status or transport error, back off (exponential,
+//! full jitter, at least the capped `Retry-After`) and try again, up to the policy's
+//! attempts. Streaming uploads cannot be replayed, so they are sent once and their
+//! failures are retried by the copy engine with a fresh source stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::BackoffBuilder as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, Response, StatusCode};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+use url::Url;
+
+use super::auth::{Authenticator, RepoScope, read_capped, without_url};
+use super::{BlobReader, ByteStream, Error, ManifestBytes, ManifestHead, Mount, PutManifest, Registry, UploadSession};
+use crate::config::{self, RegistryConfig};
+use crate::oci::{self, Digest, Locator};
+
+/// Largest manifest regrelay reads (distribution's own default limit is 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Largest error body read for its OCI codes.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Default chunk size once a registry has refused a monolithic upload.
+const DEFAULT_CHUNK: u64 = 16 << 20;
+
+/// Shared per-host request limiter: a bound on concurrent requests and an optional rate.
+#[derive(Debug)]
+struct Limiter {
+    in_flight: Arc<Semaphore>,
+    rate: Option<(Duration, Mutex<Instant>)>,
+}
+
+impl Limiter {
+    fn new(max_in_flight: usize, rps: Option<f64>) -> Limiter {
+        Limiter {
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            rate: rps.map(|r| (Duration::from_secs_f64(1.0 / r), Mutex::new(Instant::now()))),
+        }
+    }
+
+    /// Wait for a slot. The permit covers sending the request and reading its headers;
+    /// a streamed response body is not counted, so a same-host copy (GET body feeding a
+    /// PUT) can never deadlock on its own permits.
+    async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("limiter semaphore is never closed");
+        if let Some((interval, next)) = &self.rate {
+            let slot = {
+                let mut next = next.lock().await;
+                let slot = (*next).max(Instant::now());
+                *next = slot + *interval;
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+        }
+        permit
+    }
+}
+
+/// One request in the pipeline. The body, when any, is replayable.
+struct Req<'a> {
+    method: Method,
+    url: Url,
+    step: &'static str,
+    scopes: &'a [RepoScope],
+    headers: Vec<(reqwest::header::HeaderName, String)>,
+    body: Option<Bytes>,
+    /// Statuses handed back to the caller instead of becoming errors.
+    ok: &'a [u16],
+}
+
+/// A registry host spoken to over HTTP(S).
+#[derive(Debug)]
+pub struct HttpRegistry {
+    cfg: RegistryConfig,
+    base: Url,
+    client: reqwest::Client,
+    auth: Authenticator,
+    limiter: Limiter,
+    /// Set once the host refused a monolithic upload with 413.
+    force_chunked: AtomicBool,
+}
+
+impl HttpRegistry {
+    /// A client for one configured host. Fails only on an unusable host name.
+    pub fn new(cfg: RegistryConfig) -> Result<HttpRegistry, config::Error> {
+        let base = Url::parse(&format!("{}://{}/", cfg.scheme(), cfg.host)).map_err(|e| config::Error::Invalid {
+            field: format!("registries.{}", cfg.host),
+            reason: format!("not a usable host: {e}"),
+        })?;
+        let origin_host = cfg.host.clone();
+        // Blob GETs may redirect to storage. Follow at most 5 hops, and only to HTTPS or
+        // back to the registry itself; reqwest drops `Authorization` on cross-host hops.
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.error("too many redirects");
+            }
+            let u = attempt.url();
+            let same = host_port(u).is_some_and(|h| h == origin_host);
+            if u.scheme() == "https" || same {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("regrelay/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .redirect(policy)
+            .pool_max_idle_per_host(cfg.max_in_flight)
+            .build()
+            .map_err(|e| config::Error::Invalid {
+                field: format!("registries.{}", cfg.host),
+                reason: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(HttpRegistry {
+            auth: Authenticator::new(&cfg.host, cfg.auth.clone()),
+            limiter: Limiter::new(cfg.max_in_flight, cfg.requests_per_second),
+            force_chunked: AtomicBool::new(false),
+            base,
+            client,
+            cfg,
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("registry paths are valid URL paths")
+    }
+
+    fn is_own_host(&self, url: &Url) -> bool {
+        host_port(url).is_some_and(|h| h == self.cfg.host)
+    }
+
+    async fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        url: &Url,
+        scopes: &[RepoScope],
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        // Credentials go only to the registry itself, never to a Location on another host.
+        if !self.is_own_host(url) {
+            return Ok(rb);
+        }
+        Ok(match self.auth.header_for(scopes).await? {
+            Some(h) => rb.header(AUTHORIZATION, h),
+            None => rb,
+        })
+    }
+
+    /// Send one request through limiter, auth and retries.
+    async fn execute(&self, req: Req<'_>) -> Result<Response, Error> {
+        let policy = &self.cfg.retry;
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .with_factor(2.0)
+            .with_max_times(policy.attempts.saturating_sub(1) as usize)
+            .build();
+        let mut attempt: u32 = 1;
+        let mut refreshed_auth = false;
+        loop {
+            let result = self.send_once(&req).await;
+            let err = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !refreshed_auth => {
+                    refreshed_auth = true;
+                    let challenge = header_str(resp.headers(), "www-authenticate");
+                    if self
+                        .auth
+                        .on_unauthorized(&self.client, challenge.as_deref(), req.scopes)
+                        .await?
+                    {
+                        continue;
+                    }
+                    self.status_error(&req, resp).await
+                }
+                Ok(resp) if req.ok.contains(&resp.status().as_u16()) || resp.status().is_success() => {
+                    return Ok(resp);
+                }
+                Ok(resp) => self.status_error(&req, resp).await,
+                Err(e) => e,
+            };
+            if err.class() != super::ErrorClass::Transient {
+                return Err(err);
+            }
+            let Some(delay) = backoff.next() else { return Err(err) };
+            // Full jitter over the exponential step, but never sooner than the server asked.
+            let jittered = delay.mul_f64(fastrand::f64());
+            let wait = match err.retry_after() {
+                Some(ra) => jittered.max(ra.min(policy.max_retry_after)),
+                None => jittered,
+            };
+            tracing::warn!(
+                registry = %self.cfg.host, step = req.step, attempt, error = %err,
+                retry_in_ms = wait.as_millis() as u64, "request failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, req: &Req<'_>) -> Result<Response, Error> {
+        let _permit = self.limiter.acquire().await;
+        let mut rb = self.client.request(req.method.clone(), req.url.clone());
+        for (k, v) in &req.headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(b) = &req.body {
+            rb = rb.header(CONTENT_LENGTH, b.len()).body(b.clone());
+        }
+        let rb = self.authorize(rb, &req.url, req.scopes).await?;
+        rb.send().await.map_err(|e| Error::Transport {
+            step: req.step,
+            url: redact(&req.url),
+            detail: without_url(&e),
+        })
+    }
+
+    /// Turn a non-success answer into a typed error, reading at most 64 KiB of its body.
+    async fn status_error(&self, req: &Req<'_>, resp: Response) -> Error {
+        let status = resp.status().as_u16();
+        let retry_after = header_str(resp.headers(), "retry-after").and_then(|v| parse_retry_after(&v));
+        let url = redact(&req.url);
+        if status == 401 || (status == 403 && req.url.path() != "/v2/") {
+            let body = if req.method == Method::HEAD {
+                Vec::new()
+            } else {
+                read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default()
+            };
+            let (codes, _) = parse_oci_errors(&body);
+            if status == 401 || codes.is_empty() || codes.iter().any(|c| c == "DENIED" || c == "UNAUTHORIZED") {
+                self.auth.invalidate(req.scopes);
+                return Error::Unauthorized {
+                    step: req.step,
+                    url,
+                    host: self.cfg.host.clone(),
+                    status,
+                };
+            }
+            return Error::Status {
+                step: req.step,
+                url,
+                status,
+                codes,
+                message: String::new(),
+                retry_after,
+            };
+        }
+        let body = if req.method == Method::HEAD {
+            Vec::new()
+        } else {
+            read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default()
+        };
+        let (codes, message) = parse_oci_errors(&body);
+        Error::Status {
+            step: req.step,
+            url,
+            status,
+            codes,
+            message,
+            retry_after,
+        }
+    }
+
+    fn manifest_url(&self, repository: &str, locator: &Locator) -> Url {
+        self.url(&format!("v2/{repository}/manifests/{locator}"))
+    }
+
+    fn reference(&self, repository: &str, locator: &Locator) -> String {
+        match locator {
+            Locator::Tag(t) => format!("{}/{repository}:{t}", self.cfg.host),
+            Locator::Digest(d) => format!("{}/{repository}@{d}", self.cfg.host),
+        }
+    }
+
+    /// Follow a `Location` header relative to the request URL.
+    fn location(&self, step: &'static str, req_url: &Url, headers: &HeaderMap) -> Result<Url, Error> {
+        let loc = header_str(headers, "location").ok_or_else(|| Error::Protocol {
+            step,
+            url: redact(req_url),
+            detail: "the answer has no Location header".into(),
+        })?;
+        req_url.join(&loc).map_err(|_| Error::Protocol {
+            step,
+            url: redact(req_url),
+            detail: "the Location header is not a URL".into(),
+        })
+    }
+
+    fn session_from(
+        &self,
+        step: &'static str,
+        repository: &str,
+        req_url: &Url,
+        resp: &Response,
+    ) -> Result<UploadSession, Error> {
+        Ok(UploadSession {
+            location: self.location(step, req_url, resp.headers())?,
+            min_chunk: header_str(resp.headers(), "oci-chunk-min-length").and_then(|v| v.parse().ok()),
+            repository: repository.into(),
+        })
+    }
+
+    async fn upload_monolithic(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<(), Error> {
+        let step = "upload blob";
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let scopes = [RepoScope::push(&session.repository)];
+        let _permit = self.limiter.acquire().await;
+        let rb = self
+            .client
+            .put(url.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        let rb = self.authorize(rb, &url, &scopes).await?;
+        let resp = rb.send().await.map_err(|e| Error::Transport {
+            step,
+            url: redact(&url),
+            detail: without_url(&e),
+        })?;
+        match resp.status().as_u16() {
+            201 | 204 => Ok(()),
+            413 => {
+                self.force_chunked.store(true, Ordering::Relaxed);
+                tracing::warn!(registry = %self.cfg.host, size, "monolithic upload refused (413); using chunked uploads for this registry");
+                Err(Error::UploadTooLarge {
+                    url: redact(&url),
+                    size,
+                })
+            }
+            401 => {
+                // The token expired while streaming: refresh it for the retry.
+                let challenge = header_str(resp.headers(), "www-authenticate");
+                self.auth.invalidate(&scopes);
+                self.auth
+                    .on_unauthorized(&self.client, challenge.as_deref(), &scopes)
+                    .await?;
+                Err(Error::TokenExpired {
+                    step,
+                    url: redact(&url),
+                })
+            }
+            _ => {
+                let req = Req {
+                    method: Method::PUT,
+                    url,
+                    step,
+                    scopes: &scopes,
+                    headers: vec![],
+                    body: None,
+                    ok: &[],
+                };
+                Err(self.status_error(&req, resp).await)
+            }
+        }
+    }
+
+    /// Chunked upload (PATCH with `Content-Range`), then a closing PUT with the digest.
+    /// Chunks are buffered one at a time, so memory stays at one chunk.
+    async fn upload_chunked(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        mut body: ByteStream,
+    ) -> Result<(), Error> {
+        let chunk = self
+            .cfg
+            .chunk_size
+            .unwrap_or(DEFAULT_CHUNK)
+            .max(session.min_chunk.unwrap_or(0)) as usize;
+        let scopes = [RepoScope::push(&session.repository)];
+        let mut location = session.location.clone();
+        let mut offset: u64 = 0;
+        let mut buf = BytesMut::with_capacity(chunk.min(size as usize).max(1));
+        let mut done = false;
+        while !done {
+            while buf.len() < chunk {
+                match body.next().await {
+                    Some(Ok(b)) => buf.extend_from_slice(&b),
+                    Some(Err(e)) => {
+                        return Err(Error::Transport {
+                            step: "read source blob",
+                            url: redact(&location),
+                            detail: e.to_string(),
+                        });
+                    }
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let take = buf.len().min(chunk);
+            let part = buf.split_to(take).freeze();
+            let end = offset + part.len() as u64 - 1;
+            let req = Req {
+                method: Method::PATCH,
+                url: location.clone(),
+                step: "upload blob chunk",
+                scopes: &scopes,
+                headers: vec![
+                    (CONTENT_TYPE, "application/octet-stream".into()),
+                    (reqwest::header::CONTENT_RANGE, format!("{offset}-{end}")),
+                ],
+                body: Some(part),
+                ok: &[202],
+            };
+            let resp = self.execute(req).await?;
+            location = self.location("upload blob chunk", &location, resp.headers())?;
+            offset = end + 1;
+            if !buf.is_empty() {
+                done = false;
+            }
+        }
+        if offset != size {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {digest}"),
+                expected: size,
+                actual: offset,
+            });
+        }
+        let mut url = location;
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let req = Req {
+            method: Method::PUT,
+            url,
+            step: "commit chunked upload",
+            scopes: &scopes,
+            headers: vec![],
+            body: Some(Bytes::new()),
+            ok: &[201, 204],
+        };
+        self.execute(req).await?;
+        Ok(())
+    }
+}
+
+impl Registry for HttpRegistry {
+    fn host(&self) -> &str {
+        &self.cfg.host
+    }
+
+    async fn get_manifest(&self, repository: &str, locator: &Locator) -> Result<ManifestBytes, Error> {
+        let scopes = [RepoScope::pull(repository)];
+        let url = self.manifest_url(repository, locator);
+        let reference = self.reference(repository, locator);
+        let req = Req {
+            method: Method::GET,
+            url,
+            step: "get manifest",
+            scopes: &scopes,
+            headers: vec![(ACCEPT, oci::ACCEPTED_MANIFEST_TYPES.join(", "))],
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::ManifestUnknown { reference });
+        }
+        let content_type = header_str(resp.headers(), "content-type")
+            .map(|v| strip_params(&v))
+            .unwrap_or_default();
+        let header_digest = header_str(resp.headers(), "docker-content-digest").and_then(|v| v.parse::<Digest>().ok());
+        if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
+            return Err(Error::ManifestTooLarge {
+                reference,
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        let body = read_capped(resp, MAX_MANIFEST_BYTES + 1)
+            .await
+            .map_err(|detail| Error::Transport {
+                step: "read manifest",
+                url: reference.clone(),
+                detail,
+            })?;
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::ManifestTooLarge {
+                reference,
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        // Hash the exact bytes; headers are claims to check, not facts.
+        let digest = match (locator, &header_digest) {
+            (Locator::Digest(d), _) => d.clone(),
+            (Locator::Tag(_), Some(h)) => h.clone(),
+            (Locator::Tag(_), None) => Digest::sha256_of(&body),
+        };
+        let actual = digest.recompute(&body);
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {reference}"),
+                expected: digest,
+                actual,
+            });
+        }
+        if let Some(h) = header_digest.filter(|h| h.algorithm() == digest.algorithm() && *h != digest) {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {reference} (Docker-Content-Digest)"),
+                expected: digest,
+                actual: h,
+            });
+        }
+        let media_type = if oci::is_manifest_type(&content_type) {
+            content_type
+        } else {
+            oci::declared_media_type(&body).unwrap_or(content_type)
+        };
+        Ok(ManifestBytes {
+            bytes: Bytes::from(body),
+            media_type,
+            digest,
+        })
+    }
+
+    async fn head_manifest(&self, repository: &str, locator: &Locator) -> Result<Option<ManifestHead>, Error> {
+        let scopes = [RepoScope::pull(repository)];
+        let req = Req {
+            method: Method::HEAD,
+            url: self.manifest_url(repository, locator),
+            step: "check manifest",
+            scopes: &scopes,
+            headers: vec![(ACCEPT, oci::ACCEPTED_MANIFEST_TYPES.join(", "))],
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(ManifestHead {
+            digest: header_str(resp.headers(), "docker-content-digest").and_then(|v| v.parse().ok()),
+            media_type: header_str(resp.headers(), "content-type")
+                .map(|v| strip_params(&v))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &str,
+        locator: &Locator,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<PutManifest, Error> {
+        let scopes = [RepoScope::push(repository)];
+        let expected = Digest::sha256_of(&bytes);
+        let reference = self.reference(repository, locator);
+        let req = Req {
+            method: Method::PUT,
+            url: self.manifest_url(repository, locator),
+            step: "put manifest",
+            scopes: &scopes,
+            headers: vec![(CONTENT_TYPE, media_type.into())],
+            body: Some(bytes),
+            ok: &[201],
+        };
+        let resp = self.execute(req).await?;
+        if let Some(d) = header_str(resp.headers(), "docker-content-digest").and_then(|v| v.parse::<Digest>().ok()) {
+            if d.algorithm() == expected.algorithm() && d != expected {
+                return Err(Error::DigestMismatch {
+                    what: format!("stored manifest {reference}"),
+                    expected,
+                    actual: d,
+                });
+            }
+        }
+        Ok(PutManifest {
+            subject_indexed: resp.headers().contains_key("oci-subject"),
+        })
+    }
+
+    async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, Error> {
+        let scopes = [RepoScope::pull(repository)];
+        let req = Req {
+            method: Method::HEAD,
+            url: self.url(&format!("v2/{repository}/blobs/{digest}")),
+            step: "check blob",
+            scopes: &scopes,
+            headers: vec![],
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(resp.content_length().unwrap_or(0)))
+    }
+
+    async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<BlobReader, Error> {
+        let scopes = [RepoScope::pull(repository)];
+        let req = Req {
+            method: Method::GET,
+            url: self.url(&format!("v2/{repository}/blobs/{digest}")),
+            step: "get blob",
+            scopes: &scopes,
+            headers: vec![],
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::BlobUnknown {
+                repository: format!("{}/{repository}", self.cfg.host),
+                digest: digest.clone(),
+            });
+        }
+        let size = resp.content_length();
+        let stream = resp.bytes_stream().map_err(|e| std::io::Error::other(without_url(&e)));
+        Ok(BlobReader {
+            size,
+            stream: Box::pin(stream),
+        })
+    }
+
+    async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Mount, Error> {
+        let scopes = [RepoScope::push(repository), RepoScope::pull(from)];
+        let mut url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
+        let req = Req {
+            method: Method::POST,
+            url: url.clone(),
+            step: "mount blob",
+            scopes: &scopes,
+            headers: vec![],
+            body: Some(Bytes::new()),
+            ok: &[201, 202],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(Mount::Mounted);
+        }
+        Ok(Mount::NotMounted(self.session_from(
+            "mount blob",
+            repository,
+            &url,
+            &resp,
+        )?))
+    }
+
+    async fn start_upload(&self, repository: &str) -> Result<UploadSession, Error> {
+        let scopes = [RepoScope::push(repository)];
+        let url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        let req = Req {
+            method: Method::POST,
+            url: url.clone(),
+            step: "start upload",
+            scopes: &scopes,
+            headers: vec![],
+            body: Some(Bytes::new()),
+            ok: &[202],
+        };
+        let resp = self.execute(req).await?;
+        self.session_from("start upload", repository, &url, &resp)
+    }
+
+    async fn upload_blob(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<(), Error> {
+        if self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed) {
+            self.upload_chunked(session, digest, size, body).await
+        } else {
+            self.upload_monolithic(session, digest, size, body).await
+        }
+    }
+
+    async fn cancel_upload(&self, session: UploadSession) {
+        let scopes = [RepoScope::push(&session.repository)];
+        let _permit = self.limiter.acquire().await;
+        let rb = self.client.delete(session.location.clone());
+        if let Ok(rb) = self.authorize(rb, &session.location, &scopes).await {
+            let _ = rb.send().await;
+        }
+    }
+
+    async fn list_tags(&self, repository: &str) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let scopes = [RepoScope::pull(repository)];
+        let mut url = self.url(&format!("v2/{repository}/tags/list"));
+        url.query_pairs_mut().append_pair("n", "1000");
+        let mut tags = Vec::new();
+        // Bounded: 1,000 pages of 1,000 tags.
+        for _ in 0..1000 {
+            let req = Req {
+                method: Method::GET,
+                url: url.clone(),
+                step: "list tags",
+                scopes: &scopes,
+                headers: vec![],
+                body: None,
+                ok: &[200, 404],
+            };
+            let resp = self.execute(req).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            let next = header_str(resp.headers(), "link")
+                .and_then(|l| next_link(&l))
+                .and_then(|n| url.join(&n).ok());
+            let body = read_capped(resp, 16 << 20).await.map_err(|detail| Error::Transport {
+                step: "list tags",
+                url: redact(&url),
+                detail,
+            })?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
+                step: "list tags",
+                url: redact(&url),
+                detail: "the tag list is not JSON".into(),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(n) if self.is_own_host(&n) => url = n,
+                _ => break,
+            }
+        }
+        Ok(tags)
+    }
+
+    async fn referrers(&self, repository: &str, digest: &Digest) -> Result<Option<Bytes>, Error> {
+        let scopes = [RepoScope::pull(repository)];
+        let req = Req {
+            method: Method::GET,
+            url: self.url(&format!("v2/{repository}/referrers/{digest}")),
+            step: "list referrers",
+            scopes: &scopes,
+            headers: vec![(ACCEPT, oci::OCI_INDEX.into())],
+            body: None,
+            ok: &[200, 400, 404, 405],
+        };
+        let resp = self.execute(req).await?;
+        if resp.status() != StatusCode::OK {
+            return Ok(None);
+        }
+        let url = redact(resp.url());
+        let body = read_capped(resp, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|detail| Error::Transport {
+                step: "list referrers",
+                url,
+                detail,
+            })?;
+        Ok(Some(Bytes::from(body)))
+    }
+}
+
+/// `host[:port]` of a URL, as written in references.
+fn host_port(u: &Url) -> Option<String> {
+    let host = u.host_str()?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
+/// A URL without its query string (upload URLs carry opaque state, signed URLs carry keys).
+pub(crate) fn redact(u: &Url) -> String {
+    let mut u = u.clone();
+    u.set_query(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn strip_params(ct: &str) -> String {
+    ct.split(';').next().unwrap_or_default().trim().to_owned()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The OCI error codes and first message of an error body.
+fn parse_oci_errors(body: &[u8]) -> (Vec<String>, String) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(env) => {
+            let message = env
+                .errors
+                .first()
+                .map(|e| e.message.chars().take(200).collect())
+                .unwrap_or_default();
+            (
+                env.errors
+                    .into_iter()
+                    .map(|e| e.code)
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+                message,
+            )
+        }
+        Err(_) => (Vec::new(), String::new()),
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn oci_error_bodies() {
+        let (codes, msg) =
+            parse_oci_errors(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"},{"code":"X"}]}"#);
+        assert_eq!(codes, vec!["MANIFEST_UNKNOWN", "X"]);
+        assert_eq!(msg, "manifest unknown");
+        assert_eq!(parse_oci_errors(b"<html>"), (vec![], String::new()));
+    }
+
+    #[test]
+    fn link_header() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link(r#"<x>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn redaction_drops_query_and_userinfo() {
+        let u = Url::parse("https://user:pw@store.example/blob?sig=SECRET&se=1").unwrap();
+        let r = redact(&u);
+        assert!(!r.contains("SECRET") && !r.contains("pw"), "{r}");
+        assert_eq!(
+            host_port(&Url::parse("http://127.0.0.1:5000/v2/").unwrap()).unwrap(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            host_port(&Url::parse("https://[::1]:5000/v2/").unwrap()).unwrap(),
+            "[::1]:5000"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_spaces_requests_by_rate() {
+        let l = Limiter::new(8, Some(10.0));
+        let start = Instant::now();
+        for _ in 0..5 {
+            drop(l.acquire().await);
+        }
+        // Five slots at 100 ms spacing: the fifth starts 400 ms after the first.
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_bounds_concurrency() {
+        let l = Arc::new(Limiter::new(2, None));
+        let a = l.acquire().await;
+        let _b = l.acquire().await;
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "third request must wait for a slot");
+        drop(a);
+        waiter.await.unwrap();
+    }
+}

@@ -1,0 +1,958 @@
+//! The copy engine: replicate one image (by tag or digest) from a source registry to a
+//! target repository, digest-preserving, then prove the target holds exactly the same
+//! thing.
+//!
+//! Order of work, which is also the order of safety:
+//! 1. read the source root manifest (raw bytes, verified);
+//! 2. for each manifest in the graph, HEAD the target first and skip what is there;
+//! 3. blobs: HEAD, else cross-repository mount from a repository known to hold the blob,
+//!    else stream source → [`verify::VerifyStream`] → target upload; never a whole blob
+//!    in memory; one upload per (target host, digest) at a time (single-flight);
+//! 4. child manifests, then the root, pushed by digest from the exact source bytes;
+//! 5. referrers (OCI referrers API, or the `sha256-<hex>` fallback tag) and cosign
+//!    `sha256-<hex>.sig/.att/.sbom` tags;
+//! 6. tags last, so no tag ever points at an incomplete graph;
+//! 7. verify: read the target back by digest and by every tag; bytes must hash to the
+//!    source digest.
+//!
+//! Must never: settle, ack or know about messages (see `lib.rs`); push a manifest before
+//! everything it references; report success before step 7.
+
+pub mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::oci::{self, Descriptor, Digest, Locator, Manifest, Reference};
+use crate::registry::{self, ManifestBytes, Mount, Registries, Registry};
+
+pub use crate::registry::ErrorClass;
+
+/// Which side of a copy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source registry.
+    Source,
+    /// The target registry.
+    Target,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// Errors of a copy. `class()` tells the caller whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A registry operation failed.
+    #[error("{side} {source}")]
+    Registry {
+        /// Which registry.
+        side: Side,
+        /// The cause.
+        #[source]
+        source: registry::Error,
+    },
+    /// A platform filter left nothing to copy.
+    #[error("no manifest in {reference} matches platforms {platforms:?}")]
+    NoPlatformMatch {
+        /// The index.
+        reference: String,
+        /// The filter.
+        platforms: Vec<String>,
+    },
+    /// The source reference names neither a tag nor a digest.
+    #[error("source reference {0} names no tag or digest")]
+    NoLocator(String),
+    /// The target read back something other than what was copied.
+    #[error("verification failed: {reference} resolves to {actual}, expected {expected}")]
+    VerifyFailed {
+        /// The target reference read back.
+        reference: String,
+        /// Source digest.
+        expected: Digest,
+        /// What the target holds.
+        actual: Digest,
+    },
+}
+
+impl Error {
+    /// Classify for the settle policy.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Registry { source, .. } => source.class(),
+            Error::NoPlatformMatch { .. } | Error::NoLocator(_) => ErrorClass::Permanent,
+            Error::VerifyFailed { .. } => ErrorClass::Transient,
+        }
+    }
+
+    /// The registry error underneath, if any.
+    pub fn registry_error(&self) -> Option<&registry::Error> {
+        match self {
+            Error::Registry { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn src_err(e: registry::Error) -> Error {
+    Error::Registry {
+        side: Side::Source,
+        source: e,
+    }
+}
+fn dst_err(e: registry::Error) -> Error {
+    Error::Registry {
+        side: Side::Target,
+        source: e,
+    }
+}
+
+/// Engine options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Copy only these platforms (`os/arch[/variant]`) of an index. Empty = all. A subset
+    /// changes the index, and so its digest: the target gets a new, smaller index.
+    pub platforms: Vec<String>,
+    /// Copy referrers and cosign tags.
+    pub referrers: bool,
+    /// Concurrent blob transfers, shared by every copy of this engine.
+    pub blob_jobs: usize,
+    /// Attempts per blob transfer (each with a fresh source stream and upload session).
+    pub blob_attempts: u32,
+    /// First delay between blob attempts (doubles, full jitter).
+    pub blob_retry_delay: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            platforms: Vec::new(),
+            referrers: true,
+            blob_jobs: 4,
+            blob_attempts: 3,
+            blob_retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Where a copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Target registry host.
+    pub registry: String,
+    /// Target repository.
+    pub repository: String,
+    /// Tags to point at the copied digest (empty: by digest only).
+    pub tags: Vec<String>,
+}
+
+/// One unit of work: copy `source` to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// What to copy (tag and/or digest).
+    pub source: Reference,
+    /// Where to.
+    pub target: Target,
+}
+
+impl Task {
+    /// `SRC DST` as on the command line: DST's tag, else SRC's tag, is written.
+    pub fn from_refs(source: Reference, dest: &Reference) -> Task {
+        let tags = dest.tag.clone().or_else(|| source.tag.clone()).into_iter().collect();
+        Task {
+            target: Target {
+                registry: dest.registry.clone(),
+                repository: dest.repository.clone(),
+                tags,
+            },
+            source,
+        }
+    }
+
+    /// The target as a reference string, for logs.
+    pub fn target_ref(&self) -> String {
+        match self.target.tags.first() {
+            Some(t) => format!("{}/{}:{t}", self.target.registry, self.target.repository),
+            None => format!("{}/{}", self.target.registry, self.target.repository),
+        }
+    }
+}
+
+/// Counters describing what a copy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Blob bytes streamed from source to target (mounted and skipped blobs excluded).
+    pub bytes_copied: u64,
+    /// Blobs streamed.
+    pub blobs_uploaded: u64,
+    /// Blobs mounted from another repository of the target registry.
+    pub blobs_mounted: u64,
+    /// Blobs the target already had.
+    pub blobs_skipped: u64,
+    /// Manifests pushed (children, roots, referrers).
+    pub manifests_pushed: u64,
+    /// Manifests the target already had.
+    pub manifests_skipped: u64,
+    /// Referrer and signature manifests pushed.
+    pub referrers_copied: u64,
+    /// Tags written (including cosign and fallback tags).
+    pub tags_written: u64,
+    /// Blob transfer attempts that failed and were retried.
+    pub blob_retries: u64,
+}
+
+#[derive(Default)]
+struct StatsAcc {
+    bytes_copied: AtomicU64,
+    blobs_uploaded: AtomicU64,
+    blobs_mounted: AtomicU64,
+    blobs_skipped: AtomicU64,
+    manifests_pushed: AtomicU64,
+    manifests_skipped: AtomicU64,
+    referrers_copied: AtomicU64,
+    tags_written: AtomicU64,
+    blob_retries: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl StatsAcc {
+    fn snapshot(&self) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            bytes_copied: g(&self.bytes_copied),
+            blobs_uploaded: g(&self.blobs_uploaded),
+            blobs_mounted: g(&self.blobs_mounted),
+            blobs_skipped: g(&self.blobs_skipped),
+            manifests_pushed: g(&self.manifests_pushed),
+            manifests_skipped: g(&self.manifests_skipped),
+            referrers_copied: g(&self.referrers_copied),
+            tags_written: g(&self.tags_written),
+            blob_retries: g(&self.blob_retries),
+        }
+    }
+}
+
+/// The verified result of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Something was written; the target now verifiably holds `digest`.
+    Replicated {
+        /// The root digest at the target (equal to the source's, unless a platform
+        /// subset was asked for).
+        digest: Digest,
+        /// What was done.
+        stats: Stats,
+    },
+    /// The target already held everything; nothing was written.
+    AlreadyPresent {
+        /// The root digest.
+        digest: Digest,
+        /// What was checked.
+        stats: Stats,
+    },
+}
+
+impl Outcome {
+    /// The verified root digest.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Outcome::Replicated { digest, .. } | Outcome::AlreadyPresent { digest, .. } => digest,
+        }
+    }
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        match self {
+            Outcome::Replicated { stats, .. } | Outcome::AlreadyPresent { stats, .. } => stats,
+        }
+    }
+}
+
+/// Live totals across all copies of one engine, for progress bars.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Blob bytes streamed so far.
+    pub bytes: Arc<AtomicU64>,
+    /// Blobs finished (uploaded, mounted or skipped).
+    pub blobs_done: AtomicU64,
+    /// Blobs seen in the graphs so far.
+    pub blobs_total: AtomicU64,
+}
+
+/// A blob at a registry host: the single-flight and location-memory key.
+type BlobKey = (String, Digest);
+
+/// Upper bound on remembered blob locations before the memory is reset.
+const MAX_KNOWN_LOCATIONS: usize = 200_000;
+
+/// The copy engine. Share one per process: it holds the single-flight table, the blob
+/// location memory (for mounts) and the global transfer limit.
+pub struct Replicator<S: Registries> {
+    registries: Arc<S>,
+    opts: Options,
+    inflight: Mutex<HashMap<BlobKey, Arc<tokio::sync::Mutex<()>>>>,
+    locations: Mutex<HashMap<BlobKey, Vec<String>>>,
+    transfers: Arc<Semaphore>,
+    progress: Arc<Progress>,
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Per-copy state.
+struct Job<R> {
+    src: Arc<R>,
+    dst: Arc<R>,
+    src_repo: String,
+    dst_repo: String,
+    stats: StatsAcc,
+    visited: Mutex<HashSet<Digest>>,
+    src_tags: OnceCell<Vec<String>>,
+    /// Referrers whose subject the target did not index itself: subject → descriptors.
+    pending_fallback: Mutex<HashMap<Digest, Vec<serde_json::Value>>>,
+    /// Fallback tags copied byte-for-byte from the source (no merge needed).
+    copied_fallback: Mutex<HashSet<Digest>>,
+}
+
+impl<S: Registries> Replicator<S> {
+    /// A new engine over `registries`.
+    pub fn new(registries: Arc<S>, opts: Options) -> Replicator<S> {
+        let jobs = opts.blob_jobs.max(1);
+        Replicator {
+            registries,
+            opts,
+            inflight: Mutex::new(HashMap::new()),
+            locations: Mutex::new(HashMap::new()),
+            transfers: Arc::new(Semaphore::new(jobs)),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Live totals.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Copy one image and verify it. See the module docs for the order of work.
+    pub async fn replicate(&self, task: &Task) -> Result<Outcome, Error> {
+        // Resolve both hosts before any I/O: an unknown host is refused without contact.
+        let src = self.registries.get(&task.source.registry).map_err(src_err)?;
+        let dst = self.registries.get(&task.target.registry).map_err(dst_err)?;
+        let locator = task
+            .source
+            .locator()
+            .ok_or_else(|| Error::NoLocator(task.source.to_string()))?;
+        let mut root = src
+            .get_manifest(&task.source.repository, &locator)
+            .await
+            .map_err(src_err)?;
+        let source_ref = task.source.to_string();
+        let target_ref = task.target_ref();
+        tracing::debug!(%source_ref, %target_ref, digest = %root.digest, "source resolved");
+        if !self.opts.platforms.is_empty() {
+            root = self.filter_platforms(&source_ref, root)?;
+        }
+        let job = Job {
+            src,
+            dst,
+            src_repo: task.source.repository.clone(),
+            dst_repo: task.target.repository.clone(),
+            stats: StatsAcc::default(),
+            visited: Mutex::new(HashSet::new()),
+            src_tags: OnceCell::new(),
+            pending_fallback: Mutex::new(HashMap::new()),
+            copied_fallback: Mutex::new(HashSet::new()),
+        };
+        let parsed = Manifest::parse(&root.media_type, &root.bytes).map_err(|e| {
+            src_err(registry::Error::InvalidManifest {
+                reference: source_ref.clone(),
+                source: e,
+            })
+        })?;
+        self.copy_manifest(&job, root.digest.clone(), Some(root.clone()))
+            .await?;
+
+        if self.opts.referrers {
+            let mut subjects = vec![root.digest.clone()];
+            if let Manifest::Index { manifests, .. } = &parsed {
+                subjects.extend(manifests.iter().map(|d| d.digest.clone()));
+            }
+            for s in &subjects {
+                self.copy_referrers(&job, s, 0).await?;
+            }
+            self.write_fallback_indexes(&job).await?;
+        }
+
+        // Tags last: the whole graph is in place now.
+        for tag in &task.target.tags {
+            let loc = Locator::Tag(tag.clone());
+            let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
+            if current.as_ref().and_then(|h| h.digest.as_ref()) == Some(&root.digest) {
+                continue;
+            }
+            job.dst
+                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+                .await
+                .map_err(dst_err)?;
+            inc(&job.stats.tags_written);
+        }
+
+        self.verify(&job, &root.digest, &task.target).await?;
+        let stats = job.stats.snapshot();
+        let wrote = stats.manifests_pushed + stats.tags_written + stats.blobs_uploaded + stats.blobs_mounted;
+        tracing::info!(
+            %source_ref, %target_ref, digest = %root.digest, bytes = stats.bytes_copied,
+            uploaded = stats.blobs_uploaded, mounted = stats.blobs_mounted, skipped = stats.blobs_skipped,
+            referrers = stats.referrers_copied, "verified"
+        );
+        Ok(if wrote == 0 {
+            Outcome::AlreadyPresent {
+                digest: root.digest,
+                stats,
+            }
+        } else {
+            Outcome::Replicated {
+                digest: root.digest,
+                stats,
+            }
+        })
+    }
+
+    /// Read the target back by digest and by every tag; each must hash to `digest`.
+    async fn verify(&self, job: &Job<S::Registry>, digest: &Digest, target: &Target) -> Result<(), Error> {
+        // get_manifest by digest fails unless the bytes hash to the digest.
+        job.dst
+            .get_manifest(&job.dst_repo, &Locator::Digest(digest.clone()))
+            .await
+            .map_err(dst_err)?;
+        for tag in &target.tags {
+            let got = job
+                .dst
+                .get_manifest(&job.dst_repo, &Locator::Tag(tag.clone()))
+                .await
+                .map_err(dst_err)?;
+            if got.digest != *digest {
+                return Err(Error::VerifyFailed {
+                    reference: format!("{}/{}:{tag}", target.registry, target.repository),
+                    expected: digest.clone(),
+                    actual: got.digest,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn filter_platforms(&self, reference: &str, root: ManifestBytes) -> Result<ManifestBytes, Error> {
+        let mut value: serde_json::Value = match serde_json::from_slice(&root.bytes) {
+            Ok(v) => v,
+            Err(_) => return Ok(root),
+        };
+        let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) else {
+            return Ok(root); // not an index: nothing to filter
+        };
+        let before = list.len();
+        list.retain(|entry| {
+            let p: oci::Platform = entry
+                .get("platform")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .unwrap_or_default();
+            self.opts.platforms.iter().any(|f| p.matches(f))
+        });
+        if list.is_empty() {
+            return Err(Error::NoPlatformMatch {
+                reference: reference.into(),
+                platforms: self.opts.platforms.clone(),
+            });
+        }
+        if list.len() == before {
+            return Ok(root); // every platform kept: keep the original bytes and digest
+        }
+        let kept = list.len();
+        let bytes = Bytes::from(serde_json::to_vec(&value).expect("a JSON value serialises"));
+        let digest = Digest::sha256_of(&bytes);
+        tracing::info!(source_ref = reference, %digest, kept, of = before, "platform subset: the target gets a new index");
+        Ok(ManifestBytes {
+            bytes,
+            media_type: root.media_type,
+            digest,
+        })
+    }
+
+    /// Copy a manifest and everything below it, children before parent. `preloaded` is
+    /// the manifest when the caller already read it.
+    fn copy_manifest<'a>(
+        &'a self,
+        job: &'a Job<S::Registry>,
+        digest: Digest,
+        preloaded: Option<ManifestBytes>,
+    ) -> BoxFut<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
+                return Ok(false);
+            }
+            let loc = Locator::Digest(digest.clone());
+            // A registry only stores a manifest whose references it holds, so a present
+            // manifest means a present subtree.
+            if job
+                .dst
+                .head_manifest(&job.dst_repo, &loc)
+                .await
+                .map_err(dst_err)?
+                .is_some()
+            {
+                inc(&job.stats.manifests_skipped);
+                return Ok(false);
+            }
+            let m = match preloaded {
+                Some(m) => m,
+                None => job.src.get_manifest(&job.src_repo, &loc).await.map_err(src_err)?,
+            };
+            let reference = format!("{}/{}@{}", job.src.host(), job.src_repo, digest);
+            let parsed = Manifest::parse(&m.media_type, &m.bytes)
+                .map_err(|e| src_err(registry::Error::InvalidManifest { reference, source: e }))?;
+            match &parsed {
+                Manifest::Image { config, layers, .. } => {
+                    let blobs: Vec<&Descriptor> = std::iter::once(config)
+                        .chain(layers.iter())
+                        .filter(|d| d.urls.as_ref().is_none_or(|u| u.is_empty()))
+                        .collect();
+                    self.progress
+                        .blobs_total
+                        .fetch_add(blobs.len() as u64, Ordering::Relaxed);
+                    let mut futs: Vec<BoxFut<'_, Result<(), Error>>> = Vec::with_capacity(blobs.len());
+                    for d in blobs {
+                        futs.push(Box::pin(self.copy_blob(job, d)));
+                    }
+                    futures_util::stream::iter(futs)
+                        .buffer_unordered(self.opts.blob_jobs.max(1))
+                        .try_collect::<Vec<()>>()
+                        .await?;
+                }
+                Manifest::Index { manifests, .. } => {
+                    let mut futs = Vec::with_capacity(manifests.len());
+                    for d in manifests {
+                        futs.push(self.copy_manifest(job, d.digest.clone(), None));
+                    }
+                    futures_util::stream::iter(futs)
+                        .buffer_unordered(4)
+                        .try_collect::<Vec<bool>>()
+                        .await?;
+                }
+            }
+            let put = job
+                .dst
+                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
+                .await
+                .map_err(dst_err)?;
+            inc(&job.stats.manifests_pushed);
+            if let Some(subject) = parsed.subject() {
+                if !put.subject_indexed {
+                    let desc = referrer_descriptor(&m);
+                    job.pending_fallback
+                        .lock()
+                        .expect("fallback lock")
+                        .entry(subject.digest.clone())
+                        .or_default()
+                        .push(desc);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// Copy the referrers of `subject` (API, else fallback tag) and its cosign tags.
+    fn copy_referrers<'a>(
+        &'a self,
+        job: &'a Job<S::Registry>,
+        subject: &'a Digest,
+        depth: u8,
+    ) -> BoxFut<'a, Result<(), Error>> {
+        Box::pin(async move {
+            if depth > 2 {
+                return Ok(());
+            }
+            let mut found: Vec<Digest> = Vec::new();
+            match job.src.referrers(&job.src_repo, subject).await.map_err(src_err)? {
+                Some(index) => {
+                    if let Ok(Manifest::Index { manifests, .. }) = Manifest::parse(oci::OCI_INDEX, &index) {
+                        found.extend(manifests.into_iter().map(|d| d.digest));
+                    }
+                }
+                None => {
+                    // No referrers API: the tag schema (`sha256-<hex>`) holds an index.
+                    let tag = subject.fallback_tag();
+                    if let Some(fallback) = self.get_optional(job, &Locator::Tag(tag.clone())).await? {
+                        if let Ok(Manifest::Index { manifests, .. }) =
+                            Manifest::parse(&fallback.media_type, &fallback.bytes)
+                        {
+                            for d in &manifests {
+                                if self.copy_manifest(job, d.digest.clone(), None).await? {
+                                    inc(&job.stats.referrers_copied);
+                                }
+                                self.copy_referrers(job, &d.digest, depth + 1).await?;
+                            }
+                            self.put_tag_if_changed(job, &tag, &fallback).await?;
+                            job.copied_fallback
+                                .lock()
+                                .expect("fallback lock")
+                                .insert(subject.clone());
+                        }
+                    }
+                }
+            }
+            for d in found {
+                if self.copy_manifest(job, d.clone(), None).await? {
+                    inc(&job.stats.referrers_copied);
+                }
+                self.copy_referrers(job, &d, depth + 1).await?;
+            }
+            // cosign's tag conventions.
+            let tags = job
+                .src_tags
+                .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map_err(src_err) })
+                .await?;
+            let base = subject.fallback_tag();
+            for suffix in [".sig", ".att", ".sbom"] {
+                let tag = format!("{base}{suffix}");
+                if !tags.contains(&tag) {
+                    continue;
+                }
+                let Some(m) = self.get_optional(job, &Locator::Tag(tag.clone())).await? else {
+                    continue;
+                };
+                if self.copy_manifest(job, m.digest.clone(), Some(m.clone())).await? {
+                    inc(&job.stats.referrers_copied);
+                }
+                self.put_tag_if_changed(job, &tag, &m).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// For referrers the target did not index (no `OCI-Subject`), maintain the
+    /// `sha256-<hex>` fallback index at the target, merging with what is there.
+    async fn write_fallback_indexes(&self, job: &Job<S::Registry>) -> Result<(), Error> {
+        let pending: Vec<(Digest, Vec<serde_json::Value>)> =
+            job.pending_fallback.lock().expect("fallback lock").drain().collect();
+        for (subject, descs) in pending {
+            if job.copied_fallback.lock().expect("fallback lock").contains(&subject) {
+                continue;
+            }
+            let tag = subject.fallback_tag();
+            let loc = Locator::Tag(tag.clone());
+            let existing = match job.dst.get_manifest(&job.dst_repo, &loc).await {
+                Ok(m) => serde_json::from_slice::<serde_json::Value>(&m.bytes).ok(),
+                Err(registry::Error::ManifestUnknown { .. }) => None,
+                Err(e) => return Err(dst_err(e)),
+            };
+            let mut index = existing.unwrap_or_else(
+                || serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": []}),
+            );
+            let list = index.get_mut("manifests").and_then(|m| m.as_array_mut());
+            let Some(list) = list else { continue };
+            let mut changed = false;
+            for d in descs {
+                if !list.iter().any(|e| e.get("digest") == d.get("digest")) {
+                    list.push(d);
+                    changed = true;
+                }
+            }
+            if changed {
+                let bytes = Bytes::from(serde_json::to_vec(&index).expect("a JSON value serialises"));
+                job.dst
+                    .put_manifest(&job.dst_repo, &loc, oci::OCI_INDEX, bytes)
+                    .await
+                    .map_err(dst_err)?;
+                inc(&job.stats.tags_written);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_optional(&self, job: &Job<S::Registry>, loc: &Locator) -> Result<Option<ManifestBytes>, Error> {
+        match job.src.get_manifest(&job.src_repo, loc).await {
+            Ok(m) => Ok(Some(m)),
+            Err(registry::Error::ManifestUnknown { .. }) => Ok(None),
+            Err(e) => Err(src_err(e)),
+        }
+    }
+
+    async fn put_tag_if_changed(&self, job: &Job<S::Registry>, tag: &str, m: &ManifestBytes) -> Result<(), Error> {
+        let loc = Locator::Tag(tag.into());
+        let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
+        if current.as_ref().and_then(|h| h.digest.as_ref()) != Some(&m.digest) {
+            job.dst
+                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
+                .await
+                .map_err(dst_err)?;
+            inc(&job.stats.tags_written);
+        }
+        Ok(())
+    }
+
+    fn remember(&self, host: &str, digest: &Digest, repo: &str) {
+        let mut map = self.locations.lock().expect("locations lock");
+        if map.len() >= MAX_KNOWN_LOCATIONS {
+            map.clear();
+        }
+        let repos = map.entry((host.to_owned(), digest.clone())).or_default();
+        if !repos.iter().any(|r| r == repo) {
+            repos.push(repo.to_owned());
+            if repos.len() > 8 {
+                repos.remove(0);
+            }
+        }
+    }
+
+    fn known_location(&self, host: &str, digest: &Digest, not: &str) -> Option<String> {
+        let map = self.locations.lock().expect("locations lock");
+        map.get(&(host.to_owned(), digest.clone()))?
+            .iter()
+            .rev()
+            .find(|r| *r != not)
+            .cloned()
+    }
+
+    /// Copy one blob: skip, mount, or stream (single-flight per target host and digest).
+    async fn copy_blob(&self, job: &Job<S::Registry>, desc: &Descriptor) -> Result<(), Error> {
+        let digest = &desc.digest;
+        let dst_host = job.dst.host().to_owned();
+        self.remember(job.src.host(), digest, &job.src_repo);
+        let lock = {
+            let mut map = self.inflight.lock().expect("inflight lock");
+            map.entry((dst_host.clone(), digest.clone())).or_default().clone()
+        };
+        let result = {
+            let _turn = lock.lock().await;
+            self.copy_blob_locked(job, desc).await
+        };
+        {
+            // Drop the single-flight entry when nobody else waits on it.
+            let mut map = self.inflight.lock().expect("inflight lock");
+            if Arc::strong_count(&lock) == 2 {
+                map.remove(&(dst_host, digest.clone()));
+            }
+        }
+        if result.is_ok() {
+            self.progress.blobs_done.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn copy_blob_locked(&self, job: &Job<S::Registry>, desc: &Descriptor) -> Result<(), Error> {
+        let digest = &desc.digest;
+        let dst_host = job.dst.host().to_owned();
+        if job
+            .dst
+            .head_blob(&job.dst_repo, digest)
+            .await
+            .map_err(dst_err)?
+            .is_some()
+        {
+            inc(&job.stats.blobs_skipped);
+            self.remember(&dst_host, digest, &job.dst_repo);
+            return Ok(());
+        }
+        // A mount needs a repository on the *target* registry that holds the blob: one we
+        // wrote or saw there, or the source repository when both are on the same host.
+        let mut session = None;
+        if let Some(from) = self.known_location(&dst_host, digest, &job.dst_repo) {
+            match job.dst.mount_blob(&job.dst_repo, digest, &from).await {
+                Ok(Mount::Mounted) => {
+                    inc(&job.stats.blobs_mounted);
+                    self.remember(&dst_host, digest, &job.dst_repo);
+                    tracing::debug!(%digest, from = %from, "blob mounted");
+                    return Ok(());
+                }
+                Ok(Mount::NotMounted(s)) => session = Some(s),
+                // A refused mount is not fatal: fall back to a plain upload.
+                Err(e) if e.class() != ErrorClass::Systemic => {
+                    tracing::debug!(%digest, error = %e, "mount failed; uploading")
+                }
+                Err(e) => return Err(dst_err(e)),
+            }
+        }
+        let mut delay = self.opts.blob_retry_delay;
+        let attempts = self.opts.blob_attempts.max(1);
+        for attempt in 1..=attempts {
+            match self.transfer(job, desc, session.take()).await {
+                Ok(bytes) => {
+                    job.stats.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
+                    inc(&job.stats.blobs_uploaded);
+                    self.remember(&dst_host, digest, &job.dst_repo);
+                    return Ok(());
+                }
+                Err(e) if e.class() == ErrorClass::Transient && attempt < attempts => {
+                    inc(&job.stats.blob_retries);
+                    let wait = delay.mul_f64(fastrand::f64()).max(
+                        e.registry_error()
+                            .and_then(registry::Error::retry_after)
+                            .unwrap_or_default(),
+                    );
+                    tracing::warn!(%digest, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "blob transfer failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Stream one blob from source to target through the verifier. Returns bytes moved.
+    async fn transfer(
+        &self,
+        job: &Job<S::Registry>,
+        desc: &Descriptor,
+        session: Option<registry::UploadSession>,
+    ) -> Result<u64, Error> {
+        let _slot = self
+            .transfers
+            .acquire()
+            .await
+            .expect("transfer semaphore is never closed");
+        let reader = job.src.get_blob(&job.src_repo, &desc.digest).await.map_err(src_err)?;
+        let session = match session {
+            Some(s) => s,
+            None => job.dst.start_upload(&job.dst_repo).await.map_err(dst_err)?,
+        };
+        let moved = Arc::new(AtomicU64::new(0));
+        let (stream, verdict) = verify::VerifyStream::new(reader.stream, desc.digest.clone(), desc.size, moved.clone());
+        let counted = CountInto {
+            inner: Box::pin(stream),
+            total: self.progress.bytes.clone(),
+        };
+        let result = job
+            .dst
+            .upload_blob(session.clone(), &desc.digest, desc.size, Box::pin(counted))
+            .await;
+        // A mismatch caught by the verifier is the real cause, whatever the upload says.
+        let what = format!("blob {}/{}@{}", job.src.host(), job.src_repo, desc.digest);
+        match (verdict.mismatch(), result) {
+            (Some(m), _) => {
+                job.dst.cancel_upload(session).await;
+                Err(src_err(match m {
+                    verify::Mismatch::Digest { actual } => registry::Error::DigestMismatch {
+                        what,
+                        expected: desc.digest.clone(),
+                        actual,
+                    },
+                    verify::Mismatch::Size { actual } => registry::Error::SizeMismatch {
+                        what,
+                        expected: desc.size,
+                        actual,
+                    },
+                }))
+            }
+            (None, Ok(())) => Ok(moved.load(Ordering::Relaxed)),
+            (None, Err(e)) => {
+                job.dst.cancel_upload(session).await;
+                Err(dst_err(e))
+            }
+        }
+    }
+}
+
+/// Adds released bytes to a shared progress counter.
+struct CountInto {
+    inner: registry::ByteStream,
+    total: Arc<AtomicU64>,
+}
+
+impl futures_util::Stream for CountInto {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let p = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(b))) = &p {
+            self.total.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+/// The descriptor of a referrer manifest, for a fallback index entry.
+fn referrer_descriptor(m: &ManifestBytes) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
+    let artifact_type = v
+        .get("artifactType")
+        .cloned()
+        .or_else(|| v.get("config").and_then(|c| c.get("mediaType")).cloned());
+    let mut d = serde_json::json!({
+        "mediaType": m.media_type,
+        "digest": m.digest.to_string(),
+        "size": m.bytes.len(),
+    });
+    if let Some(a) = artifact_type {
+        d["artifactType"] = a;
+    }
+    if let Some(a) = v.get("annotations") {
+        d["annotations"] = a.clone();
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_tags_follow_dest_then_source() {
+        let src: Reference = "a.example/app:v1".parse().unwrap();
+        let t = Task::from_refs(src.clone(), &"b.example/mirror/app".parse().unwrap());
+        assert_eq!(t.target.tags, vec!["v1"]);
+        let t = Task::from_refs(src, &"b.example/mirror/app:stable".parse().unwrap());
+        assert_eq!(t.target.tags, vec!["stable"]);
+        assert_eq!(t.target_ref(), "b.example/mirror/app:stable");
+        let by_digest: Reference = format!("a.example/app@{}", Digest::sha256_of(b"x")).parse().unwrap();
+        let t = Task::from_refs(by_digest, &"b.example/app".parse().unwrap());
+        assert!(t.target.tags.is_empty());
+    }
+
+    #[test]
+    fn referrer_descriptor_carries_artifact_type_and_annotations() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/example.sig","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[],"annotations":{"k":"v"}}"#;
+        let m = ManifestBytes {
+            bytes: Bytes::from_static(body),
+            media_type: oci::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(body),
+        };
+        let d = referrer_descriptor(&m);
+        assert_eq!(d["artifactType"], "application/example.sig");
+        assert_eq!(d["annotations"]["k"], "v");
+        assert_eq!(d["size"], body.len());
+    }
+
+    #[test]
+    fn error_class_delegates() {
+        let e = src_err(registry::Error::ManifestUnknown {
+            reference: "r/a:v1".into(),
+        });
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert_eq!(e.to_string(), "source manifest not found: r/a:v1");
+        let d = Digest::sha256_of(b"");
+        assert_eq!(
+            Error::VerifyFailed {
+                reference: "x".into(),
+                expected: d.clone(),
+                actual: d
+            }
+            .class(),
+            ErrorClass::Transient
+        );
+    }
+}

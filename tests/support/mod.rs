@@ -1,0 +1,154 @@
+//! Test harness for process tests (tier 3 in STYLE.md section 5).
+//!
+//! Role: start real servers on loopback for integration tests and tear them
+//! down again: a `docker-registry` child process ([`TestRegistry`]), an
+//! in-process Docker token server ([`TokenServer`]) and an in-process
+//! fault-injecting reverse proxy ([`FaultProxy`]).
+//!
+//! Must never: bind anything but `127.0.0.1`, touch the internet, sleep for a
+//! fixed time to wait for readiness, or use `unsafe`.
+//!
+//! Invariants: every type is a guard (dropping it stops the server and reaps
+//! the child); readiness is polled every [`POLL_INTERVAL`] up to
+//! [`READY_DEADLINE`]; a missing registry binary skips the test with a printed
+//! reason locally and fails it when `CI` is set (see [`registry_bin_or_skip!`]).
+//!
+//! Each integration test binary compiles this module separately and may use
+//! only part of it, hence the module-wide `dead_code` allowance below.
+#![allow(
+    dead_code,
+    reason = "shared by several test binaries; each one uses only part of the harness"
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod proxy;
+mod registry;
+mod token;
+
+// Each test binary uses only some of these names.
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use proxy::{Action, FaultProxy, Rule, Seen};
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use registry::TestRegistry;
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use reqwest::Method;
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use token::{KeyHint, TokenOptions, TokenRequest, TokenServer};
+
+/// How often readiness is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Overall deadline for a server to become ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Env var that overrides the registry binary (default `docker-registry`).
+pub const REGISTRY_BIN_ENV: &str = "TEST_REGISTRY_BIN";
+/// Env var that overrides the `htpasswd` binary (default `htpasswd`).
+pub const HTPASSWD_BIN_ENV: &str = "TEST_HTPASSWD_BIN";
+
+/// Finds a binary: the path in env `env_override` if set, else `default_name`
+/// looked up on `PATH`.
+///
+/// When it is missing: panics if env `CI` is set (CI must not silently skip
+/// process tests), otherwise prints a skip reason to stderr and returns `None`.
+pub fn require_bin(env_override: &str, default_name: &str) -> Option<PathBuf> {
+    match find_bin(env_override, default_name) {
+        Ok(path) => Some(path),
+        Err(reason) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{reason} (CI is set, so this test fails instead of skipping)");
+            }
+            eprintln!("SKIPPED: {reason}");
+            None
+        }
+    }
+}
+
+/// The registry binary (`TEST_REGISTRY_BIN`, default `docker-registry`), with
+/// the skip/fail policy of [`require_bin`].
+pub fn registry_bin() -> Option<PathBuf> {
+    require_bin(REGISTRY_BIN_ENV, "docker-registry")
+}
+
+/// Like [`require_bin`] but never prints or panics; used by the guards, which
+/// fail with a clear message when the test did not check first.
+pub(crate) fn find_bin(env_override: &str, default_name: &str) -> Result<PathBuf, String> {
+    if let Some(explicit) = std::env::var_os(env_override).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(explicit);
+        if path.is_file() {
+            return Ok(path);
+        }
+        // A bare name in the override is looked up on PATH like the default.
+        if let Some(found) = path.to_str().and_then(search_path) {
+            return Ok(found);
+        }
+        return Err(format!(
+            "{env_override}={} does not name an existing file",
+            path.display()
+        ));
+    }
+    search_path(default_name)
+        .ok_or_else(|| format!("`{default_name}` not found on PATH (set {env_override} to its location)"))
+}
+
+fn search_path(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The `PATH` handed to child processes (the environment is otherwise cleared).
+pub(crate) fn child_path_env() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+/// One-line skip: evaluates to the registry binary's path, or `return`s from
+/// the enclosing test after printing why (panics instead when `CI` is set).
+///
+/// ```ignore
+/// #[tokio::test]
+/// async fn pushes_blob() {
+///     support::registry_bin_or_skip!();
+///     let reg = support::TestRegistry::start().await;
+/// }
+/// ```
+#[macro_export]
+macro_rules! registry_bin_or_skip {
+    () => {
+        match $crate::support::registry_bin() {
+            Some(path) => path,
+            None => return,
+        }
+    };
+}
+
+/// One-line skip for any binary: `bin_or_skip!("TEST_HTPASSWD_BIN", "htpasswd")`.
+#[macro_export]
+macro_rules! bin_or_skip {
+    ($env:expr, $default:expr) => {
+        match $crate::support::require_bin($env, $default) {
+            Some(path) => path,
+            None => return,
+        }
+    };
+}
+
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use crate::{bin_or_skip, registry_bin_or_skip};
+
+/// A plain HTTP client for harness use: no proxy, no redirects, short timeouts.
+pub(crate) fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("build probe http client")
+}
