@@ -8,7 +8,7 @@
 //! failures are retried by the copy engine with a fresh source stream.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::BackoffBuilder as _;
@@ -31,6 +31,8 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// Default chunk size once a registry has refused a monolithic upload.
 const DEFAULT_CHUNK: u64 = 16 << 20;
+/// Smallest chunk regrelay shrinks to after 413 answers.
+const MIN_CHUNK: u64 = 256 << 10;
 
 /// Shared per-host request limiter: a bound on concurrent requests and an optional rate.
 #[derive(Debug)]
@@ -92,6 +94,8 @@ pub struct HttpRegistry {
     limiter: Limiter,
     /// Set once the host refused a monolithic upload with 413.
     force_chunked: AtomicBool,
+    /// Chunk size in use; halved each time the host refuses a chunk with 413.
+    chunk_size: AtomicU64,
 }
 
 impl HttpRegistry {
@@ -131,6 +135,7 @@ impl HttpRegistry {
             auth: Authenticator::new(&cfg.host, cfg.auth.clone()),
             limiter: Limiter::new(cfg.max_in_flight, cfg.requests_per_second),
             force_chunked: AtomicBool::new(false),
+            chunk_size: AtomicU64::new(cfg.chunk_size.unwrap_or(DEFAULT_CHUNK)),
             base,
             client,
             cfg,
@@ -384,38 +389,32 @@ impl HttpRegistry {
         size: u64,
         mut body: ByteStream,
     ) -> Result<(), Error> {
-        let chunk = self
-            .cfg
-            .chunk_size
-            .unwrap_or(DEFAULT_CHUNK)
-            .max(session.min_chunk.unwrap_or(0)) as usize;
+        let min_chunk = session.min_chunk.unwrap_or(0).max(MIN_CHUNK);
+        let mut chunk = self.chunk_size.load(Ordering::Relaxed).max(min_chunk) as usize;
         let scopes = [RepoScope::push(&session.repository)];
         let mut location = session.location.clone();
         let mut offset: u64 = 0;
-        let mut buf = BytesMut::with_capacity(chunk.min(size as usize).max(1));
-        let mut done = false;
-        while !done {
-            while buf.len() < chunk {
+        let mut buf = BytesMut::new();
+        let mut eof = false;
+        loop {
+            while !eof && buf.len() < chunk {
                 match body.next().await {
                     Some(Ok(b)) => buf.extend_from_slice(&b),
                     Some(Err(e)) => {
+                        let url = redact(&location);
                         return Err(Error::Transport {
                             step: "read source blob",
-                            url: redact(&location),
+                            url,
                             detail: e.to_string(),
                         });
                     }
-                    None => {
-                        done = true;
-                        break;
-                    }
+                    None => eof = true,
                 }
             }
             if buf.is_empty() {
                 break;
             }
-            let take = buf.len().min(chunk);
-            let part = buf.split_to(take).freeze();
+            let part = buf.split_to(buf.len().min(chunk)).freeze();
             let end = offset + part.len() as u64 - 1;
             let req = Req {
                 method: Method::PATCH,
@@ -426,14 +425,24 @@ impl HttpRegistry {
                     (CONTENT_TYPE, "application/octet-stream".into()),
                     (reqwest::header::CONTENT_RANGE, format!("{offset}-{end}")),
                 ],
-                body: Some(part),
+                body: Some(part.clone()),
                 ok: &[202],
             };
-            let resp = self.execute(req).await?;
-            location = self.location("upload blob chunk", &location, resp.headers())?;
-            offset = end + 1;
-            if !buf.is_empty() {
-                done = false;
+            match self.execute(req).await {
+                Ok(resp) => {
+                    location = self.location("upload blob chunk", &location, resp.headers())?;
+                    offset = end + 1;
+                }
+                // The chunk is still in memory: shrink and send it again in smaller parts.
+                Err(e) if e.status() == Some(413) && chunk as u64 / 2 >= min_chunk => {
+                    chunk /= 2;
+                    self.chunk_size.store(chunk as u64, Ordering::Relaxed);
+                    tracing::warn!(registry = %self.cfg.host, chunk, "chunk refused (413); using smaller chunks");
+                    let mut again = BytesMut::from(&part[..]);
+                    again.extend_from_slice(&buf);
+                    buf = again;
+                }
+                Err(e) => return Err(e),
             }
         }
         if offset != size {
@@ -609,7 +618,12 @@ impl Registry for HttpRegistry {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(Some(resp.content_length().unwrap_or(0)))
+        // reqwest reports a HEAD body as empty, so read the header itself.
+        Ok(Some(
+            header_str(resp.headers(), "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ))
     }
 
     async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<BlobReader, Error> {
@@ -931,6 +945,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiter.is_finished(), "third request must wait for a slot");
         drop(a);
-        waiter.await.unwrap();
+        let _permit = waiter.await.unwrap();
     }
 }

@@ -23,6 +23,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod image;
 mod proxy;
 mod registry;
 mod token;
