@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run regrelay's whole test suite on a fresh Debian machine.
+#
+# Installs what the process tests need and a fresh machine lacks (the real registry,
+# distribution 2.8 from Debian's `docker-registry`, and `htpasswd`), then runs every
+# tier: unit tests, copy-engine tests and binary tests against real registries.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test copy`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q "${missing[@]}"
+fi
+# The Debian package starts a system registry on :5000; the tests start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    echo "note: a system docker-registry service is running; the tests do not use it"
+fi
+
+cargo test --locked "$@"
