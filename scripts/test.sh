@@ -23,4 +23,14 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-re
     echo "note: a system docker-registry service is running; the tests do not use it"
 fi
 
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo prints one summary per test binary (the last is often the 0-test doc run);
+# close with the total (one line, "tests: N passed, N failed, N skipped").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
