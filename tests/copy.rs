@@ -548,3 +548,141 @@ async fn missing_source_is_permanent_with_a_clear_message() {
     );
     assert_eq!(err.class(), ErrorClass::Permanent);
 }
+
+#[tokio::test]
+async fn expired_tokens_are_refreshed_and_identity_tokens_use_the_oauth2_form() {
+    support::registry_bin_or_skip!();
+    let tokens = TokenServer::start_with(
+        &[("dora", "dora-pw-99")],
+        support::TokenOptions {
+            expires_in_secs: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start_token(&tokens).await);
+    let s = image::client(&src.host(), Auth::Anonymous);
+    image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(95, 10_000)], false, 95).await;
+    let dora = Auth::Basic {
+        username: "dora".into(),
+        password: Secret::new("dora-pw-99"),
+    };
+    let engine = image::engine(
+        vec![anon(&src.host()), cfg(&dst.host(), dora)],
+        Options {
+            referrers: false,
+            ..Options::default()
+        },
+    );
+    let t = task(&format!("{}/app:v1", src.host()), &format!("{}/app", dst.host()));
+    engine.replicate(&t).await.unwrap();
+    let after_first = tokens.request_count();
+    engine.replicate(&t).await.unwrap();
+    assert_eq!(tokens.request_count(), after_first, "a fresh token is reused");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    engine.replicate(&t).await.unwrap();
+    assert!(
+        tokens.request_count() > after_first,
+        "an expired token is fetched again"
+    );
+
+    // An OAuth2 refresh token (docker's `identitytoken`) is exchanged with the POST form.
+    let form = format!(
+        "grant_type=password&username=dora&password=dora-pw-99&service={}&client_id=test&access_type=offline&scope=",
+        tokens.service()
+    );
+    let resp = reqwest::Client::new()
+        .post(tokens.realm())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let refresh = body["refresh_token"].as_str().expect("refresh token issued").to_owned();
+    let engine = image::engine(
+        vec![
+            anon(&src.host()),
+            cfg(&dst.host(), Auth::IdentityToken(Secret::new(refresh))),
+        ],
+        Options {
+            referrers: false,
+            ..Options::default()
+        },
+    );
+    let out = engine
+        .replicate(&task(
+            &format!("{}/app:v1", src.host()),
+            &format!("{}/via-refresh", dst.host()),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Replicated { .. }));
+    let posts = tokens
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.credentials_valid)
+        .count();
+    assert!(
+        posts >= 2,
+        "the test's password grant plus the engine's refresh-token grant, got {posts}"
+    );
+}
+
+#[tokio::test]
+async fn connection_reset_and_stall_mid_blob_are_retried() {
+    support::registry_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let img = image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(96, 500_000)], false, 96).await;
+    let proxy = FaultProxy::start(&src.url()).await;
+    let layer = serde_json::from_slice::<serde_json::Value>(&img.bytes).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    proxy.add_rule(
+        Rule::new(Action::ResetAfter { bytes: 100_000 })
+            .method(Method::GET)
+            .path_contains(layer.clone())
+            .times(1),
+    );
+    proxy.add_rule(
+        Rule::new(Action::Stall {
+            delay: Duration::from_secs(3),
+        })
+        .method(Method::GET)
+        .path_contains(layer)
+        .times(1),
+    );
+    let mut source = anon(&proxy.host());
+    source.read_timeout = Duration::from_secs(1);
+    let opts = Options {
+        referrers: false,
+        blob_retry_delay: Duration::from_millis(10),
+        ..Options::default()
+    };
+    let engine = image::engine(vec![source, anon(&dst.host())], opts);
+    let started = tokio::time::Instant::now();
+    let out = engine
+        .replicate(&task(
+            &format!("{}/app:v1", proxy.host()),
+            &format!("{}/app", dst.host()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.digest(), &img.digest);
+    assert!(
+        out.stats().blob_retries >= 1,
+        "the reset blob was streamed again: {:?}",
+        out.stats()
+    );
+    let faults: Vec<_> = proxy.requests().into_iter().filter_map(|r| r.fault).collect();
+    assert!(faults.iter().any(|f| f.starts_with("reset_after")), "{faults:?}");
+    // The stalled GET is abandoned by the 1 s read timeout and retried (the proxy never
+    // logs it, because the client hung up first).
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the stall was waited out: {:?}",
+        started.elapsed()
+    );
+}
