@@ -147,15 +147,7 @@ async fn secrets_never_reach_logs_even_at_trace_level() {
         password: Secret::new("alice-pw-3141"),
     };
     let s = image::client(&src.host(), alice);
-    let img = image::push_image(
-        &s,
-        "app",
-        Some("v1"),
-        vec![image::random_bytes(200, 20_000)],
-        false,
-        200,
-    )
-    .await;
+    let img = image::push_simple(&s, "app", "v1", 20_000, 200).await;
 
     let dir = tempfile::tempdir().unwrap();
     let bob_b64 = base64::engine::general_purpose::STANDARD.encode("bob:bob-pw-2718");
@@ -208,15 +200,7 @@ async fn docker_credential_helpers_are_used() {
     let src = TestRegistry::start().await;
     let dst = TestRegistry::start_htpasswd("carol", "carol-pw-1414").await;
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_image(
-        &s,
-        "app",
-        Some("v1"),
-        vec![image::random_bytes(300, 10_000)],
-        false,
-        300,
-    )
-    .await;
+    let img = image::push_simple(&s, "app", "v1", 10_000, 300).await;
     let dir = tempfile::tempdir().unwrap();
     let helper = dir.path().join("docker-credential-regrelaytest");
     std::fs::write(

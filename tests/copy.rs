@@ -16,6 +16,14 @@ fn task(src: &str, dst: &str) -> Task {
     Task::from_refs(src.parse().unwrap(), &dst.parse::<Reference>().unwrap())
 }
 
+/// Engine options without referrer copying, for tests about blobs and manifests.
+fn no_refs() -> Options {
+    Options {
+        referrers: false,
+        ..Options::default()
+    }
+}
+
 fn anon(host: &str) -> regrelay::config::RegistryConfig {
     cfg(host, Auth::Anonymous)
 }
@@ -32,15 +40,7 @@ async fn oci_and_docker_manifests_copy_with_identical_digests() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    let oci = image::push_image(
-        &s,
-        "team/app",
-        Some("v1"),
-        vec![image::random_bytes(1, 50_000)],
-        false,
-        1,
-    )
-    .await;
+    let oci = image::push_simple(&s, "team/app", "v1", 50_000, 1).await;
     let docker = image::push_image(
         &s,
         "team/old",
@@ -217,13 +217,7 @@ async fn target_with_every_blob_moves_no_bytes_and_other_repos_mount() {
         30,
     )
     .await;
-    let engine = image::engine(
-        vec![anon(&src.host()), anon(&dst.host())],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
-    );
+    let engine = image::engine(vec![anon(&src.host()), anon(&dst.host())], no_refs());
     let first = engine
         .replicate(&task(
             &format!("{}/base/app:v1", src.host()),
@@ -275,13 +269,7 @@ async fn concurrent_copies_of_one_blob_upload_it_once() {
         )
         .await;
     }
-    let engine = std::sync::Arc::new(image::engine(
-        vec![anon(&src.host()), anon(&dst.host())],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
-    ));
+    let engine = std::sync::Arc::new(image::engine(vec![anon(&src.host()), anon(&dst.host())], no_refs()));
     let mut handles = Vec::new();
     for i in 0..4 {
         let e = engine.clone();
@@ -309,7 +297,7 @@ async fn corrupted_source_blob_fails_and_target_gets_no_manifest() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(50, 200_000)], false, 50).await;
+    image::push_simple(&s, "app", "v1", 200_000, 50).await;
     let proxy = FaultProxy::start(&src.url()).await;
     proxy.add_rule(
         Rule::new(Action::CorruptBody)
@@ -345,7 +333,7 @@ async fn transient_500s_and_429s_are_retried_and_retry_after_is_waited() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(60, 50_000)], false, 60).await;
+    let img = image::push_simple(&s, "app", "v1", 50_000, 60).await;
     let proxy = FaultProxy::start(&dst.url()).await;
     proxy.add_rule(
         Rule::status(500)
@@ -363,13 +351,7 @@ async fn transient_500s_and_429s_are_retried_and_retry_after_is_waited() {
         .times(1),
     );
     proxy.add_rule(Rule::status(503).method(Method::POST).times(1));
-    let engine = image::engine(
-        vec![anon(&src.host()), anon(&proxy.host())],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
-    );
+    let engine = image::engine(vec![anon(&src.host()), anon(&proxy.host())], no_refs());
     let started = tokio::time::Instant::now();
     let out = engine
         .replicate(&task(
@@ -394,15 +376,9 @@ async fn target_down_then_up_completes() {
     let src = TestRegistry::start().await;
     let mut dst = TestRegistry::start().await;
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(70, 80_000)], false, 70).await;
+    let img = image::push_simple(&s, "app", "v1", 80_000, 70).await;
     dst.stop().await;
-    let engine = image::engine(
-        vec![anon(&src.host()), anon(&dst.host())],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
-    );
+    let engine = image::engine(vec![anon(&src.host()), anon(&dst.host())], no_refs());
     let t = task(&format!("{}/app:v1", src.host()), &format!("{}/app", dst.host()));
     let copy = tokio::spawn(async move { engine.replicate(&t).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -417,15 +393,7 @@ async fn refused_monolithic_upload_falls_back_to_chunked() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_image(
-        &s,
-        "app",
-        Some("v1"),
-        vec![image::random_bytes(80, 3_000_000)],
-        false,
-        80,
-    )
-    .await;
+    let img = image::push_simple(&s, "app", "v1", 3_000_000, 80).await;
     let proxy = FaultProxy::start(&dst.url()).await;
     proxy.add_rule(Rule::new(Action::Reject413IfBodyOver { bytes: 1_000_000 }));
     let mut target = anon(&proxy.host());
@@ -465,7 +433,7 @@ async fn basic_and_token_auth_registries() {
         password: Secret::new("alice-pw-123"),
     };
     let s = image::client(&src.host(), alice.clone());
-    let img = image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(90, 30_000)], false, 90).await;
+    let img = image::push_simple(&s, "app", "v1", 30_000, 90).await;
     let bob = Auth::Basic {
         username: "bob".into(),
         password: Secret::new("bob-pw-456"),
@@ -562,18 +530,12 @@ async fn expired_tokens_are_refreshed_and_identity_tokens_use_the_oauth2_form() 
     .await;
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start_token(&tokens).await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(95, 10_000)], false, 95).await;
+    image::push_simple(&s, "app", "v1", 10_000, 95).await;
     let dora = Auth::Basic {
         username: "dora".into(),
         password: Secret::new("dora-pw-99"),
     };
-    let engine = image::engine(
-        vec![anon(&src.host()), cfg(&dst.host(), dora)],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
-    );
+    let engine = image::engine(vec![anon(&src.host()), cfg(&dst.host(), dora)], no_refs());
     let t = task(&format!("{}/app:v1", src.host()), &format!("{}/app", dst.host()));
     engine.replicate(&t).await.unwrap();
     let after_first = tokens.request_count();
@@ -605,10 +567,7 @@ async fn expired_tokens_are_refreshed_and_identity_tokens_use_the_oauth2_form() 
             anon(&src.host()),
             cfg(&dst.host(), Auth::IdentityToken(Secret::new(refresh))),
         ],
-        Options {
-            referrers: false,
-            ..Options::default()
-        },
+        no_refs(),
     );
     let out = engine
         .replicate(&task(
@@ -634,7 +593,7 @@ async fn connection_reset_and_stall_mid_blob_are_retried() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_image(&s, "app", Some("v1"), vec![image::random_bytes(96, 500_000)], false, 96).await;
+    let img = image::push_simple(&s, "app", "v1", 500_000, 96).await;
     let proxy = FaultProxy::start(&src.url()).await;
     let layer = serde_json::from_slice::<serde_json::Value>(&img.bytes).unwrap()["layers"][0]["digest"]
         .as_str()

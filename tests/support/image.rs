@@ -207,3 +207,8 @@ pub async fn push_cosign_signature(reg: &HttpRegistry, repo: &str, subject: &Pus
         serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": [layer]});
     push_manifest(reg, repo, Some(&tag), oci::OCI_MANIFEST, body).await
 }
+
+/// Push an OCI image with one random layer of `layer_size` bytes under `repo:tag`.
+pub async fn push_simple(reg: &HttpRegistry, repo: &str, tag: &str, layer_size: usize, seed: u64) -> Pushed {
+    push_image(reg, repo, Some(tag), vec![random_bytes(seed, layer_size)], false, seed).await
+}
