@@ -13,6 +13,7 @@
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config) | `config`, `oci`, `registry`, `replicate` |
 //! | [`config`] | typed settings, [`config::Secret`] | — (leaf) |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
+//! | [`event`] | pure decoders: GAR/GCR, ACR (Event Grid, CloudEvents), generic → [`event::Event`] | `oci` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `oci` |
 //! | [`replicate`] | the copy engine and its verifying stream | `registry`, `oci` |
 //!
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod event;
 pub mod oci;
 pub mod registry;
 pub mod replicate;
@@ -66,5 +68,6 @@ mod layering {
     fn registry_never_imports_replicate_and_leaves_import_nothing() {
         assert_no_imports("registry", &["crate::replicate"]);
         assert_no_imports("oci", &["crate::"]);
+        assert_no_imports("event", &["crate::registry", "crate::replicate", "crate::config"]);
     }
 }
