@@ -96,6 +96,8 @@ pub struct HttpRegistry {
     force_chunked: AtomicBool,
     /// Chunk size in use; halved each time the host refuses a chunk with 413.
     chunk_size: AtomicU64,
+    /// Set once the host answered a referrers request with "no such API".
+    no_referrers_api: AtomicBool,
 }
 
 impl HttpRegistry {
@@ -136,6 +138,7 @@ impl HttpRegistry {
             limiter: Limiter::new(cfg.max_in_flight, cfg.requests_per_second),
             force_chunked: AtomicBool::new(false),
             chunk_size: AtomicU64::new(cfg.chunk_size.unwrap_or(DEFAULT_CHUNK)),
+            no_referrers_api: AtomicBool::new(false),
             base,
             client,
             cfg,
@@ -766,6 +769,9 @@ impl Registry for HttpRegistry {
     }
 
     async fn referrers(&self, repository: &str, digest: &Digest) -> Result<Option<Bytes>, Error> {
+        if self.no_referrers_api.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let scopes = [RepoScope::pull(repository)];
         let req = Req {
             method: Method::GET,
@@ -778,6 +784,8 @@ impl Registry for HttpRegistry {
         };
         let resp = self.execute(req).await?;
         if resp.status() != StatusCode::OK {
+            // A registry has the API or it does not: stop asking after the first "no".
+            self.no_referrers_api.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         let url = redact(resp.url());

@@ -586,6 +586,12 @@ impl<S: Registries> Replicator<S> {
             if depth > 2 {
                 return Ok(());
             }
+            // One tag listing per source repository serves both the fallback tag and
+            // the cosign tags below.
+            let tags = job
+                .src_tags
+                .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map_err(src_err) })
+                .await?;
             let mut found: Vec<Digest> = Vec::new();
             match job.src.referrers(&job.src_repo, subject).await.map_err(src_err)? {
                 Some(index) => {
@@ -596,7 +602,12 @@ impl<S: Registries> Replicator<S> {
                 None => {
                     // No referrers API: the tag schema (`sha256-<hex>`) holds an index.
                     let tag = subject.fallback_tag();
-                    if let Some(fallback) = self.get_optional(job, &Locator::Tag(tag.clone())).await? {
+                    let fallback = if tags.contains(&tag) {
+                        self.get_optional(job, &Locator::Tag(tag.clone())).await?
+                    } else {
+                        None
+                    };
+                    if let Some(fallback) = fallback {
                         if let Ok(Manifest::Index { manifests, .. }) =
                             Manifest::parse(&fallback.media_type, &fallback.bytes)
                         {
@@ -622,10 +633,6 @@ impl<S: Registries> Replicator<S> {
                 self.copy_referrers(job, &d, depth + 1).await?;
             }
             // cosign's tag conventions.
-            let tags = job
-                .src_tags
-                .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map_err(src_err) })
-                .await?;
             let base = subject.fallback_tag();
             for suffix in [".sig", ".att", ".sbom"] {
                 let tag = format!("{base}{suffix}");
