@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# Benchmark regrelay against `skopeo copy` on two local docker-registry instances.
+#
+#   bash scripts/bench.sh                 # full run (512 MiB / 40 images / 1 GiB)
+#   BENCH_QUICK=1 bash scripts/bench.sh   # smoke run with small sizes
+#
+# Environment:
+#   BENCH_QUICK=1       shrink sizes (A: 64 MiB, B: 40 tiny images, C: 128 MiB)
+#   BENCH_REPEAT=N      repetitions of A and B (default 3; the median wall time is reported)
+#   BENCH_TIMEOUT=S     per-invocation time limit in seconds (default 1800)
+#   BENCH_TMPDIR=DIR    where registries store data (default: $TMPDIR or /tmp)
+#
+# Scenarios:
+#   A  one image, 8 layers of 64 MiB: `regrelay copy SRC DST` vs `skopeo copy --all
+#      --preserve-digests`.  Goal: regrelay wall <= 0.95 x skopeo wall.
+#   B  40 images in 40 repositories sharing two 8 MiB base layers plus one unique 2 MiB
+#      layer each: one `regrelay copy --from-file` vs 40 sequential skopeo runs (sum of
+#      wall times, max of peak RSS).  Goal: <= 0.5 x.
+#   C  one image with a single 1 GiB layer: peak RSS.  Goal: regrelay <= 64 MiB.
+#
+# Every tool invocation copies into a freshly started, empty target registry, so neither
+# tool benefits from blobs the other (or an earlier repetition) uploaded.  Both registries
+# listen on 127.0.0.1 only.  A failed copy, or a target whose manifest digest differs from
+# the source's, fails the benchmark.  Raw results go to bench-out/results.txt.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+QUICK=${BENCH_QUICK:-0}
+REPEAT=${BENCH_REPEAT:-3}
+TOOL_TIMEOUT=${BENCH_TIMEOUT:-1800}
+OUT_DIR=$ROOT/bench-out
+RESULTS=$OUT_DIR/results.txt
+MIB=$((1 << 20))
+
+if [[ $QUICK == 1 ]]; then
+    A_LAYERS=8; A_SIZE=$((8 * MIB))                                  # 64 MiB
+    B_IMAGES=40; B_BASE=$((512 * 1024)); B_UNIQUE=$((128 * 1024))
+    C_SIZE=$((128 * MIB))
+else
+    A_LAYERS=8; A_SIZE=$((64 * MIB))                                 # 512 MiB
+    B_IMAGES=40; B_BASE=$((8 * MIB)); B_UNIQUE=$((2 * MIB))
+    C_SIZE=$((1024 * MIB))
+fi
+A_GOAL=0.95
+B_GOAL=0.5
+C_GOAL_KIB=$((64 * 1024))
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+[[ $REPEAT =~ ^[1-9][0-9]?$ ]] || die "BENCH_REPEAT must be 1..99"
+[[ $TOOL_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
+for tool in docker-registry skopeo python3 curl timeout cargo; do
+    command -v "$tool" >/dev/null || die "missing $tool"
+done
+[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
+
+# --- temp dir, process bookkeeping, cleanup -------------------------------------------
+WORK=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/regrelay-bench.XXXXXX")
+declare -a PIDS=()      # registry processes still running
+declare -A USED_PORTS=()
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do
+        [[ -n $pid ]] || continue
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        [[ -n $pid ]] || continue
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build ---------------------------------------------------------------------------
+log "building regrelay (release)"
+if [[ -f Cargo.lock ]]; then
+    cargo build --release --locked >&2
+else
+    cargo build --release >&2
+fi
+REGRELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/regrelay
+[[ -x $REGRELAY ]] || die "no binary at $REGRELAY"
+
+# --- registries ----------------------------------------------------------------------
+# free_port: sets FREE_PORT (not a $(subshell): USED_PORTS must persist).
+free_port() {
+    local p i
+    for i in $(seq 1 50); do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+        # Never reuse a port within one run: skopeo's blob-info cache is keyed by host:port.
+        if [[ -z ${USED_PORTS[$p]:-} ]]; then
+            USED_PORTS[$p]=1
+            FREE_PORT=$p
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# start_registry NAME: starts a registry with its own storage under $WORK/NAME.
+# Sets REG_PORT, REG_PID, REG_DIR.
+start_registry() {
+    local name=$1 i
+    REG_DIR=$WORK/$name
+    rm -rf "$REG_DIR"
+    mkdir -p "$REG_DIR/storage"
+    free_port
+    REG_PORT=$FREE_PORT
+    cat >"$REG_DIR/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REG_DIR/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+EOF
+    docker-registry serve "$REG_DIR/config.yml" >"$REG_DIR/registry.log" 2>&1 &
+    REG_PID=$!
+    PIDS+=("$REG_PID")
+    for i in $(seq 1 200); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$REG_PORT/v2/" || true) == 200 ]]; then
+            return 0
+        fi
+        kill -0 "$REG_PID" 2>/dev/null || { cat "$REG_DIR/registry.log" >&2; die "registry $name exited"; }
+        sleep 0.1
+    done
+    cat "$REG_DIR/registry.log" >&2
+    die "registry $name did not answer GET /v2/ within 20 s"
+}
+
+# stop_registry PID DIR
+stop_registry() {
+    local pid=$1 dir=$2 i
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for i in "${!PIDS[@]}"; do
+        [[ ${PIDS[$i]} == "$pid" ]] && PIDS[$i]=""
+    done
+    rm -rf "$dir"
+    sync   # do not let one run's dirty pages be written back during the next timed run
+}
+
+# manifest_digest HOST:PORT REPO TAG
+manifest_digest() {
+    curl -sf --max-time 30 -I \
+        -H 'Accept: application/vnd.oci.image.index.v1+json' \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'
+}
+
+# expect_digest HOST:PORT REPO TAG DIGEST
+expect_digest() {
+    local got
+    got=$(manifest_digest "$1" "$2" "$3" || true)
+    [[ $got == "$4" ]] || die "target $1/$2:$3 has digest '${got}', want $4"
+}
+
+# --- timing --------------------------------------------------------------------------
+# timed LOGFILE CMD...: runs CMD under /usr/bin/time; sets T_WALL (s) and T_RSS (KiB).
+# A non-zero exit fails the benchmark.
+timed() {
+    local logf=$1 tf rc=0
+    shift
+    tf=$WORK/time.$$.out
+    timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$logf" 2>&1 || rc=$?
+    if [[ $rc != 0 ]]; then
+        echo "---- $* (exit $rc) ----" >&2
+        tail -n 30 "$logf" >&2
+        die "command failed (exit $rc); not timing a failed copy"
+    fi
+    read -r T_WALL T_RSS < <(tail -n 1 "$tf")
+    [[ $T_WALL =~ ^[0-9.]+$ && $T_RSS =~ ^[0-9]+$ ]] || die "cannot parse /usr/bin/time output: $(cat "$tf")"
+}
+
+run_regrelay() { # LOGFILE ARGS...
+    local logf=$1
+    shift
+    REGRELAY_LOG=warn timed "$logf" "$REGRELAY" --log-format text "$@"
+}
+
+run_skopeo() { # LOGFILE SRC DST
+    timed "$1" skopeo copy --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
+        "docker://$2" "docker://$3"
+}
+
+seed() { # LAYOUT TAG SRCREF
+    skopeo copy --all --preserve-digests --dest-tls-verify=false "oci:$1:$2" "docker://$3" >/dev/null \
+        || die "seeding $3 failed"
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+maxof() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -n 1; }
+
+mkdir -p "$OUT_DIR/logs"
+RAW=$WORK/raw.txt
+: >"$RAW"
+raw() { echo "$*" | tee -a "$RAW" >&2; }
+
+# --- source registry -----------------------------------------------------------------
+start_registry source
+SRC=127.0.0.1:$REG_PORT
+log "source registry at $SRC (quick=$QUICK, repeat=$REPEAT, work=$WORK)"
+
+# --- seed ----------------------------------------------------------------------------
+log "seeding A: $A_LAYERS layers x $A_SIZE bytes"
+A_DIGEST=$(python3 scripts/mkimage.py --out "$WORK/layout-a" --tag a --layers "$A_LAYERS" --size "$A_SIZE" --seed bench-a)
+seed "$WORK/layout-a" a "$SRC/bench/a:v1"
+rm -rf "$WORK/layout-a"
+expect_digest "$SRC" bench/a v1 "$A_DIGEST"
+
+log "seeding B: $B_IMAGES images (2 x $B_BASE shared + 1 x $B_UNIQUE unique)"
+declare -a B_DIGESTS=()
+for i in $(seq 1 "$B_IMAGES"); do
+    B_DIGESTS[$i]=$(python3 scripts/mkimage.py --out "$WORK/layout-b" --tag "img$i" --base-seed bench-b \
+        --base-layers 2 --base-size "$B_BASE" --layer-size "$B_UNIQUE" --seed "bench-b-$i")
+    seed "$WORK/layout-b" "img$i" "$SRC/bench/b/img$i:v1"
+done
+rm -rf "$WORK/layout-b"
+for i in $(seq 1 "$B_IMAGES"); do expect_digest "$SRC" "bench/b/img$i" v1 "${B_DIGESTS[$i]}"; done
+
+log "seeding C: 1 layer x $C_SIZE bytes"
+C_DIGEST=$(python3 scripts/mkimage.py --out "$WORK/layout-c" --tag c --layer-size "$C_SIZE" --seed bench-c)
+seed "$WORK/layout-c" c "$SRC/bench/c:v1"
+rm -rf "$WORK/layout-c"
+expect_digest "$SRC" bench/c v1 "$C_DIGEST"
+sync
+
+# --- scenario runners (each into a fresh target registry) ----------------------------
+a_regrelay() { # REP
+    start_registry "target-a-r$1"
+    local dst=127.0.0.1:$REG_PORT
+    run_regrelay "$OUT_DIR/logs/A-regrelay-$1.log" copy "$SRC/bench/a:v1" "$dst/r/bench/a:v1"
+    expect_digest "$dst" r/bench/a v1 "$A_DIGEST"
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "A rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
+    A_R_WALL+=" $T_WALL"; A_R_RSS+=" $T_RSS"
+}
+a_skopeo() {
+    start_registry "target-a-s$1"
+    local dst=127.0.0.1:$REG_PORT
+    run_skopeo "$OUT_DIR/logs/A-skopeo-$1.log" "$SRC/bench/a:v1" "$dst/s/bench/a:v1"
+    expect_digest "$dst" s/bench/a v1 "$A_DIGEST"
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "A rep=$1 tool=skopeo wall_s=$T_WALL rss_kib=$T_RSS"
+    A_S_WALL+=" $T_WALL"; A_S_RSS+=" $T_RSS"
+}
+b_regrelay() {
+    start_registry "target-b-r$1"
+    local dst=127.0.0.1:$REG_PORT i list=$WORK/b-pairs.txt
+    : >"$list"
+    for i in $(seq 1 "$B_IMAGES"); do
+        echo "$SRC/bench/b/img$i:v1 $dst/r/bench/b/img$i:v1" >>"$list"
+    done
+    run_regrelay "$OUT_DIR/logs/B-regrelay-$1.log" copy --from-file "$list"
+    for i in $(seq 1 "$B_IMAGES"); do expect_digest "$dst" "r/bench/b/img$i" v1 "${B_DIGESTS[$i]}"; done
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "B rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
+    B_R_WALL+=" $T_WALL"; B_R_RSS+=" $T_RSS"
+}
+b_skopeo() {
+    start_registry "target-b-s$1"
+    local dst=127.0.0.1:$REG_PORT i sum=0 max=0 t0 t1
+    t0=$(date +%s.%N)
+    for i in $(seq 1 "$B_IMAGES"); do
+        run_skopeo "$OUT_DIR/logs/B-skopeo-$1-img$i.log" "$SRC/bench/b/img$i:v1" "$dst/s/bench/b/img$i:v1"
+        sum=$(awk -v a="$sum" -v b="$T_WALL" 'BEGIN{printf "%.2f", a+b}')
+        if ((T_RSS > max)); then max=$T_RSS; fi
+    done
+    t1=$(date +%s.%N)
+    for i in $(seq 1 "$B_IMAGES"); do expect_digest "$dst" "s/bench/b/img$i" v1 "${B_DIGESTS[$i]}"; done
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "B rep=$1 tool=skopeo wall_s=$sum rss_kib=$max runs=$B_IMAGES loop_wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')"
+    B_S_WALL+=" $sum"; B_S_RSS+=" $max"
+}
+c_regrelay() {
+    start_registry target-c-r
+    local dst=127.0.0.1:$REG_PORT
+    run_regrelay "$OUT_DIR/logs/C-regrelay.log" copy "$SRC/bench/c:v1" "$dst/r/bench/c:v1"
+    expect_digest "$dst" r/bench/c v1 "$C_DIGEST"
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "C rep=1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
+    C_R_WALL=$T_WALL; C_R_RSS=$T_RSS
+}
+c_skopeo() {
+    start_registry target-c-s
+    local dst=127.0.0.1:$REG_PORT
+    run_skopeo "$OUT_DIR/logs/C-skopeo.log" "$SRC/bench/c:v1" "$dst/s/bench/c:v1"
+    expect_digest "$dst" s/bench/c v1 "$C_DIGEST"
+    stop_registry "$REG_PID" "$REG_DIR"
+    raw "C rep=1 tool=skopeo wall_s=$T_WALL rss_kib=$T_RSS"
+    C_S_WALL=$T_WALL; C_S_RSS=$T_RSS
+}
+
+A_R_WALL=""; A_R_RSS=""; A_S_WALL=""; A_S_RSS=""
+B_R_WALL=""; B_R_RSS=""; B_S_WALL=""; B_S_RSS=""
+rm -f "$OUT_DIR"/logs/*.log
+
+# Alternate which tool goes first, so neither always runs on a warmer machine.
+for rep in $(seq 1 "$REPEAT"); do
+    log "scenario A, repetition $rep/$REPEAT"
+    if ((rep % 2)); then a_regrelay "$rep"; a_skopeo "$rep"; else a_skopeo "$rep"; a_regrelay "$rep"; fi
+done
+for rep in $(seq 1 "$REPEAT"); do
+    log "scenario B, repetition $rep/$REPEAT"
+    if ((rep % 2)); then b_regrelay "$rep"; b_skopeo "$rep"; else b_skopeo "$rep"; b_regrelay "$rep"; fi
+done
+log "scenario C"
+c_regrelay
+c_skopeo
+
+# --- report --------------------------------------------------------------------------
+mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.3f", a/b; else print "inf" }'; }
+rep_ratios() { paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') \
+    | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), ($2 > 0 ? $1 / $2 : 0) }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a <= b) }' && echo yes || echo no; }
+
+A_RW=$(median <<<"$A_R_WALL"); A_SW=$(median <<<"$A_S_WALL")
+B_RW=$(median <<<"$B_R_WALL"); B_SW=$(median <<<"$B_S_WALL")
+A_RATIO=$(ratio "$A_RW" "$A_SW"); B_RATIO=$(ratio "$B_RW" "$B_SW"); C_RATIO=$(ratio "$C_R_WALL" "$C_S_WALL")
+
+TABLE=$WORK/table.txt
+{
+    printf '%-28s %12s %12s %7s %14s %14s  %-26s %s\n' scenario "regrelay s" "skopeo s" ratio "regrelay MiB" "skopeo MiB" goal met
+    printf '%-28s %12s %12s %7s %14s %14s  %-26s %s\n' \
+        "A 1 image, $((A_LAYERS * A_SIZE / MIB)) MiB/$A_LAYERS layers" "$A_RW" "$A_SW" "$A_RATIO" \
+        "$(mib "$(maxof <<<"$A_R_RSS")")" "$(mib "$(maxof <<<"$A_S_RSS")")" "wall ratio <= $A_GOAL" "$(le "$A_RATIO" "$A_GOAL")"
+    printf '%-28s %12s %12s %7s %14s %14s  %-26s %s\n' \
+        "B $B_IMAGES images, shared base" "$B_RW" "$B_SW" "$B_RATIO" \
+        "$(mib "$(maxof <<<"$B_R_RSS")")" "$(mib "$(maxof <<<"$B_S_RSS")")" "wall ratio <= $B_GOAL" "$(le "$B_RATIO" "$B_GOAL")"
+    printf '%-28s %12s %12s %7s %14s %14s  %-26s %s\n' \
+        "C 1 layer of $((C_SIZE / MIB)) MiB" "$C_R_WALL" "$C_S_WALL" "$C_RATIO" \
+        "$(mib "$C_R_RSS")" "$(mib "$C_S_RSS")" "regrelay RSS <= 64 MiB" "$(le "$C_R_RSS" "$C_GOAL_KIB")"
+    echo
+    echo "wall: median of $REPEAT repetitions for A and B (B skopeo = sum of $B_IMAGES runs), single run for C;"
+    echo "      ratio = median regrelay wall / median skopeo wall."
+    echo "per-repetition ratios: A $(rep_ratios "$A_R_WALL" "$A_S_WALL"); B $(rep_ratios "$B_R_WALL" "$B_S_WALL")"
+    echo "RSS: peak resident set (GNU time %M), max over repetitions (B skopeo: max over its $B_IMAGES runs)."
+} >"$TABLE"
+
+{
+    echo "# regrelay benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "# git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty worktree)')"
+    echo "# quick=$QUICK repeat=$REPEAT nproc=$(nproc) cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
+    echo "# $("$REGRELAY" version) | skopeo $(skopeo --version | awk '{print $3}') | $(docker-registry --version) | $(rustc --version)"
+    echo "# sizes: A=${A_LAYERS}x${A_SIZE} B=${B_IMAGES}x(2x${B_BASE}+${B_UNIQUE}) C=${C_SIZE} bytes"
+    echo "# digests: A=$A_DIGEST C=$C_DIGEST"
+    cat "$RAW"
+    echo
+    cat "$TABLE"
+} >"$RESULTS"
+
+echo
+cat "$TABLE"
+echo
+echo "raw results: $RESULTS"
