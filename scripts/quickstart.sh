@@ -26,7 +26,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_registry() { # name -> prints host:port
+start_registry() { # name -> sets REG to host:port (no subshell, so cleanup sees the pid)
     local name=$1 port; port=$(free_port)
     mkdir -p "$work/$name/data"
     cat >"$work/$name/config.yml" <<YML
@@ -40,14 +40,14 @@ YML
     docker-registry serve "$work/$name/config.yml" >"$work/$name/log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && { echo "127.0.0.1:$port"; return; }
+        curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && { REG="127.0.0.1:$port"; return; }
         sleep 0.1
     done
     echo "registry $name did not start; log:" >&2; cat "$work/$name/log" >&2; exit 1
 }
 
-SRC=$(start_registry source)
-DST=$(start_registry target)
+start_registry source; SRC=$REG
+start_registry target; DST=$REG
 echo "== source registry $SRC, target registry $DST"
 
 echo "== seeding $SRC/demo/app:1.0 (linux/amd64 + linux/arm64 index)"
