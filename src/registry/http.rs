@@ -392,8 +392,10 @@ impl HttpRegistry {
         size: u64,
         mut body: ByteStream,
     ) -> Result<(), Error> {
-        let min_chunk = session.min_chunk.unwrap_or(0).max(MIN_CHUNK);
+        let min_chunk = session.min_chunk.unwrap_or(0);
         let mut chunk = self.chunk_size.load(Ordering::Relaxed).max(min_chunk) as usize;
+        // After a 413, chunks shrink, but not below MIN_CHUNK or the registry's minimum.
+        let shrink_floor = min_chunk.max(MIN_CHUNK);
         let scopes = [RepoScope::push(&session.repository)];
         let mut location = session.location.clone();
         let mut offset: u64 = 0;
@@ -437,7 +439,7 @@ impl HttpRegistry {
                     offset = end + 1;
                 }
                 // The chunk is still in memory: shrink and send it again in smaller parts.
-                Err(e) if e.status() == Some(413) && chunk as u64 / 2 >= min_chunk => {
+                Err(e) if e.status() == Some(413) && chunk as u64 / 2 >= shrink_floor => {
                     chunk /= 2;
                     self.chunk_size.store(chunk as u64, Ordering::Relaxed);
                     tracing::warn!(registry = %self.cfg.host, chunk, "chunk refused (413); using smaller chunks");
