@@ -85,6 +85,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
     }
 }
 
+/// Parse an image reference found in `field`.
+fn reference_in(field: &'static str, text: &str) -> Result<Reference, DecodeError> {
+    text.parse()
+        .map_err(|e: crate::oci::Error| invalid(field, e.to_string()))
+}
+
 /// Decode any supported payload, detecting its shape.
 pub fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -139,9 +145,7 @@ fn decode_gcr(v: &Value) -> Result<Decoded, DecodeError> {
     let action = str_at(v, &["action"]).unwrap_or_default();
     let by_digest = match str_at(v, &["digest"]) {
         Some(d) => {
-            let r: Reference = d
-                .parse()
-                .map_err(|e: crate::oci::Error| invalid("digest", e.to_string()))?;
+            let r = reference_in("digest", d)?;
             if r.digest.is_none() {
                 return Err(invalid("digest", "expected HOST/REPOSITORY@sha256:…"));
             }
@@ -165,9 +169,7 @@ fn decode_gcr(v: &Value) -> Result<Decoded, DecodeError> {
             })
         }
         Some(t) => {
-            let r: Reference = t
-                .parse()
-                .map_err(|e: crate::oci::Error| invalid("tag", e.to_string()))?;
+            let r = reference_in("tag", t)?;
             if r.tag.is_none() {
                 return Err(invalid("tag", "expected HOST/REPOSITORY:TAG"));
             }
@@ -262,12 +264,8 @@ fn decode_generic(v: &Value, ce_type: Option<&str>, event_id: Option<String>) ->
         .or_else(|| ce_type.map(|t| t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase()))
         .ok_or_else(|| invalid("action", "missing"))?;
     let base: Reference = match (str_at(v, &["ref"]), str_at(v, &["repository"])) {
-        (Some(r), _) => r
-            .parse()
-            .map_err(|e: crate::oci::Error| invalid("ref", e.to_string()))?,
-        (None, Some(repo)) => repo
-            .parse()
-            .map_err(|e: crate::oci::Error| invalid("repository", e.to_string()))?,
+        (Some(r), _) => reference_in("ref", r)?,
+        (None, Some(repo)) => reference_in("repository", repo)?,
         (None, None) => return Err(invalid("repository", "missing (or give ref)")),
     };
     let digest = match str_at(v, &["digest"]) {
