@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# regrelay quickstart: two local registries, a two-platform image with a signature and an
-# SBOM referrer in the first, and `regrelay copy` replicating it to the second with the
-# same digest. Everything runs on 127.0.0.1 and is cleaned up on exit.
+# regrelay quickstart: the daemon end to end, on this machine only.
+#
+# Starts the Pub/Sub emulator and two local registries, seeds a two-platform image with a
+# cosign-style signature into the first, runs `regrelay run` with examples/quickstart.toml,
+# publishes the Artifact Registry-shaped event that a push would send to the `gcr` topic,
+# and shows the image replicated with the same digest, the message acked (the subscription
+# is empty) and the daemon's metrics. Everything binds 127.0.0.1 and is cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +18,11 @@ if ((${#need[@]})); then
     "${sudo_cmd[@]}" apt-get update -q
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q "${need[@]}"
 fi
+if ! command -v gcloud >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+    echo "the Pub/Sub emulator needs gcloud with google-cloud-cli-pubsub-emulator and a Java runtime" >&2
+    echo "(Google's apt repository: apt-get install google-cloud-cli-pubsub-emulator default-jre-headless)" >&2
+    exit 1
+fi
 
 echo "== building regrelay"
 cargo build --locked --release --quiet
@@ -21,10 +30,18 @@ REGRELAY=$PWD/target/release/regrelay
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url what log
+    for _ in $(seq 1 600); do curl -fs "$1" >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "$2 did not start; log:" >&2; tail -n 40 "$3" >&2; exit 1
+}
 
 start_registry() { # name -> sets REG to host:port (no subshell, so cleanup sees the pid)
     local name=$1 port; port=$(free_port)
@@ -37,34 +54,76 @@ storage:
   delete: {enabled: true}
 http: {addr: 127.0.0.1:$port, secret: quickstart}
 YML
-    docker-registry serve "$work/$name/config.yml" >"$work/$name/log" 2>&1 &
+    setsid docker-registry serve "$work/$name/config.yml" >"$work/$name/log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && { REG="127.0.0.1:$port"; return; }
-        sleep 0.1
-    done
-    echo "registry $name did not start; log:" >&2; cat "$work/$name/log" >&2; exit 1
+    wait_http "http://127.0.0.1:$port/v2/" "registry $name" "$work/$name/log"
+    REG="127.0.0.1:$port"
 }
 
 start_registry source; SRC=$REG
 start_registry target; DST=$REG
 echo "== source registry $SRC, target registry $DST"
 
-echo "== seeding $SRC/demo/app:1.0 (linux/amd64 + linux/arm64 index)"
+PROJECT=regrelay-quickstart
+PS_PORT=$(free_port)
+echo "== starting the Pub/Sub emulator on 127.0.0.1:$PS_PORT (Java; takes a few seconds)"
+mkdir -p "$work/gcloud"
+CLOUDSDK_CONFIG=$work/gcloud CLOUDSDK_CORE_DISABLE_PROMPTS=1 setsid gcloud beta emulators pubsub start \
+    --project="$PROJECT" --host-port="127.0.0.1:$PS_PORT" --data-dir="$work/pubsub" >"$work/pubsub.log" 2>&1 &
+pids+=($!)
+PS=http://127.0.0.1:$PS_PORT/v1/projects/$PROJECT
+wait_http "http://127.0.0.1:$PS_PORT/" "the Pub/Sub emulator" "$work/pubsub.log"
+curl -fs -X PUT "$PS/topics/gcr" >/dev/null
+curl -fs -X PUT -H 'Content-Type: application/json' "$PS/subscriptions/regrelay" \
+    -d "{\"topic\":\"projects/$PROJECT/topics/gcr\",\"ackDeadlineSeconds\":10}" >/dev/null
+echo "   topic projects/$PROJECT/topics/gcr, subscription projects/$PROJECT/subscriptions/regrelay"
+
+echo "== seeding $SRC/demo/app:1.0 (linux/amd64 + linux/arm64 index, with a signature tag)"
 python3 scripts/mkimage.py --out "$work/layout" --tag 1.0 --platforms linux/amd64,linux/arm64 --layer-size 1048576 --seed 1 >/dev/null
 skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$work/layout:1.0" "docker://$SRC/demo/app:1.0"
 digest() { curl -fsI -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
 SRC_DIGEST=$(digest "$SRC" demo/app 1.0)
-# A cosign-style signature tag for the index, so the copy shows referrer handling.
 python3 scripts/mkimage.py --out "$work/sig" --tag sig --layer-size 512 --seed 9 >/dev/null
 skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$work/sig:sig" "docker://$SRC/demo/app:${SRC_DIGEST/:/-}.sig"
 
-echo "== regrelay copy $SRC/demo/app:1.0 $DST/mirror/app"
-"$REGRELAY" copy --log-format text "$SRC/demo/app:1.0" "$DST/mirror/app"
+ADMIN=127.0.0.1:$(free_port)
+sed -e "s#127.0.0.1:5001#$SRC#g" -e "s#127.0.0.1:5002#$DST#g" -e "s#127.0.0.1:8085#127.0.0.1:$PS_PORT#g" \
+    -e "s#127.0.0.1:9090#$ADMIN#g" -e "s#projects/[^/\"]*/subscriptions/[^\"]*#projects/$PROJECT/subscriptions/regrelay#" \
+    examples/quickstart.toml >"$work/regrelay.toml"
+echo "== regrelay check-config (examples/quickstart.toml with this run's ports)"
+"$REGRELAY" check-config --config "$work/regrelay.toml" >/dev/null
+echo "== regrelay run (log: $work/regrelay.log)"
+REGRELAY_LOG=regrelay=info setsid "$REGRELAY" --log-format text run --config "$work/regrelay.toml" >"$work/regrelay.log" 2>&1 &
+pids+=($!)
+wait_http "http://$ADMIN/readyz" "regrelay" "$work/regrelay.log"
 
-DST_DIGEST=$(digest "$DST" mirror/app 1.0)
+EVENT="{\"action\":\"INSERT\",\"digest\":\"$SRC/demo/app@$SRC_DIGEST\",\"tag\":\"$SRC/demo/app:1.0\"}"
+echo "== publishing to the gcr topic: $EVENT"
+curl -fs -X POST -H 'Content-Type: application/json' "$PS/topics/gcr:publish" \
+    -d "{\"messages\":[{\"data\":\"$(printf '%s' "$EVENT" | base64 -w0)\"}]}" >/dev/null
+
+metric() { curl -fs "http://$ADMIN/metrics" | awk -v k="$1" 'index($0, k) == 1 { print $2 }'; }
+for _ in $(seq 1 300); do
+    [ "$(metric 'regrelay_messages_settled_total{outcome="acked"}')" = "1" ] && break
+    sleep 0.1
+done
+
+DST_DIGEST=$(digest "$DST" mirror/demo/app 1.0 || true)
 echo
-echo "source digest: $SRC_DIGEST"
-echo "target digest: $DST_DIGEST"
-echo "target tags:   $(curl -fs "http://$DST/v2/mirror/app/tags/list")"
-[ "$SRC_DIGEST" = "$DST_DIGEST" ] && echo "identical: the target holds exactly the source image, signature included"
+echo "--- regrelay log"
+cat "$work/regrelay.log"
+echo "--- metrics (excerpt)"
+curl -fs "http://$ADMIN/metrics" | grep -E '^regrelay_(messages_(received|settled)_total|copies_total|copied_bytes_total|blobs_total|event_lag_seconds_count|ready) ' || true
+curl -fs "http://$ADMIN/metrics" | grep -E '^regrelay_(messages_settled_total|copies_total|blobs_total)\{' | grep -v ' 0$' || true
+LEFT=$(curl -fs -X POST -H 'Content-Type: application/json' "$PS/subscriptions/regrelay:pull" -d '{"maxMessages":10,"returnImmediately":true}')
+echo "---"
+echo "source digest:          $SRC_DIGEST"
+echo "target digest:          $DST_DIGEST  ($DST/mirror/demo/app:1.0)"
+echo "target tags:            $(curl -fs "http://$DST/v2/mirror/demo/app/tags/list")"
+echo "left in subscription:   ${LEFT:-"{}"}"
+if [ -n "$SRC_DIGEST" ] && [ "$SRC_DIGEST" = "$DST_DIGEST" ]; then
+    echo "replicated, verified and acked: the target holds exactly the source image, signature included"
+else
+    echo "replication did not complete; see the log above" >&2
+    exit 1
+fi

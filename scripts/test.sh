@@ -2,8 +2,11 @@
 # Run regrelay's whole test suite on a fresh Debian machine.
 #
 # Installs what the process tests need and a fresh machine lacks (the real registry,
-# distribution 2.8 from Debian's `docker-registry`, and `htpasswd`), then runs every
-# tier: unit tests, copy-engine tests and binary tests against real registries.
+# distribution 2.8 from Debian's `docker-registry`, `htpasswd`, and a Java runtime for
+# the Pub/Sub emulator), then runs every tier: unit tests, copy-engine tests, binary tests
+# against real registries, and the daemon's end-to-end tests against the real Pub/Sub
+# emulator (`gcloud beta emulators pubsub`, package google-cloud-cli-pubsub-emulator from
+# Google's apt repository).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test copy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +14,16 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+if ! command -v gcloud >/dev/null 2>&1 || ! gcloud components list --only-local-state --format='value(id)' 2>/dev/null | grep -qx pubsub-emulator; then
+    # Only installable where Google's apt repository is configured; without it the
+    # emulator tests skip locally and fail under CI (they never pass silently).
+    if apt-cache policy google-cloud-cli-pubsub-emulator 2>/dev/null | grep -q Candidate; then
+        missing+=(google-cloud-cli-pubsub-emulator)
+    else
+        echo "note: the Pub/Sub emulator is not installed and its apt repository is not configured"
+    fi
+fi
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     sudo_cmd=()

@@ -23,11 +23,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod app;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod oci;
+pub mod pipeline;
+pub mod queue;
 pub mod registry;
 pub mod replicate;
+pub mod rules;
+pub mod shutdown;
 
 #[cfg(test)]
 mod layering {

@@ -44,8 +44,21 @@ struct Cli {
 enum Command {
     /// Copy an image (index, children, blobs, referrers, signatures) and verify the target.
     Copy(Box<CopyArgs>),
+    /// Run the daemon: pull registry events from the configured source, replicate, verify,
+    /// and acknowledge each message only once its targets are verified.
+    Run(ConfigArgs),
+    /// Validate a configuration file and print the effective configuration (secrets
+    /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
+    CheckConfig(ConfigArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The TOML configuration file.
+    #[arg(long, short = 'c', env = "REGRELAY_CONFIG")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -124,15 +137,53 @@ fn main() -> ExitCode {
             println!("regrelay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Copy(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-            match runtime {
-                Ok(rt) => rt.block_on(copy(*args)),
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Copy(args) => block_on(copy(*args)),
+        Command::CheckConfig(args) => match regrelay::config::load(&args.config) {
+            Ok(cfg) => {
+                print!("{}", regrelay::config::render(&cfg));
+                eprintln!("{}: valid", args.config.display());
+                ExitCode::SUCCESS
             }
+            Err(e) => usage_error(e),
+        },
+        Command::Run(args) => {
+            // Validate everything before anything binds or connects.
+            let cfg = match regrelay::config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(e),
+            };
+            block_on(run(cfg))
+        }
+    }
+}
+
+fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `regrelay run`: 0 after a clean shutdown (or a file source fully verified), 1 when
+/// lines of a file source failed or startup failed, 64 for a bad configuration.
+async fn run(cfg: regrelay::config::Config) -> ExitCode {
+    match regrelay::app::run(cfg).await {
+        Ok(regrelay::app::Finished::Stopped) => ExitCode::SUCCESS,
+        Ok(regrelay::app::Finished::Exhausted { acked, failed }) => {
+            eprintln!("{acked} events verified or ignored, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(regrelay::app::Error::Config(e)) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -177,10 +177,10 @@ fn decode_gcr(v: &Value) -> Result<Decoded, DecodeError> {
         }
         None => None,
     };
-    if let (Some(d), Some(t)) = (&by_digest, &by_tag) {
-        if d.registry != t.registry || d.repository != t.repository {
-            return Err(invalid("tag", "names another repository than digest"));
-        }
+    if let (Some(d), Some(t)) = (&by_digest, &by_tag)
+        && (d.registry != t.registry || d.repository != t.repository)
+    {
+        return Err(invalid("tag", "names another repository than digest"));
     }
     let base = by_digest
         .as_ref()

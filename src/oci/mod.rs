@@ -295,10 +295,10 @@ impl Reference {
         if !self.repository.split('/').all(valid_path_component) {
             return Err(bad("repository must be lowercase path components [a-z0-9._-]"));
         }
-        if let Some(t) = &self.tag {
-            if !valid_tag(t) {
-                return Err(bad("tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}"));
-            }
+        if let Some(t) = &self.tag
+            && !valid_tag(t)
+        {
+            return Err(bad("tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}"));
         }
         Ok(())
     }
@@ -355,10 +355,10 @@ fn valid_host(h: &str) -> bool {
         Some((n, p)) if !n.ends_with(']') || n.starts_with('[') => (n, Some(p)),
         _ => (h, None),
     };
-    if let Some(p) = port {
-        if p.parse::<u16>().is_err() {
-            return false;
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return false;
     }
     !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
 }

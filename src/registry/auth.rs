@@ -120,6 +120,8 @@ pub struct RepoScope {
     pub repository: String,
     /// Whether push is needed (pull is always included).
     pub push: bool,
+    /// Whether delete is needed (distribution's token scope action `delete`).
+    pub delete: bool,
 }
 
 impl RepoScope {
@@ -128,6 +130,7 @@ impl RepoScope {
         RepoScope {
             repository: repository.into(),
             push: false,
+            delete: false,
         }
     }
     /// Pull and push access to `repository`.
@@ -135,11 +138,25 @@ impl RepoScope {
         RepoScope {
             repository: repository.into(),
             push: true,
+            delete: false,
+        }
+    }
+    /// Pull and delete access to `repository` (manifest deletes).
+    pub fn delete(repository: &str) -> RepoScope {
+        RepoScope {
+            repository: repository.into(),
+            push: false,
+            delete: true,
         }
     }
     /// The scope string for a token request.
     pub fn as_scope(&self) -> String {
-        let actions = if self.push { "pull,push" } else { "pull" };
+        let actions = match (self.push, self.delete) {
+            (false, false) => "pull",
+            (true, false) => "pull,push",
+            (false, true) => "pull,delete",
+            (true, true) => "pull,push,delete",
+        };
         format!("repository:{}:{actions}", self.repository)
     }
 }
@@ -376,10 +393,9 @@ impl Authenticator {
             detail,
             status,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("connection failed: {}", without_url(&e)), None))?;
+        let sent = req.send().await;
+        crate::metrics::global().registry_request(&self.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let resp = sent.map_err(|e| unavailable(format!("connection failed: {}", without_url(&e)), None))?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(Error::TokenRefused {
@@ -658,6 +674,7 @@ mod tests {
         let b = vec![RepoScope::pull("src/app"), RepoScope::push("dst/app")];
         assert_eq!(scope_key(&a), scope_key(&b));
         assert_eq!(RepoScope::push("x").as_scope(), "repository:x:pull,push");
+        assert_eq!(RepoScope::delete("x").as_scope(), "repository:x:pull,delete");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! full jitter, at least the capped `Retry-After`) and try again, up to the policy's
 //! attempts. Streaming uploads cannot be replayed, so they are sent once and their
 //! failures are retried by the copy engine with a fresh source stream.
+//!
+//! Metrics: every request to the registry goes out through [`HttpRegistry::send`], which
+//! counts its answer (or its absence) in `regrelay_registry_requests_total`; `execute`
+//! counts each decided retry in `regrelay_registry_retries_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,8 +25,12 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::auth::{Authenticator, RepoScope, read_capped, without_url};
-use super::{BlobReader, ByteStream, Error, ManifestBytes, ManifestHead, Mount, PutManifest, Registry, UploadSession};
+use super::{
+    BlobReader, ByteStream, DeleteManifest, Error, ManifestBytes, ManifestHead, Mount, PutManifest, Registry,
+    UploadSession,
+};
 use crate::config::{self, RegistryConfig};
+use crate::metrics;
 use crate::oci::{self, Digest, Locator};
 
 /// Largest manifest regrelay reads (distribution's own default limit is 4 MiB).
@@ -169,6 +177,14 @@ impl HttpRegistry {
         })
     }
 
+    /// Send a built request and count the answer, or the transport failure, in the
+    /// registry metrics. Every request to the registry goes through here.
+    async fn send(&self, rb: reqwest::RequestBuilder) -> reqwest::Result<Response> {
+        let sent = rb.send().await;
+        metrics::global().registry_request(&self.cfg.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        sent
+    }
+
     /// Send one request through limiter, auth and retries.
     async fn execute(&self, req: Req<'_>) -> Result<Response, Error> {
         let policy = &self.cfg.retry;
@@ -205,6 +221,7 @@ impl HttpRegistry {
                 return Err(err);
             }
             let Some(delay) = backoff.next() else { return Err(err) };
+            metrics::global().registry_retry(&self.cfg.host, err.class().into());
             // Full jitter over the exponential step, but never sooner than the server asked.
             let jittered = delay.mul_f64(fastrand::f64());
             let wait = match err.retry_after() {
@@ -230,7 +247,7 @@ impl HttpRegistry {
             rb = rb.header(CONTENT_LENGTH, b.len()).body(b.clone());
         }
         let rb = self.authorize(rb, &req.url, req.scopes).await?;
-        rb.send().await.map_err(|e| Error::Transport {
+        self.send(rb).await.map_err(|e| Error::Transport {
             step: req.step,
             url: redact(&req.url),
             detail: without_url(&e),
@@ -341,7 +358,7 @@ impl HttpRegistry {
             .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));
         let rb = self.authorize(rb, &url, &scopes).await?;
-        let resp = rb.send().await.map_err(|e| Error::Transport {
+        let resp = self.send(rb).await.map_err(|e| Error::Transport {
             step,
             url: redact(&url),
             detail: without_url(&e),
@@ -594,18 +611,43 @@ impl Registry for HttpRegistry {
             ok: &[201],
         };
         let resp = self.execute(req).await?;
-        if let Some(d) = header_str(resp.headers(), "docker-content-digest").and_then(|v| v.parse::<Digest>().ok()) {
-            if d.algorithm() == expected.algorithm() && d != expected {
-                return Err(Error::DigestMismatch {
-                    what: format!("stored manifest {reference}"),
-                    expected,
-                    actual: d,
-                });
-            }
+        if let Some(d) = header_str(resp.headers(), "docker-content-digest").and_then(|v| v.parse::<Digest>().ok())
+            && d.algorithm() == expected.algorithm()
+            && d != expected
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("stored manifest {reference}"),
+                expected,
+                actual: d,
+            });
         }
         Ok(PutManifest {
             subject_indexed: resp.headers().contains_key("oci-subject"),
         })
+    }
+
+    async fn delete_manifest(&self, repository: &str, locator: &Locator) -> Result<DeleteManifest, Error> {
+        let scopes = [RepoScope::delete(repository)];
+        let req = Req {
+            method: Method::DELETE,
+            url: self.manifest_url(repository, locator),
+            step: "delete manifest",
+            scopes: &scopes,
+            headers: vec![],
+            body: None,
+            ok: &[200, 202, 404],
+        };
+        match self.execute(req).await {
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => Ok(DeleteManifest::NotFound),
+            Ok(_) => Ok(DeleteManifest::Deleted),
+            // distribution answers 405 UNSUPPORTED when deletes are disabled; some
+            // registries use 400 with the same code.
+            Err(Error::Status { status: 405, .. }) => Ok(DeleteManifest::Unsupported),
+            Err(Error::Status { status: 400, codes, .. }) if codes.iter().any(|c| c == "UNSUPPORTED") => {
+                Ok(DeleteManifest::Unsupported)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, Error> {
@@ -719,7 +761,7 @@ impl Registry for HttpRegistry {
         let _permit = self.limiter.acquire().await;
         let rb = self.client.delete(session.location.clone());
         if let Ok(rb) = self.authorize(rb, &session.location, &scopes).await {
-            let _ = rb.send().await;
+            let _ = self.send(rb).await;
         }
     }
 

@@ -3,8 +3,9 @@
 //! classification into [`ErrorClass`].
 //!
 //! Role: speak the OCI distribution API to one host: manifests as raw bytes, blobs as
-//! streams, uploads, mounts, tags and referrers, with authentication, retries that honour
-//! `Retry-After`, and a per-host limiter shared by every copy.
+//! streams, uploads, mounts, tags, referrers and manifest deletes, with authentication,
+//! retries that honour `Retry-After`, and a per-host limiter shared by every copy. Every
+//! request and retry is counted in `crate::metrics` under the configured host.
 //!
 //! Must never: know about queues, messages or acknowledgements (a unit test in `lib.rs`
 //! enforces the import direction); contact a host that is not in its [`RegistrySet`];
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::config::{self, RegistryConfig};
+use crate::metrics;
 use crate::oci::{self, Digest, Locator};
 
 pub use http::HttpRegistry;
@@ -47,6 +49,16 @@ impl ErrorClass {
             ErrorClass::Transient => "transient",
             ErrorClass::Permanent => "permanent",
             ErrorClass::Systemic => "systemic",
+        }
+    }
+}
+
+impl From<ErrorClass> for metrics::Class {
+    fn from(c: ErrorClass) -> metrics::Class {
+        match c {
+            ErrorClass::Transient => metrics::Class::Transient,
+            ErrorClass::Permanent => metrics::Class::Permanent,
+            ErrorClass::Systemic => metrics::Class::Systemic,
         }
     }
 }
@@ -274,6 +286,18 @@ pub struct PutManifest {
     pub subject_indexed: bool,
 }
 
+/// What a manifest DELETE said back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteManifest {
+    /// 202 (or 200): the manifest is gone.
+    Deleted,
+    /// 404: there was nothing to delete (manifest or repository unknown).
+    NotFound,
+    /// 405, or 400 with code `UNSUPPORTED`: the registry does not allow deletes
+    /// (distribution with `storage.delete.enabled: false`, pull-through caches).
+    Unsupported,
+}
+
 /// An open upload session.
 #[derive(Debug, Clone)]
 pub struct UploadSession {
@@ -333,6 +357,14 @@ pub trait Registry: Send + Sync + 'static {
         media_type: &str,
         bytes: Bytes,
     ) -> impl Future<Output = Result<PutManifest, Error>> + Send;
+
+    /// DELETE a manifest by digest (or, where the registry supports it, untag by tag).
+    /// Deleting by digest removes the manifest and every tag pointing at it.
+    fn delete_manifest(
+        &self,
+        repository: &str,
+        locator: &Locator,
+    ) -> impl Future<Output = Result<DeleteManifest, Error>> + Send;
 
     /// HEAD a blob; its size when present.
     fn head_blob(&self, repository: &str, digest: &Digest) -> impl Future<Output = Result<Option<u64>, Error>> + Send;
@@ -490,6 +522,13 @@ mod tests {
             status: 401,
         });
         assert_eq!(e.class(), ErrorClass::Systemic);
+    }
+
+    #[test]
+    fn error_classes_map_to_metric_classes() {
+        assert_eq!(metrics::Class::from(ErrorClass::Transient), metrics::Class::Transient);
+        assert_eq!(metrics::Class::from(ErrorClass::Permanent), metrics::Class::Permanent);
+        assert_eq!(metrics::Class::from(ErrorClass::Systemic), metrics::Class::Systemic);
     }
 
     #[test]

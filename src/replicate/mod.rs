@@ -18,7 +18,10 @@
 //! Must never: settle, ack or know about messages (see `lib.rs`); push a manifest before
 //! everything it references; report success before step 7.
 
+mod ops;
 pub mod verify;
+
+pub use ops::Deletion;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,9 +35,9 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::oci::{self, Descriptor, Digest, Locator, Manifest, Reference};
-use crate::registry::{self, ManifestBytes, Mount, Registries, Registry};
+use crate::registry::{self, ManifestBytes, Mount, Registry};
 
-pub use crate::registry::ErrorClass;
+pub use crate::registry::{ErrorClass, Registries};
 
 /// Which side of a copy an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,16 +563,16 @@ impl<S: Registries> Replicator<S> {
                 .await
                 .map_err(dst_err)?;
             inc(&job.stats.manifests_pushed);
-            if let Some(subject) = parsed.subject() {
-                if !put.subject_indexed {
-                    let desc = referrer_descriptor(&m);
-                    job.pending_fallback
-                        .lock()
-                        .expect("fallback lock")
-                        .entry(subject.digest.clone())
-                        .or_default()
-                        .push(desc);
-                }
+            if let Some(subject) = parsed.subject()
+                && !put.subject_indexed
+            {
+                let desc = referrer_descriptor(&m);
+                job.pending_fallback
+                    .lock()
+                    .expect("fallback lock")
+                    .entry(subject.digest.clone())
+                    .or_default()
+                    .push(desc);
             }
             Ok(true)
         })
@@ -607,22 +610,21 @@ impl<S: Registries> Replicator<S> {
                     } else {
                         None
                     };
-                    if let Some(fallback) = fallback {
-                        if let Ok(Manifest::Index { manifests, .. }) =
+                    if let Some(fallback) = fallback
+                        && let Ok(Manifest::Index { manifests, .. }) =
                             Manifest::parse(&fallback.media_type, &fallback.bytes)
-                        {
-                            for d in &manifests {
-                                if self.copy_manifest(job, d.digest.clone(), None).await? {
-                                    inc(&job.stats.referrers_copied);
-                                }
-                                self.copy_referrers(job, &d.digest, depth + 1).await?;
+                    {
+                        for d in &manifests {
+                            if self.copy_manifest(job, d.digest.clone(), None).await? {
+                                inc(&job.stats.referrers_copied);
                             }
-                            self.put_tag_if_changed(job, &tag, &fallback).await?;
-                            job.copied_fallback
-                                .lock()
-                                .expect("fallback lock")
-                                .insert(subject.clone());
+                            self.copy_referrers(job, &d.digest, depth + 1).await?;
                         }
+                        self.put_tag_if_changed(job, &tag, &fallback).await?;
+                        job.copied_fallback
+                            .lock()
+                            .expect("fallback lock")
+                            .insert(subject.clone());
                     }
                 }
             }

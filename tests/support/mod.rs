@@ -23,14 +23,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod daemon;
 pub mod image;
 mod proxy;
+mod pubsub;
 mod registry;
 mod token;
 
 // Each test binary uses only some of these names.
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use daemon::{Daemon, free_port, sample_sum};
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use proxy::{Action, FaultProxy, Rule, Seen};
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use pubsub::{GCLOUD_BIN_ENV, PubSubEmulator, gcloud_bin};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use registry::TestRegistry;
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
@@ -141,7 +147,7 @@ macro_rules! bin_or_skip {
 }
 
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
-pub use crate::{bin_or_skip, registry_bin_or_skip};
+pub use crate::{bin_or_skip, gcloud_bin_or_skip, registry_bin_or_skip};
 
 /// A plain HTTP client for harness use: no proxy, no redirects, short timeouts.
 pub(crate) fn probe_client() -> reqwest::Client {

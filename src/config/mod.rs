@@ -12,6 +12,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod daemon;
+mod file;
+
+pub use daemon::*;
+pub use file::{LoadError, load, load_str, render};
+
 /// A credential (password, token, key). Its `Debug` output is redacted and it has no
 /// `Display`; call [`Secret::expose`] only where the value is put on the wire.
 #[derive(Clone, PartialEq, Eq)]
@@ -201,15 +207,15 @@ impl RegistryConfig {
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be at least 1"));
         }
-        if let Some(r) = self.requests_per_second {
-            if !(r.is_finite() && r > 0.0) {
-                return Err(invalid("requests_per_second", "must be a positive number"));
-            }
+        if let Some(r) = self.requests_per_second
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(invalid("requests_per_second", "must be a positive number"));
         }
-        if let Some(c) = self.chunk_size {
-            if c < 1024 {
-                return Err(invalid("chunk_size", "must be at least 1024 bytes"));
-            }
+        if let Some(c) = self.chunk_size
+            && c < 1024
+        {
+            return Err(invalid("chunk_size", "must be at least 1024 bytes"));
         }
         if self.retry.attempts == 0 {
             return Err(invalid("retry.attempts", "must be at least 1"));

@@ -1,0 +1,124 @@
+//! Composition root of `regrelay run`: build the registry clients, the copy engine, the
+//! pipeline, the admin server and the source from a validated [`Config`], run until the
+//! source ends or a signal arrives, and report how it went.
+//!
+//! Must never: start anything before the configuration is fully validated (the caller
+//! passes a [`Config`], which only exists validated), or exit the process itself.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
+use crate::pipeline::Pipeline;
+use crate::queue::file::FileSource;
+use crate::queue::pubsub::PubSubSource;
+use crate::registry::RegistrySet;
+use crate::replicate::{Options, Replicator};
+use crate::{admin, metrics, shutdown};
+
+/// Why `run` could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable (exit code 64).
+    #[error("{0}")]
+    Config(String),
+    /// Something needed at startup failed (exit code 1): a port in use, a file missing.
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// A signal (or the end of a streaming source) stopped a clean run.
+    Stopped,
+    /// A file source was read to the end; `failed` lines were not verified.
+    Exhausted {
+        /// Lines acked.
+        acked: u64,
+        /// Lines nacked or rejected.
+        failed: u64,
+    },
+}
+
+/// Run the daemon with `config` until a signal or the end of the input.
+pub async fn run(config: Config) -> Result<Finished, Error> {
+    let shutdown_token = CancellationToken::new();
+    shutdown::on_signal(shutdown_token.clone())
+        .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
+    run_until(config, shutdown_token).await
+}
+
+/// [`run`] with an external shutdown token (for embedding and tests).
+pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
+    let m = metrics::global();
+    m.set_ready(false);
+    let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
+    let registries = RegistrySet::from_configs(config.registries.clone()).map_err(|e| Error::Config(e.to_string()))?;
+    let opts = Options {
+        platforms: Vec::new(),
+        referrers: config.pipeline.referrers,
+        blob_jobs: config.pipeline.blob_jobs,
+        ..Options::default()
+    };
+    let replicator = Arc::new(Replicator::new(Arc::new(registries), opts));
+    let pipeline = Arc::new(Pipeline::new(
+        replicator,
+        config.rules.clone(),
+        hosts,
+        config.pipeline.clone(),
+    ));
+
+    let admin_stop = CancellationToken::new();
+    let admin_task = match config.admin_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Startup(format!("cannot listen on {addr} for /metrics: {e}")))?;
+            let local = listener.local_addr().map_err(|e| Error::Startup(e.to_string()))?;
+            tracing::info!(listen = %local, "admin endpoints: /metrics /healthz /readyz");
+            let stop = admin_stop.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = admin::serve(listener, stop).await {
+                    tracing::error!(error = %e, "admin server failed");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    tracing::info!(
+        source = config.source.kind(),
+        rules = config.rules.len(),
+        registries = config.registries.len(),
+        workers = config.pipeline.workers,
+        "regrelay started"
+    );
+    let finished = match &config.source {
+        SourceConfig::PubSub(cfg) => {
+            let source = PubSubSource::connect(cfg, config.pipeline.reject_mode)
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?;
+            pipeline.run(source, shutdown_token.clone()).await;
+            Finished::Stopped
+        }
+        SourceConfig::File(cfg) => {
+            let source = FileSource::open(cfg.path.as_ref())
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?;
+            let tally = source.tally();
+            pipeline.run(source, shutdown_token.clone()).await;
+            Finished::Exhausted {
+                acked: tally.acked(),
+                failed: tally.failed(),
+            }
+        }
+    };
+    admin_stop.cancel();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    tracing::info!(?finished, "regrelay stopped");
+    Ok(finished)
+}

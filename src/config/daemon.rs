@@ -1,0 +1,308 @@
+//! The validated configuration of `regrelay run`: source, registries, rules and the
+//! pipeline's knobs. Values of these types exist only after [`super::load`] has checked
+//! them, so the rest of the daemon never re-validates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::RegistryConfig;
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// Every registry regrelay may contact, sources and targets alike. An event naming
+    /// any other host is rejected without a connection.
+    pub registries: Vec<RegistryConfig>,
+    /// Replication rules, in file order. Every matching rule contributes its targets.
+    pub rules: Vec<Rule>,
+    /// Pipeline settings.
+    pub pipeline: PipelineConfig,
+    /// Admin HTTP server (`/metrics`, `/healthz`, `/readyz`); `None` = disabled.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// The event source.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A Google Cloud Pub/Sub subscription (streaming pull).
+    PubSub(PubSubConfig),
+    /// JSON lines from a file, or standard input when `path` is `None`.
+    File(FileSourceConfig),
+}
+
+impl SourceConfig {
+    /// A short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::PubSub(_) => "pubsub",
+            SourceConfig::File(_) => "file",
+        }
+    }
+}
+
+/// Pub/Sub settings.
+#[derive(Debug, Clone)]
+pub struct PubSubConfig {
+    /// Full subscription name, `projects/PROJECT/subscriptions/NAME`.
+    pub subscription: String,
+    /// Endpoint override (`http://127.0.0.1:8085` for the emulator). With an `http://`
+    /// endpoint regrelay uses anonymous credentials; otherwise Application Default
+    /// Credentials.
+    pub endpoint: Option<String>,
+    /// Flow control: most messages held (leased, not yet settled) at once.
+    pub max_outstanding_messages: i64,
+    /// How far each lease extension reaches (10 s to 600 s).
+    pub lease_extension: Duration,
+    /// Longest time one message is held before its lease is no longer extended.
+    pub max_lease: Duration,
+}
+
+/// File / stdin source settings.
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    /// The file to read; `None` = standard input.
+    pub path: Option<PathBuf>,
+}
+
+/// What to do with a message whose failure is Permanent (the image is gone, the event is
+/// malformed, the host is not allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectMode {
+    /// Acknowledge it and count it as rejected (default): it will not come back.
+    Ack,
+    /// Nack it, so that the subscription's dead-letter policy takes it after its
+    /// maximum delivery attempts.
+    Nack,
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Messages processed concurrently.
+    pub workers: usize,
+    /// Concurrent blob transfers shared by all copies.
+    pub blob_jobs: usize,
+    /// Copy referrers and cosign tags.
+    pub referrers: bool,
+    /// How long a verified (target, digest) is remembered, so that repeats cost one HEAD.
+    pub dedup_ttl: Duration,
+    /// Most entries in that memory.
+    pub dedup_max_entries: usize,
+    /// Settlement of Permanent failures.
+    pub reject_mode: RejectMode,
+    /// On SIGTERM/SIGINT, how long in-flight copies may run before they are nacked.
+    pub shutdown_grace: Duration,
+    /// First pause of pulling after a Systemic failure (doubles up to `pause_max`).
+    pub pause_min: Duration,
+    /// Longest pause of pulling after Systemic failures.
+    pub pause_max: Duration,
+    /// Log deletions instead of performing them (for every rule that propagates deletes).
+    pub delete_dry_run: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        PipelineConfig {
+            workers: 8,
+            blob_jobs: 8,
+            referrers: true,
+            dedup_ttl: Duration::from_secs(600),
+            dedup_max_entries: 100_000,
+            reject_mode: RejectMode::Ack,
+            shutdown_grace: Duration::from_secs(30),
+            pause_min: Duration::from_secs(5),
+            pause_max: Duration::from_secs(300),
+            delete_dry_run: false,
+        }
+    }
+}
+
+/// A string pattern: a glob (`*` within a path segment, `**` across segments) or a
+/// regular expression (anchored at both ends), compiled at load time.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Compiled glob, with its source text.
+    Glob(globset::GlobMatcher, String),
+    /// Compiled anchored regex, with its source text.
+    Regex(regex::Regex, String),
+}
+
+impl Matcher {
+    /// Does `text` match?
+    pub fn is_match(&self, text: &str) -> bool {
+        match self {
+            Matcher::Glob(g, _) => g.is_match(text),
+            Matcher::Regex(r, _) => r.is_match(text),
+        }
+    }
+    /// The pattern as written in the config.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Matcher::Glob(_, s) | Matcher::Regex(_, s) => s,
+        }
+    }
+
+    /// Compile a glob in which `*` and `?` stay within one `/`-separated segment and `**`
+    /// crosses segments. The error is globset's reason, for the loader to place.
+    pub fn try_glob(pattern: &str) -> Result<Matcher, String> {
+        globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map(|g| Matcher::Glob(g.compile_matcher(), pattern.to_owned()))
+            .map_err(|e| e.kind().to_string())
+    }
+
+    /// Compile a regular expression anchored at both ends (`^(?:pattern)$`).
+    pub fn try_regex(pattern: &str) -> Result<Matcher, String> {
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map(|r| Matcher::Regex(r, pattern.to_owned()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What a rule does with events that name a digest but no tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untagged {
+    /// Ignore them (default): the tagged event that usually follows does the work.
+    Ignore,
+    /// Copy the digest to the target, by digest only.
+    Replicate,
+}
+
+/// One replication rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Name for logs (`rules[N]` when not given).
+    pub name: String,
+    /// Source registry host this rule applies to (exact match, must be a configured
+    /// registry).
+    pub source_registry: String,
+    /// Source repository pattern.
+    pub repository: Matcher,
+    /// Tags to replicate (empty = all tags).
+    pub tags_include: Vec<Matcher>,
+    /// Tags never replicated (checked after `tags_include`).
+    pub tags_exclude: Vec<Matcher>,
+    /// Replicate pushes.
+    pub on_push: bool,
+    /// Propagate deletes (off by default).
+    pub on_delete: bool,
+    /// Digest-only events.
+    pub untagged: Untagged,
+    /// Where matching images go (at least one).
+    pub targets: Vec<RuleTarget>,
+}
+
+/// A target of a rule.
+#[derive(Debug, Clone)]
+pub struct RuleTarget {
+    /// Target registry host (must be a configured registry).
+    pub registry: String,
+    /// Repository template: `{repository}` (full source path), `{name}` (its last
+    /// segment), `{registry}` (source host), and literal text. Example: `mirror/{repository}`.
+    pub repository: String,
+    /// Optional tag template: `{tag}` and literal text, e.g. `{tag}-mirror`. Default `{tag}`.
+    pub tag: Option<String>,
+}
+
+impl RuleTarget {
+    /// The target repository for `repository` on `source_registry`: `{repository}`,
+    /// `{name}` and `{registry}` replaced. A placeholder this version does not know is
+    /// left as written (the loader rejects such templates), so the result may be an
+    /// invalid name: callers validate it before use.
+    pub fn expand_repository(&self, source_registry: &str, repository: &str) -> String {
+        let name = repository.rsplit('/').next().unwrap_or(repository);
+        expand(
+            &self.repository,
+            &[
+                ("repository", repository),
+                ("name", name),
+                ("registry", source_registry),
+            ],
+        )
+    }
+
+    /// The target tag for `tag`: the tag template with `{tag}` replaced, or `tag` itself
+    /// when the target has no template. May be invalid; callers validate it.
+    pub fn expand_tag(&self, tag: &str) -> String {
+        match &self.tag {
+            Some(template) => expand(template, &[("tag", tag)]),
+            None => tag.to_owned(),
+        }
+    }
+}
+
+/// Replace each `{var}` of `template` in one pass (values are never re-expanded).
+/// Unknown placeholders and unbalanced braces are copied through unchanged.
+fn expand(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let var = &after[..close];
+                match vars.iter().find(|(k, _)| *k == var) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[open..open + close + 2]),
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(repository: &str, tag: Option<&str>) -> RuleTarget {
+        RuleTarget {
+            registry: "dst.example".into(),
+            repository: repository.into(),
+            tag: tag.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn templates_expand_every_variable_once() {
+        let t = target("mirror/{registry}/{repository}-{name}", Some("{tag}-m"));
+        assert_eq!(
+            t.expand_repository("src.example", "a/b/app"),
+            "mirror/src.example/a/b/app-app"
+        );
+        assert_eq!(t.expand_tag("v1"), "v1-m");
+        assert_eq!(target("{repository}", None).expand_tag("v1"), "v1");
+        // Values are not re-expanded; unknown placeholders and stray braces pass through.
+        assert_eq!(target("{repository}", None).expand_repository("r", "{name}"), "{name}");
+        assert_eq!(target("x/{nope}/{", None).expand_repository("r", "a"), "x/{nope}/{");
+        assert_eq!(target("}{}", None).expand_repository("r", "a"), "}{}");
+    }
+
+    #[test]
+    fn globs_keep_single_stars_within_a_segment() {
+        let m = Matcher::try_glob("proj/*").unwrap();
+        assert!(m.is_match("proj/app"));
+        assert!(!m.is_match("proj/team/app"));
+        let m = Matcher::try_glob("proj/**").unwrap();
+        assert!(m.is_match("proj/team/app"));
+        assert!(Matcher::try_glob("a[").is_err());
+        let r = Matcher::try_regex("v[0-9]+").unwrap();
+        assert!(r.is_match("v12") && !r.is_match("xv12") && !r.is_match("v12x"));
+        assert!(Matcher::try_regex("(").is_err());
+        assert_eq!(r.as_str(), "v[0-9]+");
+    }
+}

@@ -1,0 +1,385 @@
+//! Loading `regrelay run`'s TOML file into a validated [`super::Config`].
+//!
+//! Role: parse the file into raw serde structs (below, one `///` per field: this is the
+//! file's reference), then check and convert them (`validate`) into the typed config.
+//! Every check runs here, before anything binds or connects; secrets named by the file
+//! (environment variables, files) are read here too, once.
+//!
+//! Must never: put a secret value in an error or in [`render`]'s output, or accept an
+//! unknown key (a typo must not silently fall back to a default).
+//!
+//! Invariants: every [`LoadError`] names the file and, whenever the problem has a place in
+//! the file, its line and the field path (`rules[0].targets[1].registry`). Raw fields that
+//! are checked after parsing are `toml::Spanned` so that their line is known.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Config;
+
+mod render;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use render::render;
+
+/// Why a configuration file was refused. Its `Display` is
+/// `FILE:LINE: FIELD: MESSAGE` (line and field omitted when the problem has no place in
+/// the file, e.g. the file cannot be read), and never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The file, as given to [`load`] or [`load_str`].
+    pub file: PathBuf,
+    /// 1-based line of the offending key, value or table header.
+    pub line: Option<usize>,
+    /// Path of the offending field, e.g. `registries."gcr.io".auth.password_env`.
+    pub field: Option<String>,
+    /// What is wrong, lowercase.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Read, parse and validate the file at `path` (secrets from env vars and files resolved).
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+        file: path.to_owned(),
+        line: None,
+        field: None,
+        message: format!("cannot read the configuration file: {e}"),
+    })?;
+    load_str(&text, path)
+}
+
+/// Parse and validate `text`; `origin` names the file in errors.
+pub fn load_str(text: &str, origin: &Path) -> Result<Config, LoadError> {
+    let error = |span: Option<Range<usize>>, field: Option<String>, message: String| LoadError {
+        file: origin.to_owned(),
+        line: span.map(|s| line_of(text, s.start)),
+        field,
+        message,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        // The deserializer knows the span but keeps the key path private: find the
+        // field by walking the parsed document to the innermost key or value at the span.
+        let field = e.span().and_then(|s| field_at(text, s.start));
+        error(e.span(), field, e.message().trim_end().to_owned())
+    })?;
+    validate::config(raw).map_err(|p| error(Some(p.span), Some(p.field), p.message))
+}
+
+/// A problem found after parsing: where, which field, what.
+#[derive(Debug)]
+struct Problem {
+    span: Range<usize>,
+    field: String,
+    message: String,
+}
+
+impl Problem {
+    fn new(span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            span,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// A key as written in a field path: bare when TOML allows it, quoted otherwise.
+fn key_path(key: &str) -> String {
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare { key.to_owned() } else { format!("{key:?}") }
+}
+
+/// The path of the innermost key or value of `text` whose span holds `offset`.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+
+    fn holds(span: Range<usize>, offset: usize) -> bool {
+        span.start <= offset && (offset < span.end || span.start == span.end)
+    }
+    fn in_value(v: &Spanned<DeValue<'_>>, offset: usize, path: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::Table(t) => in_table(t, offset, path),
+            DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let p = format!("{path}[{i}]");
+                in_value(item, offset, &p).or_else(|| holds(item.span(), offset).then_some(p))
+            }),
+            _ => None,
+        }
+    }
+    fn in_table(t: &DeTable<'_>, offset: usize, path: &str) -> Option<String> {
+        t.iter().find_map(|(k, v)| {
+            let key = key_path(k.get_ref());
+            let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+            // Children first: a table's span is its header, its keys come after it.
+            in_value(v, offset, &p).or_else(|| (holds(k.span(), offset) || holds(v.span(), offset)).then_some(p))
+        })
+    }
+    let doc = DeTable::parse(text).ok()?;
+    in_table(doc.get_ref(), offset, "")
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw file layout. Every field is optional unless it says "required"; defaults are given.
+// ---------------------------------------------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// `[source]`, required: where events come from.
+    source: Option<Spanned<RawSource>>,
+    /// `[pipeline]`: concurrency, deduplication, settlement and pause knobs.
+    pipeline: Option<Spanned<RawPipeline>>,
+    /// `[admin]`: the `/metrics`, `/livez`, `/readyz` HTTP server.
+    admin: Option<Spanned<RawAdmin>>,
+    /// `[registries."HOST[:PORT]"]`: every registry regrelay may contact, keyed by the host
+    /// exactly as it appears in image references. Events naming other hosts are rejected.
+    #[serde(default)]
+    registries: BTreeMap<Spanned<String>, Spanned<RawRegistry>>,
+    /// `[[rules]]`: what to replicate where, in file order; every matching rule applies.
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+/// `source.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SourceKind {
+    /// Google Cloud Pub/Sub streaming pull.
+    Pubsub,
+    /// JSON lines from a file or standard input.
+    File,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    /// Required: `"pubsub"` or `"file"`.
+    kind: Spanned<SourceKind>,
+    /// pubsub, required: `projects/PROJECT/subscriptions/NAME`.
+    subscription: Option<Spanned<String>>,
+    /// pubsub: endpoint override, `http://…` (emulator, anonymous) or `https://…`.
+    endpoint: Option<Spanned<String>>,
+    /// pubsub: most messages leased and not yet settled. Default 2 × `pipeline.workers`.
+    max_outstanding_messages: Option<Spanned<i64>>,
+    /// pubsub: how far each lease extension reaches, 10..=600 s. Default 60.
+    lease_extension_secs: Option<Spanned<u64>>,
+    /// pubsub: longest time a message is held, ≥ `lease_extension_secs`. Default 3600.
+    max_lease_secs: Option<Spanned<u64>>,
+    /// file: the JSON-lines file to read; absent or `"-"` = standard input.
+    path: Option<Spanned<String>>,
+}
+
+/// `pipeline.reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawReject {
+    /// Ack and count permanently failing messages (default).
+    Ack,
+    /// Nack them, for the subscription's dead-letter policy.
+    Nack,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    /// Messages processed concurrently, ≥ 1. Default 8.
+    workers: Option<Spanned<usize>>,
+    /// Concurrent blob transfers shared by all copies, ≥ 1. Default 8.
+    blob_jobs: Option<Spanned<usize>>,
+    /// Copy referrers (signatures, SBOMs) and cosign tags too. Default true.
+    referrers: Option<bool>,
+    /// How long a verified (target, digest) is remembered; 0 disables. Default 600.
+    dedup_ttl_secs: Option<u64>,
+    /// Most entries in that memory. Default 100000.
+    dedup_max_entries: Option<usize>,
+    /// Settlement of permanent failures: `"ack"` (default) or `"nack"`.
+    reject: Option<RawReject>,
+    /// Time in-flight copies get to finish on SIGTERM/SIGINT. Default 30.
+    shutdown_grace_secs: Option<u64>,
+    /// First pause of pulling after a systemic failure, ≥ 1. Default 5.
+    pause_min_secs: Option<Spanned<u64>>,
+    /// Longest such pause, ≥ `pause_min_secs`. Default 300.
+    pause_max_secs: Option<Spanned<u64>>,
+    /// Log deletions instead of performing them. Default false.
+    delete_dry_run: Option<bool>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    /// `IP:PORT` to listen on. Default `"0.0.0.0:9090"`; `""` disables the server.
+    listen: Option<Spanned<String>>,
+    /// `false` disables the server. Default true.
+    enabled: Option<Spanned<bool>>,
+}
+
+/// `[registries."HOST"]`. Defaults are those of `RegistryConfig::new`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    /// Use plain HTTP (loopback hosts always do). Default false.
+    insecure: Option<bool>,
+    /// Most concurrent requests to this host, ≥ 1. Default 16.
+    max_in_flight: Option<Spanned<usize>>,
+    /// Request rate limit, > 0. Default: none.
+    requests_per_second: Option<Spanned<f64>>,
+    /// Upload blobs in chunks of this many bytes, ≥ 1024. Default: one monolithic PUT.
+    chunk_size: Option<Spanned<u64>>,
+    /// Per-request retries. Default `{ attempts = 3, min_delay_ms = 100,
+    /// max_delay_ms = 2000, max_retry_after_secs = 10 }`.
+    retry: Option<Spanned<RawRetry>>,
+    /// TCP connect timeout, ≥ 1. Default 10.
+    connect_timeout_secs: Option<Spanned<u64>>,
+    /// Longest silence while reading a response, ≥ 1. Default 60.
+    read_timeout_secs: Option<Spanned<u64>>,
+    /// Credentials. Default `{ kind = "anonymous" }`.
+    auth: Option<Spanned<RawAuth>>,
+}
+
+/// `registries."HOST".retry`; absent fields keep the daemon default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    /// Attempts per request including the first, ≥ 1. Default 3.
+    attempts: Option<Spanned<u32>>,
+    /// First backoff delay in milliseconds. Default 100.
+    min_delay_ms: Option<u64>,
+    /// Largest backoff delay in milliseconds, ≥ `min_delay_ms`. Default 2000.
+    max_delay_ms: Option<u64>,
+    /// Cap on a server's `Retry-After` in seconds. Default 10.
+    max_retry_after_secs: Option<u64>,
+}
+
+/// `registries."HOST".auth.kind`. New kinds (Entra ID, Google ADC) are new variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AuthKind {
+    /// No credentials.
+    Anonymous,
+    /// `username` plus one of `password_env`, `password_file`, `password`.
+    Basic,
+    /// A docker `config.json` at `path` (read when the registry is first used).
+    DockerConfig,
+    /// An OAuth2 refresh token from one of `token_env`, `token_file`, `token`.
+    IdentityToken,
+}
+
+/// `registries."HOST".auth`: one flat table whose `kind` says which other keys apply
+/// (a key that does not belong to the kind is an error).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    /// Required: `"anonymous"`, `"basic"`, `"docker_config"` or `"identity_token"`.
+    kind: Spanned<AuthKind>,
+    /// basic, required: the user name.
+    username: Option<Spanned<String>>,
+    /// basic: environment variable holding the password (read at startup).
+    password_env: Option<Spanned<String>>,
+    /// basic: file holding the password (read at startup, trailing newline stripped).
+    password_file: Option<Spanned<String>>,
+    /// basic: the password itself. Allowed, discouraged: prefer `password_env`/`_file`.
+    password: Option<Spanned<String>>,
+    /// docker_config, required: path of a docker `config.json`.
+    path: Option<Spanned<String>>,
+    /// identity_token: environment variable holding the refresh token.
+    token_env: Option<Spanned<String>>,
+    /// identity_token: file holding the refresh token.
+    token_file: Option<Spanned<String>>,
+    /// identity_token: the token itself. Allowed, discouraged.
+    token: Option<Spanned<String>>,
+}
+
+/// An entry of `rules[].actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawAction {
+    /// Replicate pushes.
+    Push,
+    /// Propagate deletes of tags and manifests.
+    Delete,
+}
+
+/// `rules[].untagged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawUntagged {
+    /// Digest-only pushes are ignored (default).
+    Ignore,
+    /// Digest-only pushes are copied by digest.
+    Replicate,
+}
+
+/// `[[rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    /// Name for logs, unique. Default `"rules[N]"` (N = position, from 0).
+    name: Option<Spanned<String>>,
+    /// Required: source registry host; must be a key of `[registries]`.
+    source_registry: Spanned<String>,
+    /// Glob over the source repository path (`*` within a segment, `**` across
+    /// segments). Exactly one of `repository` and `repository_regex` is required.
+    repository: Option<Spanned<String>>,
+    /// Regular expression over the source repository path, anchored `^…$`.
+    repository_regex: Option<Spanned<String>>,
+    /// Tag globs to include; absent or empty (with `tags_regex`) = every tag.
+    tags: Option<Vec<Spanned<String>>>,
+    /// Tag regexes to include (anchored); combined with `tags` by "any of".
+    tags_regex: Option<Vec<Spanned<String>>>,
+    /// Tag globs never replicated (checked after the includes).
+    exclude_tags: Option<Vec<Spanned<String>>>,
+    /// Tag regexes never replicated (anchored).
+    exclude_tags_regex: Option<Vec<Spanned<String>>>,
+    /// Non-empty subset of `["push", "delete"]`. Default `["push"]`.
+    actions: Option<Spanned<Vec<RawAction>>>,
+    /// Digest-only pushes: `"ignore"` (default) or `"replicate"`.
+    untagged: Option<RawUntagged>,
+    /// Required, at least one `[[rules.targets]]`.
+    targets: Option<Vec<Spanned<RawTarget>>>,
+}
+
+/// `[[rules.targets]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    /// Required: target registry host; must be a key of `[registries]`.
+    registry: Spanned<String>,
+    /// Repository template over `{repository}` (source path), `{name}` (its last
+    /// segment) and `{registry}` (source host). Default `"{repository}"`.
+    repository: Option<Spanned<String>>,
+    /// Tag template over `{tag}`. Default: the source tag unchanged.
+    tag: Option<Spanned<String>>,
+}

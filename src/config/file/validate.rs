@@ -1,0 +1,645 @@
+//! Raw file structs to the typed [`Config`]: defaults, ranges, cross-references between
+//! rules and registries, template checks and secret resolution.
+//!
+//! Must never: connect anywhere, or put a secret value in a [`Problem`]. The first
+//! problem found is returned, with the span of the offending key, value or table.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{
+    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawPipeline, RawRegistry, RawReject, RawRule,
+    RawSource, RawTarget, RawUntagged, SourceKind, key_path,
+};
+use crate::config::{
+    Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig, RejectMode, Rule,
+    RuleTarget, SecretSource, SourceConfig, Untagged,
+};
+
+type Result<T> = std::result::Result<T, Problem>;
+
+/// Check `raw` and build the typed configuration.
+pub(super) fn config(raw: RawConfig) -> Result<Config> {
+    let registries = raw
+        .registries
+        .into_iter()
+        .map(|(host, reg)| registry(host, reg))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts: HashSet<&str> = registries.iter().map(|r| r.host.as_str()).collect();
+    let pipeline = pipeline(raw.pipeline)?;
+    let source = match raw.source {
+        Some(s) => source(s, pipeline.workers)?,
+        None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
+    };
+    let admin_listen = admin(raw.admin)?;
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let path = format!("rules[{i}]");
+        if let Some(name) = &r.get_ref().name {
+            if let Some(first) = names.get(name.get_ref()) {
+                return Err(Problem::new(
+                    name.span(),
+                    format!("{path}.name"),
+                    format!("duplicate rule name {:?} (also rules[{first}])", name.get_ref()),
+                ));
+            }
+            names.insert(name.get_ref().clone(), i);
+        }
+        rules.push(rule(r, &path, &hosts)?);
+    }
+    Ok(Config {
+        source,
+        registries,
+        rules,
+        pipeline,
+        admin_listen,
+    })
+}
+
+fn invalid<T>(span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Result<T> {
+    Err(Problem::new(span, field, message))
+}
+
+/// `Some(value)` of an optional spanned number, checked against `min..=max`.
+fn ranged<T: PartialOrd + Copy + std::fmt::Display>(
+    v: &Option<Spanned<T>>,
+    field: &str,
+    min: T,
+    max: Option<T>,
+) -> Result<Option<T>> {
+    let Some(v) = v else { return Ok(None) };
+    let x = *v.get_ref();
+    if x < min {
+        return invalid(v.span(), field, format!("must be at least {min}, got {x}"));
+    }
+    if let Some(max) = max.filter(|m| x > *m) {
+        return invalid(v.span(), field, format!("must be at most {max}, got {x}"));
+    }
+    Ok(Some(x))
+}
+
+fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
+    let span = s.span();
+    let s = s.into_inner();
+    let pubsub_only = [
+        ("subscription", s.subscription.as_ref().map(Spanned::span)),
+        ("endpoint", s.endpoint.as_ref().map(Spanned::span)),
+        (
+            "max_outstanding_messages",
+            s.max_outstanding_messages.as_ref().map(Spanned::span),
+        ),
+        (
+            "lease_extension_secs",
+            s.lease_extension_secs.as_ref().map(Spanned::span),
+        ),
+        ("max_lease_secs", s.max_lease_secs.as_ref().map(Spanned::span)),
+    ];
+    match s.kind.get_ref() {
+        SourceKind::File => {
+            if let Some((key, Some(at))) = pubsub_only.into_iter().find(|(_, at)| at.is_some()) {
+                return invalid(at, format!("source.{key}"), "only applies to kind = \"pubsub\"");
+            }
+            let path = s.path.map(Spanned::into_inner).filter(|p| p != "-").map(PathBuf::from);
+            Ok(SourceConfig::File(FileSourceConfig { path }))
+        }
+        SourceKind::Pubsub => {
+            if let Some(p) = &s.path {
+                return invalid(p.span(), "source.path", "only applies to kind = \"file\"");
+            }
+            let Some(sub) = s.subscription else {
+                return invalid(span, "source.subscription", "required when kind = \"pubsub\"");
+            };
+            if !valid_subscription(sub.get_ref()) {
+                return invalid(
+                    sub.span(),
+                    "source.subscription",
+                    format!(
+                        "{:?} is not of the form projects/PROJECT/subscriptions/NAME",
+                        sub.get_ref()
+                    ),
+                );
+            }
+            if let Some(e) = &s.endpoint {
+                let rest = e
+                    .get_ref()
+                    .strip_prefix("http://")
+                    .or_else(|| e.get_ref().strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)) {
+                    return invalid(
+                        e.span(),
+                        "source.endpoint",
+                        "must be an http:// or https:// URL with a host",
+                    );
+                }
+            }
+            let max_outstanding = ranged(&s.max_outstanding_messages, "source.max_outstanding_messages", 1, None)?
+                .unwrap_or_else(|| i64::try_from(workers.saturating_mul(2)).unwrap_or(i64::MAX));
+            let lease = ranged(&s.lease_extension_secs, "source.lease_extension_secs", 10, Some(600))?.unwrap_or(60);
+            let max_lease = ranged(&s.max_lease_secs, "source.max_lease_secs", lease, None)?.unwrap_or(3600);
+            Ok(SourceConfig::PubSub(PubSubConfig {
+                subscription: sub.into_inner(),
+                endpoint: s.endpoint.map(Spanned::into_inner),
+                max_outstanding_messages: max_outstanding,
+                lease_extension: Duration::from_secs(lease),
+                max_lease: Duration::from_secs(max_lease),
+            }))
+        }
+    }
+}
+
+/// `projects/PROJECT/subscriptions/NAME` with Pub/Sub's name rules: a NAME of 3 to 255
+/// characters starting with a letter, no `goog` prefix.
+fn valid_subscription(s: &str) -> bool {
+    let Some((project, name)) = s
+        .strip_prefix("projects/")
+        .and_then(|r| r.split_once("/subscriptions/"))
+    else {
+        return false;
+    };
+    let project_ok = !project.is_empty()
+        && project
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
+    let name_ok = (3..=255).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !name.starts_with("goog")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+%".contains(&b));
+    project_ok && name_ok
+}
+
+fn pipeline(p: Option<Spanned<RawPipeline>>) -> Result<PipelineConfig> {
+    let mut c = PipelineConfig::default();
+    let Some(p) = p else { return Ok(c) };
+    let p = p.into_inner();
+    let secs = Duration::from_secs;
+    c.workers = ranged(&p.workers, "pipeline.workers", 1, None)?.unwrap_or(c.workers);
+    c.blob_jobs = ranged(&p.blob_jobs, "pipeline.blob_jobs", 1, None)?.unwrap_or(c.blob_jobs);
+    c.referrers = p.referrers.unwrap_or(c.referrers);
+    c.dedup_ttl = p.dedup_ttl_secs.map_or(c.dedup_ttl, secs);
+    c.dedup_max_entries = p.dedup_max_entries.unwrap_or(c.dedup_max_entries);
+    c.reject_mode = match p.reject {
+        Some(RawReject::Nack) => RejectMode::Nack,
+        Some(RawReject::Ack) | None => RejectMode::Ack,
+    };
+    c.shutdown_grace = p.shutdown_grace_secs.map_or(c.shutdown_grace, secs);
+    c.pause_min = ranged(&p.pause_min_secs, "pipeline.pause_min_secs", 1, None)?.map_or(c.pause_min, secs);
+    let floor = c.pause_min.as_secs();
+    c.pause_max = ranged(&p.pause_max_secs, "pipeline.pause_max_secs", floor, None)?.map_or(c.pause_max, secs);
+    if c.pause_max < c.pause_min {
+        let at = p.pause_min_secs.as_ref().map_or(0..0, Spanned::span);
+        return invalid(at, "pipeline.pause_min_secs", "must not exceed pipeline.pause_max_secs");
+    }
+    c.delete_dry_run = p.delete_dry_run.unwrap_or(c.delete_dry_run);
+    Ok(c)
+}
+
+fn admin(a: Option<Spanned<RawAdmin>>) -> Result<Option<SocketAddr>> {
+    let default = SocketAddr::from(([0, 0, 0, 0], 9090));
+    let Some(a) = a else { return Ok(Some(default)) };
+    let RawAdmin { listen, enabled } = a.into_inner();
+    let enabled_explicitly = enabled.as_ref().is_some_and(|e| *e.get_ref());
+    if enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
+        return Ok(None);
+    }
+    let Some(listen) = listen else { return Ok(Some(default)) };
+    if listen.get_ref().is_empty() {
+        if enabled_explicitly {
+            return invalid(
+                listen.span(),
+                "admin.listen",
+                "is empty (disabled) but admin.enabled = true",
+            );
+        }
+        return Ok(None);
+    }
+    match listen.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Ok(Some(addr)),
+        Err(_) => invalid(
+            listen.span(),
+            "admin.listen",
+            format!("{:?} is not an IP:PORT address (use \"\" to disable)", listen.get_ref()),
+        ),
+    }
+}
+
+fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryConfig> {
+    let path = format!("registries.{}", key_path(host.get_ref()));
+    let field = |f: &str| format!("{path}.{f}");
+    if !valid_host(host.get_ref()) {
+        return invalid(
+            host.span(),
+            &path,
+            "the key must be a registry host[:port] as written in image references (no scheme, no path)",
+        );
+    }
+    let span = r.span();
+    let r = r.into_inner();
+    let mut c = RegistryConfig::new(host.get_ref());
+    c.insecure = r.insecure.unwrap_or(c.insecure);
+    c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
+    if let Some(rps) = &r.requests_per_second {
+        if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {
+            return invalid(rps.span(), field("requests_per_second"), "must be a positive number");
+        }
+        c.requests_per_second = Some(*rps.get_ref());
+    }
+    c.chunk_size = ranged(&r.chunk_size, &field("chunk_size"), 1024, None)?;
+    c.connect_timeout = ranged(&r.connect_timeout_secs, &field("connect_timeout_secs"), 1, None)?
+        .map_or(c.connect_timeout, Duration::from_secs);
+    c.read_timeout =
+        ranged(&r.read_timeout_secs, &field("read_timeout_secs"), 1, None)?.map_or(c.read_timeout, Duration::from_secs);
+    if let Some(retry) = r.retry {
+        let at = retry.span();
+        let retry = retry.into_inner();
+        c.retry.attempts = ranged(&retry.attempts, &field("retry.attempts"), 1, None)?.unwrap_or(c.retry.attempts);
+        c.retry.min_delay = retry.min_delay_ms.map_or(c.retry.min_delay, Duration::from_millis);
+        c.retry.max_delay = retry.max_delay_ms.map_or(c.retry.max_delay, Duration::from_millis);
+        c.retry.max_retry_after = retry
+            .max_retry_after_secs
+            .map_or(c.retry.max_retry_after, Duration::from_secs);
+        if c.retry.min_delay > c.retry.max_delay {
+            return invalid(at, field("retry.min_delay_ms"), "must not exceed retry.max_delay_ms");
+        }
+    }
+    if let Some(auth) = r.auth {
+        c.auth = self::auth(auth, &field("auth"))?;
+    }
+    // Backstop: the checks above mirror RegistryConfig::validate, which stays authoritative.
+    c.validate().map_err(|e| Problem::new(span, &path, e.to_string()))?;
+    Ok(c)
+}
+
+/// Host with optional port, as in references: `[A-Za-z0-9.-]`, an optional `:PORT`, or
+/// a bracketed IPv6 literal. (`config` is a leaf and cannot use `oci`'s parser.)
+fn valid_host(h: &str) -> bool {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) if !n.starts_with('[') || n.ends_with(']') => (n, Some(p)),
+        _ => (h, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+    };
+    port_ok && name_ok
+}
+
+fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
+    let span = a.span();
+    let a = a.into_inner();
+    let kind = *a.kind.get_ref();
+    let kind_name = match kind {
+        AuthKind::Anonymous => "anonymous",
+        AuthKind::Basic => "basic",
+        AuthKind::DockerConfig => "docker_config",
+        AuthKind::IdentityToken => "identity_token",
+    };
+    let all = [
+        ("username", &a.username),
+        ("password_env", &a.password_env),
+        ("password_file", &a.password_file),
+        ("password", &a.password),
+        ("path", &a.path),
+        ("token_env", &a.token_env),
+        ("token_file", &a.token_file),
+        ("token", &a.token),
+    ];
+    let allowed: &[&str] = match kind {
+        AuthKind::Anonymous => &[],
+        AuthKind::Basic => &["username", "password_env", "password_file", "password"],
+        AuthKind::DockerConfig => &["path"],
+        AuthKind::IdentityToken => &["token_env", "token_file", "token"],
+    };
+    for (key, value) in all {
+        if let Some(v) = value.as_ref().filter(|_| !allowed.contains(&key)) {
+            return invalid(
+                v.span(),
+                format!("{path}.{key}"),
+                format!("does not apply to kind = {kind_name:?}"),
+            );
+        }
+    }
+    // Exactly one of the secret's sources, resolved now so a bad name fails at startup.
+    let secret = |what: &str,
+                  env: &Option<Spanned<String>>,
+                  file: &Option<Spanned<String>>,
+                  inline: &Option<Spanned<String>>| {
+        let given: Vec<_> = [
+            (format!("{what}_env"), env),
+            (format!("{what}_file"), file),
+            (what.to_owned(), inline),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        let (key, value) = match given.as_slice() {
+            [one] => one,
+            [] => {
+                return invalid(
+                    span.clone(),
+                    format!("{path}.{what}_env"),
+                    format!("kind = {kind_name:?} needs one of {what}_env, {what}_file or {what}"),
+                );
+            }
+            [_, (key, v), ..] => {
+                return invalid(
+                    v.span(),
+                    format!("{path}.{key}"),
+                    format!("give only one of {what}_env, {what}_file and {what}"),
+                );
+            }
+        };
+        let field = format!("{path}.{key}");
+        let source = if *key == what {
+            SecretSource::Inline(crate::config::Secret::new(value.get_ref()))
+        } else if value.get_ref().is_empty() {
+            return invalid(value.span(), field, "must not be empty");
+        } else if key.ends_with("_env") {
+            SecretSource::Env(value.get_ref().clone())
+        } else {
+            SecretSource::File(PathBuf::from(value.get_ref()))
+        };
+        let resolved = source
+            .resolve(&format!("{path}.{what}"))
+            .map_err(|e| Problem::new(value.span(), &field, e.to_string()))?;
+        if resolved.is_empty() {
+            return invalid(value.span(), field, format!("the {what} is empty"));
+        }
+        Ok(resolved)
+    };
+    Ok(match kind {
+        AuthKind::Anonymous => Auth::Anonymous,
+        AuthKind::Basic => {
+            let username = match a.username {
+                Some(u) if !u.get_ref().is_empty() => u.into_inner(),
+                Some(u) => return invalid(u.span(), format!("{path}.username"), "must not be empty"),
+                None => return invalid(span, format!("{path}.username"), "required when kind = \"basic\""),
+            };
+            let password = secret("password", &a.password_env, &a.password_file, &a.password)?;
+            Auth::Basic { username, password }
+        }
+        AuthKind::DockerConfig => match a.path {
+            Some(p) if !p.get_ref().is_empty() => Auth::DockerConfig {
+                path: PathBuf::from(p.into_inner()),
+            },
+            Some(p) => return invalid(p.span(), format!("{path}.path"), "must not be empty"),
+            None => return invalid(span, format!("{path}.path"), "required when kind = \"docker_config\""),
+        },
+        AuthKind::IdentityToken => Auth::IdentityToken(secret("token", &a.token_env, &a.token_file, &a.token)?),
+    })
+}
+
+fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> {
+    let span = r.span();
+    let r = r.into_inner();
+    let field = |f: &str| format!("{path}.{f}");
+    let name = r.name.as_ref().map_or_else(|| path.to_owned(), |n| n.get_ref().clone());
+    if name.is_empty() {
+        let at = r.name.as_ref().map_or(span.clone(), Spanned::span);
+        return invalid(at, field("name"), "must not be empty");
+    }
+    let source_registry = configured(&r.source_registry, &field("source_registry"), hosts)?;
+    let repository = match (&r.repository, &r.repository_regex) {
+        (Some(g), None) => pattern(g, &field("repository"), Matcher::try_glob)?,
+        (None, Some(re)) => pattern(re, &field("repository_regex"), Matcher::try_regex)?,
+        (Some(_), Some(re)) => {
+            return invalid(
+                re.span(),
+                field("repository_regex"),
+                "give either repository or repository_regex, not both",
+            );
+        }
+        (None, None) => return invalid(span, field("repository"), "required (a glob), or give repository_regex"),
+    };
+    let patterns =
+        |globs: &Option<Vec<Spanned<String>>>, gkey: &str, regexes: &Option<Vec<Spanned<String>>>, rkey: &str| {
+            let mut out = Vec::new();
+            for (i, g) in globs.iter().flatten().enumerate() {
+                out.push(pattern(g, &field(&format!("{gkey}[{i}]")), Matcher::try_glob)?);
+            }
+            for (i, re) in regexes.iter().flatten().enumerate() {
+                out.push(pattern(re, &field(&format!("{rkey}[{i}]")), Matcher::try_regex)?);
+            }
+            Ok(out)
+        };
+    let tags_include = patterns(&r.tags, "tags", &r.tags_regex, "tags_regex")?;
+    let tags_exclude = patterns(
+        &r.exclude_tags,
+        "exclude_tags",
+        &r.exclude_tags_regex,
+        "exclude_tags_regex",
+    )?;
+    let (on_push, on_delete) = match &r.actions {
+        None => (true, false),
+        Some(a) if a.get_ref().is_empty() => {
+            return invalid(
+                a.span(),
+                field("actions"),
+                "must name at least one of \"push\", \"delete\"",
+            );
+        }
+        Some(a) => (
+            a.get_ref().contains(&RawAction::Push),
+            a.get_ref().contains(&RawAction::Delete),
+        ),
+    };
+    let untagged = match r.untagged {
+        Some(RawUntagged::Replicate) => Untagged::Replicate,
+        Some(RawUntagged::Ignore) | None => Untagged::Ignore,
+    };
+    let raw_targets = r.targets.unwrap_or_default();
+    if raw_targets.is_empty() {
+        return invalid(span, field("targets"), "a rule needs at least one [[rules.targets]]");
+    }
+    let targets = raw_targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| target(t, &field(&format!("targets[{i}]")), &source_registry, hosts))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rule {
+        name,
+        source_registry,
+        repository,
+        tags_include,
+        tags_exclude,
+        on_push,
+        on_delete,
+        untagged,
+        targets,
+    })
+}
+
+fn configured(host: &Spanned<String>, field: &str, hosts: &HashSet<&str>) -> Result<String> {
+    if hosts.contains(host.get_ref().as_str()) {
+        return Ok(host.get_ref().clone());
+    }
+    invalid(
+        host.span(),
+        field,
+        format!(
+            "{:?} is not a configured registry (add a [registries.{}] table)",
+            host.get_ref(),
+            key_path(host.get_ref())
+        ),
+    )
+}
+
+fn pattern(
+    p: &Spanned<String>,
+    field: &str,
+    compile: fn(&str) -> std::result::Result<Matcher, String>,
+) -> Result<Matcher> {
+    if p.get_ref().is_empty() {
+        return invalid(p.span(), field, "pattern must not be empty");
+    }
+    compile(p.get_ref()).map_err(|e| Problem::new(p.span(), field, format!("invalid pattern {:?}: {e}", p.get_ref())))
+}
+
+fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &HashSet<&str>) -> Result<RuleTarget> {
+    let t = t.into_inner();
+    let field = |f: &str| format!("{path}.{f}");
+    let registry = configured(&t.registry, &field("registry"), hosts)?;
+    let repo_template = t.repository.as_ref().map_or("{repository}", |r| r.get_ref());
+    let repo_span = t.repository.as_ref().map_or(t.registry.span(), Spanned::span);
+    placeholders(repo_template, &["repository", "name", "registry"])
+        .map_err(|e| Problem::new(repo_span.clone(), field("repository"), e))?;
+    if let Some(tag) = &t.tag {
+        placeholders(tag.get_ref(), &["tag"]).map_err(|e| Problem::new(tag.span(), field("tag"), e))?;
+    }
+    let target = RuleTarget {
+        registry,
+        repository: repo_template.to_owned(),
+        tag: t.tag.as_ref().map(|t| t.get_ref().clone()),
+    };
+    // A valid source path starts and ends with [a-z0-9], so expanding with "a" shows
+    // whether the template's literal text can ever give a valid name.
+    let sample = target.expand_repository(source_registry, "a");
+    if !valid_repository(&sample) {
+        return invalid(
+            repo_span,
+            field("repository"),
+            format!(
+                "{repo_template:?} never expands to a valid repository name (e.g. {sample:?}); names are lowercase [a-z0-9] segments joined by '/', '.', '_', '__' or '-'"
+            ),
+        );
+    }
+    if let Some(tag) = &t.tag {
+        let sample = target.expand_tag("a");
+        if !valid_tag(&sample) {
+            return invalid(
+                tag.span(),
+                field("tag"),
+                format!(
+                    "{:?} never expands to a valid tag (e.g. {sample:?}); tags match [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}",
+                    tag.get_ref()
+                ),
+            );
+        }
+    }
+    let same_tag = target.tag.as_deref().is_none_or(|t| t == "{tag}");
+    if target.registry == source_registry && target.repository == "{repository}" && same_tag {
+        return invalid(
+            t.registry.span(),
+            field("registry"),
+            "replicates every image onto itself (same registry, repository \"{repository}\", same tag): a loop",
+        );
+    }
+    Ok(target)
+}
+
+/// Check `{…}` placeholders against `known`: every brace is closed, every name known.
+fn placeholders(template: &str, known: &[&str]) -> std::result::Result<(), String> {
+    let list = known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ");
+    let mut rest = template;
+    loop {
+        match (rest.find('{'), rest.find('}')) {
+            (None, None) => return Ok(()),
+            (Some(open), close) if close.is_none_or(|c| c > open) => {
+                let after = &rest[open + 1..];
+                let Some(end) = after.find('}') else {
+                    return Err(format!("unclosed '{{' in template {template:?}"));
+                };
+                let var = &after[..end];
+                if !known.contains(&var) {
+                    return Err(format!(
+                        "unknown template variable {{{var}}} in {template:?} (known: {list})"
+                    ));
+                }
+                rest = &after[end + 1..];
+            }
+            _ => return Err(format!("unmatched '}}' in template {template:?}")),
+        }
+    }
+}
+
+/// OCI repository name grammar (distribution's reference.go), at most 255 characters.
+fn valid_repository(name: &str) -> bool {
+    fn component(c: &str) -> bool {
+        let b = c.as_bytes();
+        let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return false;
+        }
+        // Separators between alphanumeric runs: '.', '_', '__' or one or more '-'.
+        c.split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            .filter(|sep| !sep.is_empty())
+            .all(|sep| sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-'))
+    }
+    !name.is_empty() && name.len() <= 255 && name.split('/').all(component)
+}
+
+/// OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || b"._-".contains(&x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar_helpers() {
+        assert!(valid_repository("mirror/a"));
+        assert!(valid_repository("a__b/c-d--e/f.g"));
+        assert!(!valid_repository("Mirror/a") && !valid_repository("a//b") && !valid_repository("a/"));
+        assert!(!valid_repository("a___b") && !valid_repository("-a") && !valid_repository("a.-b"));
+        assert!(valid_tag("v1.2_3-x") && valid_tag("_x") && !valid_tag("-x") && !valid_tag(""));
+        assert!(valid_host("us-docker.pkg.dev") && valid_host("127.0.0.1:5001") && valid_host("[::1]:5000"));
+        assert!(!valid_host("https://x") && !valid_host("a/b") && !valid_host("a:b") && !valid_host(""));
+        assert!(valid_subscription("projects/p-1/subscriptions/gcr-sub"));
+        assert!(valid_subscription("projects/example.com:proj/subscriptions/abc"));
+        assert!(!valid_subscription("projects/p/topics/x") && !valid_subscription("projects/p/subscriptions/ab"));
+        assert!(
+            !valid_subscription("projects/p/subscriptions/googx") && !valid_subscription("projects//subscriptions/abc")
+        );
+        assert!(!valid_subscription("projects/p/subscriptions/a/b"));
+    }
+
+    #[test]
+    fn placeholder_checks() {
+        assert!(placeholders("mirror/{repository}-{name}", &["repository", "name"]).is_ok());
+        assert!(placeholders("x", &["tag"]).is_ok());
+        assert!(placeholders("{tags}", &["tag"]).unwrap_err().contains("{tags}"));
+        assert!(placeholders("{tag", &["tag"]).unwrap_err().contains("unclosed"));
+        assert!(placeholders("tag}", &["tag"]).unwrap_err().contains("unmatched"));
+        assert!(placeholders("{tag}}", &["tag"]).unwrap_err().contains("unmatched"));
+    }
+}

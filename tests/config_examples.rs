@@ -1,0 +1,72 @@
+//! Every file in `examples/` loads with `regrelay::config::load` (no secret is needed:
+//! the examples use anonymous or docker-config auth, read lazily), renders without
+//! secrets, and its rendering loads again to the same text.
+
+use std::path::{Path, PathBuf};
+
+use regrelay::config::{self, SourceConfig};
+use regrelay::event::{Action, Event};
+use regrelay::rules::{self, Plan};
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_loads_and_renders_stably() {
+    let files = examples();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in ["acr-to-ar.toml", "ar-to-acr.toml", "ar-to-ar.toml", "quickstart.toml"] {
+        assert!(names.iter().any(|n| n == want), "examples/{want} is missing");
+    }
+    for file in files {
+        let cfg = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cfg.rules.is_empty(), "{}: no rules", file.display());
+        let rendered = config::render(&cfg);
+        let again = config::load_str(&rendered, Path::new("rendered.toml"))
+            .unwrap_or_else(|e| panic!("{}: rendering does not load: {e}\n{rendered}", file.display()));
+        assert_eq!(config::render(&again), rendered, "{}", file.display());
+    }
+}
+
+#[test]
+fn quickstart_routes_demo_images_to_the_mirror() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");
+    let cfg = config::load(&path).unwrap();
+    let SourceConfig::PubSub(p) = &cfg.source else {
+        panic!("the quickstart uses the emulator")
+    };
+    assert_eq!(p.endpoint.as_deref(), Some("http://127.0.0.1:8085"));
+    assert_eq!(cfg.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let event = Event {
+        action: Action::Push,
+        registry: "127.0.0.1:5001".into(),
+        repository: "demo/app".into(),
+        tag: Some("1.0".into()),
+        digest: None,
+        media_type: None,
+        event_id: None,
+    };
+    let Plan::Work(routes) = rules::plan(&cfg.rules, &event) else {
+        panic!("demo/app should route")
+    };
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].target_registry, "127.0.0.1:5002");
+    assert_eq!(routes[0].target_repository, "mirror/demo/app");
+    assert_eq!(routes[0].target_tag.as_deref(), Some("1.0"));
+    let other = Event {
+        repository: "other/app".into(),
+        ..event
+    };
+    assert!(matches!(rules::plan(&cfg.rules, &other), Plan::Ignore(_)));
+}

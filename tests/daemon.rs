@@ -1,0 +1,459 @@
+//! End-to-end tests of `regrelay run` (tier 4): the real binary, real `docker-registry`
+//! processes, and the real Pub/Sub emulator. Each test states the behaviour it proves
+//! through the registries' contents, the subscription's contents and `/metrics`.
+
+mod support;
+
+use std::time::Duration;
+
+use regrelay::config::Auth;
+use regrelay::oci::Locator;
+use regrelay::registry::{HttpRegistry, Registry};
+use support::image;
+use support::{Action, Daemon, FaultProxy, Method, PubSubEmulator, Rule, TestRegistry};
+
+const TOPIC: &str = "gcr";
+const SUB: &str = "regrelay";
+
+/// A config with `source` and one rule mirroring everything of `src` to
+/// `dst/mirror/{repository}` (push and delete; digest-only pushes replicated).
+fn config(source: &str, src: &str, dst: &str, pipeline_extra: &str) -> String {
+    format!(
+        r#"
+{source}
+
+[pipeline]
+workers = 4
+shutdown_grace_secs = 4
+pause_min_secs = 1
+pause_max_secs = 2
+{pipeline_extra}
+
+[admin]
+listen = "{{ADMIN}}"
+
+[registries."{src}"]
+read_timeout_secs = 5
+retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
+
+[registries."{dst}"]
+read_timeout_secs = 5
+retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
+
+[[rules]]
+name = "mirror"
+source_registry = "{src}"
+repository = "**"
+actions = ["push", "delete"]
+untagged = "replicate"
+
+[[rules.targets]]
+registry = "{dst}"
+repository = "mirror/{{repository}}"
+"#
+    )
+}
+
+fn pubsub_source(emu: &PubSubEmulator) -> String {
+    format!(
+        r#"[source]
+kind = "pubsub"
+subscription = "{}"
+endpoint = "{}"
+lease_extension_secs = 10
+max_outstanding_messages = 16"#,
+        emu.subscription_path(SUB),
+        emu.endpoint()
+    )
+}
+
+/// An Artifact Registry-shaped INSERT for `host/repo:tag@digest`.
+fn ar_insert(host: &str, repo: &str, tag: Option<&str>, digest: &str) -> Vec<u8> {
+    let mut v = serde_json::json!({"action": "INSERT", "digest": format!("{host}/{repo}@{digest}")});
+    if let Some(t) = tag {
+        v["tag"] = format!("{host}/{repo}:{t}").into();
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+async fn tag_digest(reg: &HttpRegistry, repo: &str, tag: &str) -> Option<String> {
+    reg.head_manifest(repo, &Locator::Tag(tag.into()))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|h| h.digest)
+        .map(|d| d.to_string())
+}
+
+const SETTLED: &str = "regrelay_messages_settled_total";
+const COPIES: &str = "regrelay_copies_total";
+const LONG: Duration = Duration::from_secs(60);
+
+/// Emulator + topic + subscription with a 10 s ack deadline.
+async fn emulator() -> PubSubEmulator {
+    let emu = PubSubEmulator::start().await;
+    emu.create_topic(TOPIC).await;
+    emu.create_subscription(SUB, TOPIC, 10).await;
+    emu
+}
+
+#[tokio::test]
+async fn pubsub_event_is_replicated_verified_and_acked() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/app", "1.0", 200_000, 1).await;
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("1.0"), &img.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    assert_eq!(
+        tag_digest(&d, "mirror/team/app", "1.0").await.as_deref(),
+        Some(img.digest.to_string().as_str())
+    );
+    assert_eq!(daemon.metric(COPIES, &[("outcome", "replicated")]).await, 1.0);
+    assert_eq!(daemon.readyz().await, 200);
+    let lag = daemon.metric("regrelay_event_lag_seconds_count", &[]).await;
+    assert_eq!(lag, 1.0, "the publish-to-ack lag is observed once");
+
+    let (status, _) = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+    // Acked means gone: after the daemon has exited nothing is left or redelivered.
+    assert!(emu.peek(SUB, 10).await.is_empty(), "the acked message came back");
+}
+
+#[tokio::test]
+async fn fifty_duplicates_of_one_digest_make_exactly_one_copy() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/app", "2.0", 300_000, 2).await;
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+
+    let msg = ar_insert(&src.host(), "team/app", Some("2.0"), &img.digest.to_string());
+    emu.publish_many(TOPIC, &vec![msg; 50]).await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 50.0)
+        .await;
+    assert_eq!(daemon.metric(COPIES, &[("outcome", "replicated")]).await, 1.0);
+    assert_eq!(
+        daemon.metric(COPIES, &[]).await,
+        1.0,
+        "no second copy, not even a no-op one"
+    );
+    assert!(daemon.metric("regrelay_dedup_hits_total", &[]).await >= 49.0);
+}
+
+#[tokio::test]
+async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let proxy = FaultProxy::start(&dst.url()).await;
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/app", "3.0", 100_000, 3).await;
+    // Every manifest PUT at the target fails with 503 for the first 6 tries: more than
+    // the in-process retries, so the message must go back to Pub/Sub and return.
+    proxy.add_rule(
+        Rule::status(503)
+            .method(Method::PUT)
+            .path_contains("/manifests/")
+            .times(6),
+    );
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &proxy.host(), "")).await;
+
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("3.0"), &img.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    assert!(daemon.metric(SETTLED, &[("outcome", "nacked")]).await >= 1.0);
+    assert!(
+        daemon
+            .metric(COPIES, &[("outcome", "failed"), ("error_class", "transient")])
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        tag_digest(&d, "mirror/team/app", "3.0").await.as_deref(),
+        Some(img.digest.to_string().as_str())
+    );
+    assert!(
+        daemon
+            .metric("regrelay_registry_requests_total", &[("status_class", "5xx")])
+            .await
+            >= 6.0
+    );
+}
+
+#[tokio::test]
+async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let proxy = FaultProxy::start(&src.url()).await;
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/big", "1", 8 << 20, 4).await;
+    // The first blob GET from the source hangs: the copy is in flight when we kill.
+    proxy.add_rule(
+        Rule::new(Action::Stall {
+            delay: Duration::from_secs(30),
+        })
+        .method(Method::GET)
+        .path_contains("/blobs/")
+        .times(1),
+    );
+    let cfg = config(&pubsub_source(&emu), &proxy.host(), &dst.host(), "");
+    let mut daemon = Daemon::start(&cfg).await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&proxy.host(), "team/big", Some("1"), &img.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric("regrelay_copies_in_flight", &[], LONG, |v| v == 1.0)
+        .await;
+    daemon.kill().await;
+    assert_eq!(tag_digest(&d, "mirror/team/big", "1").await, None, "nothing tagged yet");
+
+    // The lease (10 s) runs out, Pub/Sub redelivers to the new process.
+    daemon.restart().await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    assert_eq!(
+        tag_digest(&d, "mirror/team/big", "1").await.as_deref(),
+        Some(img.digest.to_string().as_str())
+    );
+    let (status, _) = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success());
+    assert!(emu.peek(SUB, 10).await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_and_hostile_messages_are_rejected_without_contact() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let emu = emulator().await;
+    // A host we own but did not configure: it must never see a connection.
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    stranger.set_nonblocking(true).unwrap();
+    let stranger_host = stranger.local_addr().unwrap().to_string();
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let bad: Vec<Vec<u8>> = vec![
+        b"not json at all".to_vec(),
+        br#"{"action":"UPSERT","digest":"x"}"#.to_vec(),
+        br#"{"action":"INSERT","tag":42}"#.to_vec(),
+        format!(r#"{{"action":"INSERT","digest":"{}"}}"#, "x".repeat(100_000)).into_bytes(),
+        ar_insert(&stranger_host, "team/app", Some("1"), &digest),
+    ];
+    emu.publish_many(TOPIC, &bad).await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 5.0)
+        .await;
+    assert!(daemon.exited().is_none(), "the daemon must keep running");
+    assert_eq!(daemon.readyz().await, 200);
+    assert!(
+        matches!(stranger.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the unconfigured host was contacted"
+    );
+    let log = daemon.log();
+    assert!(log.contains("not in the configuration"), "log: {log}");
+    // reject = "ack" (the default): rejected messages do not come back.
+    let (status, _) = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success());
+    assert!(emu.peek(SUB, 10).await.is_empty());
+}
+
+#[tokio::test]
+async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let proxy = FaultProxy::start(&src.url()).await;
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let quick = image::push_simple(&s, "team/quick", "1", 50_000, 5).await;
+    let stuck = image::push_simple(&s, "team/stuck", "1", 50_000, 6).await;
+    // team/quick's blobs take 1 s each (finishes inside the 4 s grace period); team/stuck's
+    // blob takes 30 s (does not: it is nacked and comes back).
+    proxy.add_rule(
+        Rule::new(Action::Stall {
+            delay: Duration::from_millis(1000),
+        })
+        .method(Method::GET)
+        .path_contains("team/quick/blobs/")
+        .times(2),
+    );
+    proxy.add_rule(
+        Rule::new(Action::Stall {
+            delay: Duration::from_secs(30),
+        })
+        .method(Method::GET)
+        .path_contains("team/stuck/blobs/"),
+    );
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &proxy.host(), &dst.host(), "")).await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&proxy.host(), "team/quick", Some("1"), &quick.digest.to_string()),
+    )
+    .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&proxy.host(), "team/stuck", Some("1"), &stuck.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric("regrelay_copies_in_flight", &[], LONG, |v| v == 2.0)
+        .await;
+    let (status, took) = daemon.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(12), "took {took:?} for a 4 s grace period");
+    // The quick copy finished and was acked; the stuck one was nacked and is back.
+    assert_eq!(
+        tag_digest(&d, "mirror/team/quick", "1").await.as_deref(),
+        Some(quick.digest.to_string().as_str())
+    );
+    assert_eq!(tag_digest(&d, "mirror/team/stuck", "1").await, None);
+    let left = emu.peek(SUB, 10).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "exactly the unfinished message is back; log:\n{}",
+        daemon.log()
+    );
+    assert!(String::from_utf8_lossy(&left[0]).contains("team/stuck"));
+}
+
+#[tokio::test]
+async fn out_of_order_tag_events_never_move_the_target_tag_back() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let old = image::push_simple(&s, "team/app", "stable", 40_000, 7).await;
+    let new = image::push_simple(&s, "team/app", "stable", 40_000, 8).await;
+    assert_ne!(old.digest, new.digest);
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+    // The newer event arrives first, the older one second.
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("stable"), &new.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("stable"), &old.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 2.0)
+        .await;
+    assert_eq!(
+        tag_digest(&d, "mirror/team/app", "stable").await.as_deref(),
+        Some(new.digest.to_string().as_str()),
+        "the target tag must stay on the source's current digest"
+    );
+    assert!(daemon.log().contains("tag has moved since the event"));
+}
+
+/// The file source needs no emulator: a JSON-lines backfill, one bad line, exit code 1.
+#[tokio::test]
+async fn file_source_backfill_verifies_each_line_and_reports_failures() {
+    support::registry_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let a = image::push_simple(&s, "team/a", "1", 30_000, 9).await;
+    let b = image::push_simple(&s, "team/b", "2", 30_000, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let mut lines = String::new();
+    for (repo, tag, img) in [("team/a", "1", &a), ("team/b", "2", &b)] {
+        lines.push_str(&String::from_utf8(ar_insert(&src.host(), repo, Some(tag), &img.digest.to_string())).unwrap());
+        lines.push('\n');
+    }
+    lines.push_str("{\"broken\": true\n");
+    std::fs::write(&events, lines).unwrap();
+    let source = format!("[source]\nkind = \"file\"\npath = \"{}\"", events.display());
+    let cfg_path = dir.path().join("regrelay.toml");
+    std::fs::write(
+        &cfg_path,
+        config(&source, &src.host(), &dst.host(), "").replace("{ADMIN}", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg_path)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "one line failed; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("2 events verified or ignored, 1 failed"),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(
+        tag_digest(&d, "mirror/team/a", "1").await.as_deref(),
+        Some(a.digest.to_string().as_str())
+    );
+    assert_eq!(
+        tag_digest(&d, "mirror/team/b", "2").await.as_deref(),
+        Some(b.digest.to_string().as_str())
+    );
+}
+
+/// `check-config` and `run` refuse a bad file with exit code 64 before contacting anything.
+#[tokio::test]
+async fn bad_config_exits_64_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        config("[source]\nkind = \"file\"", "127.0.0.1:1", "127.0.0.1:2", "")
+            .replace("{ADMIN}", "127.0.0.1:0")
+            .replace("registry = \"127.0.0.1:2\"", "registry = \"unknown.example\""),
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+            .args([cmd, "--config"])
+            .arg(&path)
+            .env_clear()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{cmd}: {stderr}");
+        assert!(stderr.contains("bad.toml:"), "{cmd}: {stderr}");
+        assert!(stderr.contains("unknown.example"), "{cmd}: {stderr}");
+    }
+}
