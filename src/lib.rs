@@ -10,15 +10,21 @@
 //!
 //! | module | role | may import (in-crate) |
 //! |---|---|---|
-//! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config) | `config`, `oci`, `registry`, `replicate` |
-//! | [`config`] | typed settings, [`config::Secret`] | — (leaf) |
+//! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config) | `app`, `config`, `oci`, `registry`, `replicate` |
+//! | [`app`] | composition root of `regrelay run`: build everything from a `Config`, run, drain | all |
+//! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
+//! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
+//! | [`metrics`] | the Prometheus families and readiness latch | — (leaf) |
+//! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics` |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
 //! | [`event`] | pure decoders: GAR/GCR, ACR (Event Grid, CloudEvents), generic → [`event::Event`] | `oci` |
-//! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `oci` |
-//! | [`replicate`] | the copy engine and its verifying stream | `registry`, `oci` |
+//! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
+//! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub and file sources | `config`, `metrics` |
+//! | [`pipeline`] | receive, decode, route, replicate, settle; **the only place that settles** | `queue`, `event`, `rules`, `replicate`, `metrics`, `config`, `oci` |
+//! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `oci`, `metrics` |
+//! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //!
-//! The queue sources, the pipeline that settles messages, metrics and the admin endpoints
-//! arrive with `regrelay run` (see `docs/design.md`).
+//! The layering tests below enforce the direction for the lower layers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,6 +48,10 @@ mod layering {
     use std::path::Path;
 
     fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        if dir.is_file() {
+            out.push((dir.display().to_string(), std::fs::read_to_string(dir).unwrap()));
+            return;
+        }
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
@@ -76,5 +86,29 @@ mod layering {
         assert_no_imports("registry", &["crate::replicate"]);
         assert_no_imports("oci", &["crate::"]);
         assert_no_imports("event", &["crate::registry", "crate::replicate", "crate::config"]);
+        assert_no_imports("metrics.rs", &["crate::"]);
+        assert_no_imports("shutdown.rs", &["crate::"]);
+        let not_config = [
+            "crate::registry",
+            "crate::replicate",
+            "crate::queue",
+            "crate::pipeline",
+            "crate::metrics",
+        ];
+        assert_no_imports("config", &not_config);
+    }
+
+    #[test]
+    fn only_the_pipeline_sits_between_sources_and_the_engine() {
+        // Sources know nothing of the engine; the planner and the admin server do no I/O
+        // on registries; the pipeline reaches registries only through `replicate`.
+        let engine = ["crate::registry", "crate::replicate", "crate::pipeline"];
+        assert_no_imports("queue", &engine);
+        assert_no_imports("rules.rs", &engine);
+        assert_no_imports(
+            "admin.rs",
+            &["crate::registry", "crate::replicate", "crate::queue", "crate::pipeline"],
+        );
+        assert_no_imports("pipeline", &["crate::registry", "crate::app", "crate::admin"]);
     }
 }

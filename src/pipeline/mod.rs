@@ -79,6 +79,9 @@ fn class_label(c: ErrorClass) -> Class {
     }
 }
 
+/// How long after a source error `/readyz` stays 503 (unless a message arrives sooner).
+const READY_AFTER_SOURCE_ERROR: Duration = Duration::from_secs(30);
+
 /// What became of one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RouteDone {
@@ -198,7 +201,33 @@ impl<S: Registries> Pipeline<S> {
         let tracker = TaskTracker::new();
         let hard = CancellationToken::new();
         let mut source_backoff = Duration::from_millis(500);
-        m.set_ready(true);
+        // Readiness: not paused, not stopping, and no source error in the last
+        // READY_AFTER_SOURCE_ERROR (an idle subscription produces no proof of health other
+        // than the absence of errors).
+        let last_source_error: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let readiness = {
+            let this = self.clone();
+            let last = last_source_error.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let source_ok = last
+                        .lock()
+                        .expect("readiness poisoned")
+                        .is_none_or(|t| t.elapsed() >= READY_AFTER_SOURCE_ERROR);
+                    let paused = this.pause.until().is_some();
+                    metrics::global().set_ready(source_ok && !paused && !stop.is_cancelled());
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    if stop.is_cancelled() {
+                        metrics::global().set_ready(false);
+                        return;
+                    }
+                }
+            })
+        };
         loop {
             if let Some(until) = self.pause.until() {
                 tracing::warn!(resume_in = ?until - Instant::now(), "pulling paused after a systemic failure");
@@ -218,6 +247,7 @@ impl<S: Registries> Pipeline<S> {
             match next {
                 None => break,
                 Some(Err(e)) => {
+                    *last_source_error.lock().expect("readiness poisoned") = Some(Instant::now());
                     m.set_ready(false);
                     tracing::error!(error = %e, retry_in = ?source_backoff, "source not available");
                     tokio::select! {
@@ -228,9 +258,7 @@ impl<S: Registries> Pipeline<S> {
                 }
                 Some(Ok(delivery)) => {
                     source_backoff = Duration::from_millis(500);
-                    if self.pause.until().is_none() {
-                        m.set_ready(true);
-                    }
+                    *last_source_error.lock().expect("readiness poisoned") = None;
                     m.message_received(kind);
                     let this = self.clone();
                     let hard = hard.clone();
@@ -246,6 +274,7 @@ impl<S: Registries> Pipeline<S> {
             }
         }
         tracker.close();
+        readiness.abort();
         let exhausted = !shutdown.is_cancelled();
         if exhausted {
             // End of input: wait for the work, unless a shutdown comes meanwhile.
