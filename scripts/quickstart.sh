@@ -67,7 +67,7 @@ echo "== source registry $SRC, target registry $DST"
 PROJECT=regrelay-quickstart
 PS_PORT=$(free_port)
 echo "== starting the Pub/Sub emulator on 127.0.0.1:$PS_PORT (Java; takes a few seconds)"
-mkdir -p "$work/gcloud"
+mkdir -p "$work/gcloud" "$work/pubsub"
 CLOUDSDK_CONFIG=$work/gcloud CLOUDSDK_CORE_DISABLE_PROMPTS=1 setsid gcloud beta emulators pubsub start \
     --project="$PROJECT" --host-port="127.0.0.1:$PS_PORT" --data-dir="$work/pubsub" >"$work/pubsub.log" 2>&1 &
 pids+=($!)
@@ -94,7 +94,8 @@ echo "== regrelay check-config (examples/quickstart.toml with this run's ports)"
 "$REGRELAY" check-config --config "$work/regrelay.toml" >/dev/null
 echo "== regrelay run (log: $work/regrelay.log)"
 REGRELAY_LOG=regrelay=info setsid "$REGRELAY" --log-format text run --config "$work/regrelay.toml" >"$work/regrelay.log" 2>&1 &
-pids+=($!)
+RELAY_PID=$!
+pids+=($RELAY_PID)
 wait_http "http://$ADMIN/readyz" "regrelay" "$work/regrelay.log"
 
 EVENT="{\"action\":\"INSERT\",\"digest\":\"$SRC/demo/app@$SRC_DIGEST\",\"tag\":\"$SRC/demo/app:1.0\"}"
@@ -110,17 +111,23 @@ done
 
 DST_DIGEST=$(digest "$DST" mirror/demo/app 1.0 || true)
 echo
-echo "--- regrelay log"
-cat "$work/regrelay.log"
 echo "--- metrics (excerpt)"
 curl -fs "http://$ADMIN/metrics" | grep -E '^regrelay_(messages_(received|settled)_total|copies_total|copied_bytes_total|blobs_total|event_lag_seconds_count|ready) ' || true
-curl -fs "http://$ADMIN/metrics" | grep -E '^regrelay_(messages_settled_total|copies_total|blobs_total)\{' | grep -v ' 0$' || true
-LEFT=$(curl -fs -X POST -H 'Content-Type: application/json' "$PS/subscriptions/regrelay:pull" -d '{"maxMessages":10,"returnImmediately":true}')
+curl -fs "http://$ADMIN/metrics" | grep -E '^regrelay_(messages_(received|settled)_total|copies_total|blobs_total)\{' | grep -v ' 0$' || true
+# Stop regrelay the way systemd or Kubernetes would; then whatever it did not ack would be
+# back in the subscription.
+kill -TERM "$RELAY_PID"
+RELAY_EXIT=0; wait "$RELAY_PID" || RELAY_EXIT=$?
+LEFT=$(curl -fs -X POST -H 'Content-Type: application/json' "$PS/subscriptions/regrelay:pull" \
+    -d '{"maxMessages":10,"returnImmediately":true}' | { grep -o '"ackId"' || true; } | wc -l)
+echo "--- regrelay log"
+cat "$work/regrelay.log"
 echo "---"
 echo "source digest:          $SRC_DIGEST"
 echo "target digest:          $DST_DIGEST  ($DST/mirror/demo/app:1.0)"
 echo "target tags:            $(curl -fs "http://$DST/v2/mirror/demo/app/tags/list")"
-echo "left in subscription:   ${LEFT:-"{}"}"
+echo "regrelay exit code:     $RELAY_EXIT (SIGTERM: drained and stopped)"
+echo "left in subscription:   $LEFT messages (acked means gone)"
 if [ -n "$SRC_DIGEST" ] && [ "$SRC_DIGEST" = "$DST_DIGEST" ]; then
     echo "replicated, verified and acked: the target holds exactly the source image, signature included"
 else

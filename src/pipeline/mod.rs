@@ -310,7 +310,12 @@ impl<S: Registries> Pipeline<S> {
             attempt,
             handle,
         } = delivery;
-        let span = tracing::info_span!("message", message_id = %id, attempt = attempt.unwrap_or(0));
+        // `attempt` is known only when the broker reports it (Pub/Sub: with a dead-letter
+        // policy on the subscription).
+        let span = tracing::info_span!("message", message_id = %id, attempt = tracing::field::Empty);
+        if let Some(a) = attempt {
+            span.record("attempt", a);
+        }
         async move {
             let m = metrics::global();
             match self.handle_payload(&payload).await {
