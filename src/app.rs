@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
+use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::queue::file::FileSource;
 use crate::queue::pubsub::PubSubSource;
@@ -42,12 +43,51 @@ pub enum Finished {
     },
 }
 
-/// Run the daemon with `config` until a signal or the end of the input.
-pub async fn run(config: Config) -> Result<Finished, Error> {
+/// Run the daemon with `config` until a signal or the end of the input, telling systemd
+/// (when `notifier` has a socket) when it is ready, alive and stopping.
+pub async fn run(config: Config, notifier: Notifier) -> Result<Finished, Error> {
     let shutdown_token = CancellationToken::new();
     shutdown::on_signal(shutdown_token.clone())
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
-    run_until(config, shutdown_token).await
+    let notify_task = spawn_notifier(notifier, shutdown_token.clone());
+    let result = run_until(config, shutdown_token).await;
+    notify_task.abort();
+    result
+}
+
+/// `READY=1` the first time the pipeline reports ready, `WATCHDOG=1` at half the
+/// watchdog interval for as long as the runtime runs, `STOPPING=1` when shutdown begins.
+fn spawn_notifier(notifier: Notifier, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !notifier.enabled() {
+            return;
+        }
+        let notifier = std::sync::Arc::new(notifier);
+        let n = notifier.clone();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            s.cancelled().await;
+            n.stopping();
+        });
+        if let Some(every) = notifier.watchdog_interval() {
+            let n = notifier.clone();
+            tokio::spawn(async move {
+                loop {
+                    n.watchdog();
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        while !metrics::global().is_ready() {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+        notifier.ready();
+        // Keep the watchdog and stopping tasks' notifier alive until the run ends.
+        std::future::pending::<()>().await;
+    })
 }
 
 /// [`run`] with an external shutdown token (for embedding and tests).

@@ -13,6 +13,7 @@
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config) | `app`, `config`, `oci`, `registry`, `replicate` |
 //! | [`app`] | composition root of `regrelay run`: build everything from a `Config`, run, drain | all |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
+//! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
 //! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
 //! | [`metrics`] | the Prometheus families and readiness latch | — (leaf) |
 //! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics` |
@@ -34,6 +35,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod pipeline;
 pub mod queue;

@@ -170,7 +170,12 @@ fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
 /// `regrelay run`: 0 after a clean shutdown (or a file source fully verified), 1 when
 /// lines of a file source failed or startup failed, 64 for a bad configuration.
 async fn run(cfg: regrelay::config::Config) -> ExitCode {
-    match regrelay::app::run(cfg).await {
+    // systemd's Type=notify protocol; both are unset outside systemd.
+    let notifier = regrelay::notify::Notifier::new(
+        std::env::var("NOTIFY_SOCKET").ok().as_deref(),
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+    );
+    match regrelay::app::run(cfg, notifier).await {
         Ok(regrelay::app::Finished::Stopped) => ExitCode::SUCCESS,
         Ok(regrelay::app::Finished::Exhausted { acked, failed }) => {
             eprintln!("{acked} events verified or ignored, {failed} failed");

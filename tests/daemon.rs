@@ -457,3 +457,64 @@ async fn bad_config_exits_64_naming_file_and_line() {
         assert!(stderr.contains("unknown.example"), "{cmd}: {stderr}");
     }
 }
+
+/// Poll `/readyz` until it answers `want` (deadline `within`).
+async fn wait_readyz(daemon: &Daemon, want: u16, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while daemon.readyz().await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {want}; log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let proxy = FaultProxy::start(&dst.url()).await;
+    let emu = emulator().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let d = image::client(&dst.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/app", "4.0", 50_000, 11).await;
+    proxy.set_down(true);
+    // A silent target: 1 s read timeout, Systemic after 1 s without any answer.
+    let target_section = format!("[registries.\"{}\"]\nread_timeout_secs = 5\n", proxy.host());
+    let cfg = config(&pubsub_source(&emu), &src.host(), &proxy.host(), "").replace(
+        &target_section,
+        &format!(
+            "[registries.\"{}\"]\nread_timeout_secs = 1\nunreachable_after_secs = 1\n",
+            proxy.host()
+        ),
+    );
+    assert!(cfg.contains("unreachable_after_secs"), "{cfg}");
+    let daemon = Daemon::start(&cfg).await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("4.0"), &img.digest.to_string()),
+    )
+    .await;
+
+    // Silent for more than a second: Systemic, nacked, pulling paused, not ready.
+    daemon
+        .wait_metric(COPIES, &[("error_class", "systemic")], LONG, |v| v >= 1.0)
+        .await;
+    wait_readyz(&daemon, 503, Duration::from_secs(20)).await;
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 0.0);
+    assert!(daemon.metric(SETTLED, &[("outcome", "nacked")]).await >= 1.0);
+
+    // The target comes back: the paused daemon resumes by itself and finishes the work.
+    proxy.set_down(false);
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    wait_readyz(&daemon, 200, Duration::from_secs(20)).await;
+    assert_eq!(
+        tag_digest(&d, "mirror/team/app", "4.0").await.as_deref(),
+        Some(img.digest.to_string().as_str())
+    );
+}

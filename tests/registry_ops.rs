@@ -457,3 +457,43 @@ async fn unknown_hosts_are_refused_without_contact() {
     assert!(proxy.requests().is_empty(), "no request reached the unconfigured host");
     assert!(engine.present(&dst.host(), "mirror/app", &img.digest).await.unwrap());
 }
+
+/// Connection failures are Transient until the host has given no answer at all for
+/// `unreachable_after`; then they are Systemic (the daemon pauses instead of spinning),
+/// and one answer makes the host reachable again.
+#[tokio::test]
+async fn a_host_silent_past_unreachable_after_becomes_systemic_until_it_answers() {
+    support::registry_bin_or_skip!();
+    let reg = TestRegistry::start().await;
+    let proxy = FaultProxy::start(&reg.url()).await;
+    let mut c = anon(&proxy.host());
+    c.retry.attempts = 1;
+    c.unreachable_after = std::time::Duration::from_millis(300);
+    let client = registry::HttpRegistry::new(c).unwrap();
+    let loc = Locator::Tag("v1".into());
+
+    // GETs: the proxy's "down" closes the connection before the response head, which a
+    // body-less HEAD answer would not exercise.
+    proxy.set_down(true);
+    let first = client.get_manifest("team/app", &loc).await.unwrap_err();
+    assert_eq!(first.class(), ErrorClass::Transient, "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let later = client.get_manifest("team/app", &loc).await.unwrap_err();
+    assert_eq!(later.class(), ErrorClass::Systemic, "{later}");
+    assert!(later.to_string().contains("unreachable for"), "{later}");
+
+    proxy.set_down(false);
+    let answered = client.get_manifest("team/app", &loc).await.unwrap_err();
+    assert_eq!(
+        answered.class(),
+        ErrorClass::Permanent,
+        "the registry answers: no such tag: {answered}"
+    );
+    proxy.set_down(true);
+    let again = client.get_manifest("team/app", &loc).await.unwrap_err();
+    assert_eq!(
+        again.class(),
+        ErrorClass::Transient,
+        "an answer resets the clock: {again}"
+    );
+}

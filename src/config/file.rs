@@ -265,6 +265,9 @@ struct RawRegistry {
     connect_timeout_secs: Option<Spanned<u64>>,
     /// Longest silence while reading a response, ≥ 1. Default 60.
     read_timeout_secs: Option<Spanned<u64>>,
+    /// After this long without any answer from the host, connection failures count as
+    /// Systemic (pause pulling) instead of Transient, ≥ 1. Default 120.
+    unreachable_after_secs: Option<Spanned<u64>>,
     /// Credentials. Default `{ kind = "anonymous" }`.
     auth: Option<Spanned<RawAuth>>,
 }

@@ -180,6 +180,9 @@ pub struct RegistryConfig {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before the request fails.
     pub read_timeout: Duration,
+    /// After this long with connection failures and no answer at all from the host, its
+    /// connection failures are Systemic (the daemon pauses) rather than Transient.
+    pub unreachable_after: Duration,
 }
 
 impl RegistryConfig {
@@ -195,6 +198,7 @@ impl RegistryConfig {
             retry: RetryPolicy::daemon(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            unreachable_after: Duration::from_secs(120),
         }
     }
 

@@ -106,6 +106,9 @@ pub struct HttpRegistry {
     chunk_size: AtomicU64,
     /// Set once the host answered a referrers request with "no such API".
     no_referrers_api: AtomicBool,
+    /// Since when every request to the host has failed to get any answer (`None` while
+    /// it answers). Past `cfg.unreachable_after`, connection failures become Systemic.
+    unreachable_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl HttpRegistry {
@@ -147,6 +150,7 @@ impl HttpRegistry {
             force_chunked: AtomicBool::new(false),
             chunk_size: AtomicU64::new(cfg.chunk_size.unwrap_or(DEFAULT_CHUNK)),
             no_referrers_api: AtomicBool::new(false),
+            unreachable_since: std::sync::Mutex::new(None),
             base,
             client,
             cfg,
@@ -182,7 +186,32 @@ impl HttpRegistry {
     async fn send(&self, rb: reqwest::RequestBuilder) -> reqwest::Result<Response> {
         let sent = rb.send().await;
         metrics::global().registry_request(&self.cfg.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let mut since = self.unreachable_since.lock().expect("unreachable state poisoned");
+        match &sent {
+            // Any answer, even an error status, proves the host reachable.
+            Ok(_) => *since = None,
+            Err(_) => {
+                since.get_or_insert_with(tokio::time::Instant::now);
+            }
+        }
         sent
+    }
+
+    /// A connection failure after the retries, escalated to [`Error::Unreachable`]
+    /// (Systemic) once the host has given no answer for longer than `unreachable_after`.
+    fn escalate(&self, err: Error) -> Error {
+        if !matches!(err, Error::Transport { .. }) {
+            return err;
+        }
+        let since = *self.unreachable_since.lock().expect("unreachable state poisoned");
+        match since {
+            Some(t) if t.elapsed() >= self.cfg.unreachable_after => Error::Unreachable {
+                host: self.cfg.host.clone(),
+                secs: t.elapsed().as_secs(),
+                last: Box::new(err),
+            },
+            _ => err,
+        }
     }
 
     /// Send one request through limiter, auth and retries.
@@ -220,7 +249,9 @@ impl HttpRegistry {
             if err.class() != super::ErrorClass::Transient {
                 return Err(err);
             }
-            let Some(delay) = backoff.next() else { return Err(err) };
+            let Some(delay) = backoff.next() else {
+                return Err(self.escalate(err));
+            };
             metrics::global().registry_retry(&self.cfg.host, err.class().into());
             // Full jitter over the exponential step, but never sooner than the server asked.
             let jittered = delay.mul_f64(fastrand::f64());

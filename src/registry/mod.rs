@@ -77,6 +77,18 @@ pub enum Error {
         /// The transport error text (URLs removed).
         detail: String,
     },
+    /// The host has not answered at all for longer than its `unreachable_after`: every
+    /// message needing it would fail the same way, so this is Systemic.
+    #[error("{host} unreachable for {secs} s; last failure: {last}")]
+    Unreachable {
+        /// The host.
+        host: String,
+        /// For how long it has not answered.
+        secs: u64,
+        /// The last connection failure.
+        #[source]
+        last: Box<Error>,
+    },
     /// The registry answered with an unexpected HTTP status.
     #[error("{step} {url}: HTTP {status}{}", fmt_codes(codes, message))]
     Status {
@@ -221,7 +233,7 @@ impl Error {
             | Error::ManifestTooLarge { .. }
             | Error::InvalidManifest { .. }
             | Error::HostNotAllowed { .. } => ErrorClass::Permanent,
-            Error::Unauthorized { .. } => ErrorClass::Systemic,
+            Error::Unauthorized { .. } | Error::Unreachable { .. } => ErrorClass::Systemic,
             Error::Auth(e) => match e {
                 auth::Error::TokenUnavailable { .. } => ErrorClass::Transient,
                 auth::Error::TokenRefused { .. }

@@ -70,7 +70,8 @@ pub enum Action {
     },
     /// Close the connection without sending any response. Implemented as a
     /// response body that fails before the first byte, which makes hyper drop
-    /// the connection with the response head still unsent.
+    /// the connection with the response head still unsent. A HEAD request gets
+    /// no answer at all instead (it has no body to fail), until the client gives up.
     Down,
 }
 
@@ -296,6 +297,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         None => forward(&shared, req, &pq, None, None).await,
         Some(Action::Down) => {
             shared.record(&method, &pq, None, Some("down".to_owned()));
+            if method == Method::HEAD {
+                // A HEAD answer has no body, so hyper would write the head before the
+                // failing body could stop it: stay silent instead, until the client's
+                // read timeout gives up, as with a host that does not answer.
+                std::future::pending::<()>().await;
+            }
             close_without_response()
         }
         Some(Action::Status {

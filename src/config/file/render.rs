@@ -76,6 +76,7 @@ pub fn render(config: &Config) -> String {
         );
         let _ = writeln!(o, "connect_timeout_secs = {}", r.connect_timeout.as_secs());
         let _ = writeln!(o, "read_timeout_secs = {}", r.read_timeout.as_secs());
+        let _ = writeln!(o, "unreachable_after_secs = {}", r.unreachable_after.as_secs());
         let auth = match &r.auth {
             Auth::Anonymous => "{ kind = \"anonymous\" }".to_owned(),
             Auth::Basic { username, .. } => {

@@ -256,6 +256,8 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
         .map_or(c.connect_timeout, Duration::from_secs);
     c.read_timeout =
         ranged(&r.read_timeout_secs, &field("read_timeout_secs"), 1, None)?.map_or(c.read_timeout, Duration::from_secs);
+    c.unreachable_after = ranged(&r.unreachable_after_secs, &field("unreachable_after_secs"), 1, None)?
+        .map_or(c.unreachable_after, Duration::from_secs);
     if let Some(retry) = r.retry {
         let at = retry.span();
         let retry = retry.into_inner();
