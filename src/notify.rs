@@ -60,10 +60,10 @@ impl Notifier {
     }
 
     fn send(&self, state: &str) {
-        if let Some((sock, addr)) = &self.socket {
-            if let Err(e) = sock.send_to_addr(state.as_bytes(), addr) {
-                tracing::debug!(error = %e, "systemd notification failed");
-            }
+        if let Some((sock, addr)) = &self.socket
+            && let Err(e) = sock.send_to_addr(state.as_bytes(), addr)
+        {
+            tracing::debug!(error = %e, "systemd notification failed");
         }
     }
 
