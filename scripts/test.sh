@@ -6,7 +6,8 @@
 # the Pub/Sub emulator), then runs every tier: unit tests, copy-engine tests, binary tests
 # against real registries, and the daemon's end-to-end tests against the real Pub/Sub
 # emulator (`gcloud beta emulators pubsub`, package google-cloud-cli-pubsub-emulator from
-# Google's apt repository).
+# Google's apt repository); then, on a full run, the packaging checks (scripts/check-*.sh:
+# Dockerfile, systemd unit, Helm chart), which install their Python tools from PyPI.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test copy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +42,19 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Packaging checks (Dockerfile rules, systemd unit verify + security score, Helm chart
+# render/lint/validate, Grafana dashboard) on the full run only: they need the debug
+# binary the tests built. Each passing check script counts as one passed test.
+pkg_passed=0 pkg_failed=0
+if [ $# -eq 0 ]; then
+    for check in scripts/check-packaging.sh scripts/check-helm.sh; do
+        [ -f "$check" ] || continue
+        if bash "$check"; then pkg_passed=$((pkg_passed + 1)); else pkg_failed=$((pkg_failed + 1)); status=1; fi
+    done
+fi
 set -e
 # cargo prints one summary per test binary (the last is often the 0-test doc run);
 # close with the total (one line, "tests: N passed, N failed, N skipped").
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+awk -v pp="$pkg_passed" -v pf="$pkg_failed" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p + pp, f + pf, s }' "$log"
 exit "$status"
