@@ -128,9 +128,6 @@ Deployment; each failure names the values to change.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
-{{- end }}
 {{- end }}
 
 {{/* Volume mounts shared by the regrelay container and the check-config init container. */}}

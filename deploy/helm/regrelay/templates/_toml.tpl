@@ -12,8 +12,8 @@ numbers and booleans. Integral numbers print without a fraction (Helm holds valu
 float64), which regrelay's integer and float fields both accept. Null values are left out,
 so `key: null` in a values file drops a default.
 
-Inline secrets (`password`, `token`) are refused here, at every depth, so no value can land
-in the ConfigMap.
+Inline secrets (`password`, `token`, `connection_string`, `key`) are refused here, at every
+depth, so no value can land in the ConfigMap.
 */}}
 
 {{/* A key: bare when TOML allows it, else a quoted string. */}}
@@ -25,9 +25,13 @@ in the ConfigMap.
 {{- end -}}
 {{- end -}}
 
-{{/* Refuse a key that would put a secret into the ConfigMap. Argument: the key. */}}
+{{/*
+Refuse a key that would put a secret into the ConfigMap. Argument: the key. Besides the
+registry credentials (`password`, `token`) this covers the inline forms of the Service Bus
+source's credentials (`connection_string`, `key`), whose `_file`/`_env` forms are the same.
+*/}}
 {{- define "regrelay.toml.noSecret" -}}
-{{- if has . (list "password" "token") -}}
+{{- if has . (list "password" "token" "connection_string" "key") -}}
 {{- fail (printf "config: %q would put a secret into the ConfigMap; use %s_file with secretMounts or %s_env with env valueFrom.secretKeyRef" . . .) -}}
 {{- end -}}
 {{- end -}}
@@ -45,7 +49,7 @@ in the ConfigMap.
 {{- end -}}
 {{- end -}}
 {{- if $parts -}}
-{ {{- join ", " $parts -}} }
+{{- printf "{ %s }" (join ", " $parts) -}}
 {{- else -}}
 {}
 {{- end -}}
