@@ -18,6 +18,8 @@
 #   BENCH_QUICK=1       small sizes (200 messages / 20 digests / 8 repositories / 10 latency)
 #   BENCH_TMPDIR=DIR    where registry storage goes (default: $TMPDIR or /tmp)
 #   BENCH_ARGS="..."    extra arguments for scripts/bench_daemon.py (see its --help)
+#   REGRELAY_BIN=PATH   benchmark this binary instead of building target/release/regrelay
+#                       (e.g. one built from a clean `git archive` of a commit)
 #
 # Needs docker-registry, skopeo, gcloud with google-cloud-cli-pubsub-emulator and Java,
 # python3, GNU time, cargo. Everything binds 127.0.0.1; every child process group
@@ -38,9 +40,14 @@ for tool in docker-registry skopeo gcloud java python3 cargo; do
 done
 [[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
 
-echo "bench-daemon: building regrelay (release)" >&2
-cargo build --release --locked >&2
-REGRELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/regrelay
+if [[ -n ${REGRELAY_BIN:-} ]]; then
+    REGRELAY=$REGRELAY_BIN
+    echo "bench-daemon: using $REGRELAY (REGRELAY_BIN; not built from this tree)" >&2
+else
+    echo "bench-daemon: building regrelay (release)" >&2
+    cargo build --release --locked >&2
+    REGRELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/regrelay
+fi
 [[ -x $REGRELAY ]] || die "no binary at $REGRELAY"
 
 args=(--regrelay "$REGRELAY" --out "$ROOT/bench-out")

@@ -602,6 +602,43 @@ repository = "mirror/{{repository}}"
                     out[str(mid)] = parse_ts(r["timestamp"])
         return out
 
+    def copy_breakdown(self, published):
+        """Where a copying message's time goes, from the JSON log (message_id -> publish
+        time, or None): the copy ("source resolved" -> the copy engine's "verified"), the
+        tag write and read-back after it (-> the pipeline's "verified"), and how many copies
+        ran at once on average. With publish times, also publish -> "source resolved"
+        (delivery, the tag lock, the source tag HEAD and the target check). Empty when the
+        log lines are not there (they are diagnostics, not an interface)."""
+        start, cend, pend = {}, {}, {}
+        for r in self.log_records():
+            m = None
+            for sp in r.get("spans") or []:
+                if "message_id" in sp:
+                    m = str(sp["message_id"])
+            if m not in published:
+                continue
+            msg, tgt, t = r.get("message"), r.get("target"), parse_ts(r["timestamp"])
+            if msg == "source resolved":
+                start.setdefault(m, t)
+            elif msg == "verified" and tgt == "regrelay::replicate":
+                cend.setdefault(m, t)
+            elif msg == "verified" and tgt == "regrelay::pipeline":
+                pend.setdefault(m, t)
+        ms = [m for m in start if m in cend and m in pend]
+        if not ms:
+            return {}
+        copy = [cend[m] - start[m] for m in ms]
+        tag = [pend[m] - cend[m] for m in ms]
+        span = max(pend[m] for m in ms) - min(start[m] for m in ms)
+        out = {"copy_median_ms": round(pct(copy, 50) * 1000, 1), "copy_p90_ms": round(pct(copy, 90) * 1000, 1),
+               "tag_write_median_ms": round(pct(tag, 50) * 1000, 1),
+               "copy_phase_s": round(span, 2),
+               "copy_concurrency": round(sum(pend[m] - start[m] for m in ms) / span, 1) if span > 0 else "nan"}
+        pre = [start[m] - published[m] for m in ms if published.get(m)]
+        if pre:
+            out["before_copy_median_ms"] = round(pct(pre, 50) * 1000, 1)
+        return out
+
     def problems(self):
         return [json.dumps(r) for r in self.log_records() if r.get("level") in ("WARN", "ERROR")]
 
@@ -926,6 +963,7 @@ def main():
                 "vmhwm_kib": vm_hwm_kib(rr.proc.pid),
             }
             res.update(env_info)
+            res.update(rr.copy_breakdown(pubs))
             if one_at_a_time:
                 lats = [acked[mid] - pubs[mid] for mid in pubs if mid in acked]
                 res.update(latency_n=len(lats), latency_p50_ms=round(pct(lats, 50) * 1000, 1),
@@ -1084,12 +1122,37 @@ def main():
     return 1 if anomalies else 0
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def report(args, raw, results, anomalies, elapsed):
     out = []
     out.append(f"# regrelay daemon benchmark, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "diff", "--quiet"], capture_output=True).returncode != 0
     out.append(f"# git: {git or 'unknown'}{' (dirty worktree)' if dirty else ''}")
+    if os.environ.get("REGRELAY_BIN"):
+        out.append(f"# binary: {args.regrelay} (REGRELAY_BIN: not built from this tree; "
+                   f"{os.environ.get('BENCH_BINARY_NOTE', 'source not recorded')})")
+    changed = []
+    if not os.environ.get("REGRELAY_BIN"):
+        changed = subprocess.run(["git", "status", "--short", "--", "src", "Cargo.toml", "Cargo.lock"],
+                                 capture_output=True, text=True).stdout.split("\n")
+        changed = [c.strip() for c in changed if c.strip()]
+    if changed:
+        out.append(f"# uncommitted changes built into the binary: {'; '.join(changed)}")
+    ver = subprocess.run([args.regrelay, "version"], capture_output=True, text=True).stdout.strip()
+    sk = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
+    reg = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
+    out.append(f"# {ver} | {sk} | {reg} | cpu={_cpu_model()}")
     out.append(f"# nproc={os.cpu_count()} messages={args.messages} digests={args.digests} repos={args.repos} "
                f"order={args.dup_order} workers={args.workers} latency_n={args.latency_n} "
                f"gap={args.latency_gap}s image=config+{args.base_size}B repo base+{args.layer_size}B own layer")
@@ -1114,6 +1177,7 @@ def report(args, raw, results, anomalies, elapsed):
             ("fan-in CPU s (tool/src reg/dst reg)",
              f"{rf['cpu_regrelay_s']}/{rf['cpu_source_registry_s']}/{rf['cpu_target_registry_s']}",
              f"{sf['cpu_skopeo_s']}/{sf['cpu_source_registry_s']}/{sf['cpu_target_registry_s']}", ""),
+            ("fan-in Pub/Sub emulator CPU s", f"{rf['cpu_emulator_s']}", f"{sf['cpu_emulator_s']}", ""),
             ("peak RSS (MiB)", f"{rf['vmhwm_kib'] / 1024:.1f} (daemon, VmHWM)",
              f"{sf['skopeo_rss_max_kib'] / 1024:.1f} max, {sf['skopeo_rss_median_kib'] / 1024:.1f} median per run",
              ""),

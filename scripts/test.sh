@@ -40,7 +40,7 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Packaging checks (Dockerfile rules, systemd unit verify + security score, Helm chart
 # render/lint/validate, Grafana dashboard) on the full run only: they need the debug

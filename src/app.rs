@@ -14,6 +14,7 @@ use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::queue::file::FileSource;
 use crate::queue::pubsub::PubSubSource;
+use crate::queue::servicebus::ServiceBusSource;
 use crate::registry::RegistrySet;
 use crate::replicate::{Options, Replicator};
 use crate::{admin, metrics, shutdown};
@@ -138,6 +139,14 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
     let finished = match &config.source {
         SourceConfig::PubSub(cfg) => {
             let source = PubSubSource::connect(cfg, config.pipeline.reject_mode)
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?;
+            pipeline.run(source, shutdown_token.clone()).await;
+            Finished::Stopped
+        }
+        SourceConfig::ServiceBus(cfg) => {
+            // `reject_mode` already holds the Service Bus default (abandon) unless configured.
+            let source = ServiceBusSource::connect(cfg, config.pipeline.reject_mode)
                 .await
                 .map_err(|e| Error::Startup(e.to_string()))?;
             pipeline.run(source, shutdown_token.clone()).await;

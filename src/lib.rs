@@ -15,14 +15,15 @@
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
 //! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
+//! | [`credentials`] | Google ADC and Entra ID token providers, cached, refreshed before expiry | `config` |
 //! | [`metrics`] | the Prometheus families and readiness latch | — (leaf) |
 //! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics` |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
 //! | [`event`] | pure decoders: GAR/GCR, ACR (Event Grid, CloudEvents), generic → [`event::Event`] | `oci` |
 //! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
-//! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub and file sources | `config`, `metrics` |
+//! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, replicate, settle; **the only place that settles** | `queue`, `event`, `rules`, `replicate`, `metrics`, `config`, `oci` |
-//! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `oci`, `metrics` |
+//! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //!
 //! The layering tests below enforce the direction for the lower layers.
@@ -33,6 +34,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod credentials;
 pub mod event;
 pub mod metrics;
 pub mod notify;
@@ -98,6 +100,11 @@ mod layering {
             "crate::metrics",
         ];
         assert_no_imports("config", &not_config);
+        // Token providers sit just above config, for the registry client and queues alike.
+        assert_no_imports(
+            "credentials.rs",
+            &[&not_config[..], &["crate::app", "crate::oci"]].concat(),
+        );
     }
 
     #[test]

@@ -241,6 +241,7 @@ pub struct Metrics {
     messages_received: IntCounterVec,
     messages_settled: IntCounterVec,
     deliveries_dropped: IntCounter,
+    lock_lost: IntCounter,
     copies: IntCounterVec,
     copy_duration: HistogramVec,
     copied_bytes: IntCounter,
@@ -330,6 +331,12 @@ impl Metrics {
                 "regrelay_deliveries_dropped_total",
                 "Deliveries whose handle was dropped without an explicit settlement (each is a nack; \
                  non-zero outside shutdown points at a bug).",
+            ),
+            lock_lost: counter(
+                &r,
+                "regrelay_lock_lost_total",
+                "Messages whose broker lock was lost (Service Bus answered 404 to a renew, complete or \
+                 abandon): the message comes back and is processed again, idempotently.",
             ),
             copies: counter_vec(
                 &r,
@@ -481,6 +488,11 @@ impl Metrics {
     /// A delivery handle was dropped without settlement (it becomes a nack).
     pub fn delivery_dropped(&self) {
         self.deliveries_dropped.inc();
+    }
+
+    /// A message's broker lock was lost (counted once per delivery).
+    pub fn lock_lost(&self) {
+        self.lock_lost.inc();
     }
 
     /// One copy finished after `duration`.
@@ -637,11 +649,12 @@ impl Default for Metrics {
 mod tests {
     use super::*;
 
-    const FAMILIES: [(&str, &str); 18] = [
+    const FAMILIES: [(&str, &str); 19] = [
         ("regrelay_build_info", "gauge"),
         ("regrelay_messages_received_total", "counter"),
         ("regrelay_messages_settled_total", "counter"),
         ("regrelay_deliveries_dropped_total", "counter"),
+        ("regrelay_lock_lost_total", "counter"),
         ("regrelay_copies_total", "counter"),
         ("regrelay_copy_duration_seconds", "histogram"),
         ("regrelay_copied_bytes_total", "counter"),
@@ -672,6 +685,7 @@ mod tests {
             m.message_settled(s);
         }
         m.delivery_dropped();
+        m.lock_lost();
         for c in CopyResult::ALL {
             m.copy_finished(c, Duration::from_millis(1500));
         }
@@ -702,7 +716,7 @@ mod tests {
         exercise(&m);
         let text = m.render();
         let names: HashSet<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 18, "eighteen distinct families");
+        assert_eq!(names.len(), 19, "nineteen distinct families");
         for (name, kind) in FAMILIES {
             assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "no TYPE for {name}");

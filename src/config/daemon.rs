@@ -31,6 +31,8 @@ pub enum SourceConfig {
     PubSub(PubSubConfig),
     /// JSON lines from a file, or standard input when `path` is `None`.
     File(FileSourceConfig),
+    /// An Azure Service Bus queue or topic subscription (REST peek-lock).
+    ServiceBus(ServiceBusConfig),
 }
 
 impl SourceConfig {
@@ -39,6 +41,7 @@ impl SourceConfig {
         match self {
             SourceConfig::PubSub(_) => "pubsub",
             SourceConfig::File(_) => "file",
+            SourceConfig::ServiceBus(_) => "servicebus",
         }
     }
 }
@@ -60,6 +63,84 @@ pub struct PubSubConfig {
     pub max_lease: Duration,
 }
 
+/// Azure Service Bus settings (REST data plane, peek-lock).
+#[derive(Debug, Clone)]
+pub struct ServiceBusConfig {
+    /// The namespace's full host name, e.g. `example.servicebus.windows.net` (Azure China:
+    /// `.servicebus.chinacloudapi.cn`, US Government: `.servicebus.usgovcloudapi.net`).
+    pub namespace: String,
+    /// The queue, or the topic subscription, to receive from.
+    pub entity: ServiceBusEntity,
+    /// Base URL override (`http://127.0.0.1:PORT` for a test server; plain HTTP only on
+    /// loopback). `None` = `https://{namespace}`.
+    pub endpoint: Option<String>,
+    /// Receivers long-polling in parallel.
+    pub receivers: usize,
+    /// Long-poll timeout of one receive request.
+    pub wait: Duration,
+    /// Renew each lock this often; `None` = at half of the lock time left.
+    pub lock_renew: Option<Duration>,
+    /// Credentials.
+    pub auth: ServiceBusAuth,
+}
+
+impl ServiceBusConfig {
+    /// `https://{namespace}`, or the endpoint override, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_owned(),
+            None => format!("https://{}", self.namespace),
+        }
+    }
+}
+
+/// What a Service Bus source receives from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceBusEntity {
+    /// A queue (its path).
+    Queue(String),
+    /// A subscription of a topic.
+    Subscription {
+        /// The topic path.
+        topic: String,
+        /// The subscription name.
+        subscription: String,
+    },
+}
+
+impl ServiceBusEntity {
+    /// The receive path: `queue` or `topic/subscriptions/subscription`.
+    pub fn path(&self) -> String {
+        match self {
+            ServiceBusEntity::Queue(q) => q.clone(),
+            ServiceBusEntity::Subscription { topic, subscription } => format!("{topic}/subscriptions/{subscription}"),
+        }
+    }
+}
+
+/// Default Entra ID scope for Service Bus (the Azure SDKs use it in every cloud).
+pub const SERVICEBUS_ENTRA_SCOPE: &str = "https://servicebus.azure.net/.default";
+
+/// How regrelay authenticates to Service Bus.
+#[derive(Debug, Clone)]
+pub enum ServiceBusAuth {
+    /// A shared access key: SAS tokens are signed locally and renewed before they expire.
+    Sas {
+        /// The authorization rule's name (`SharedAccessKeyName`).
+        key_name: String,
+        /// The rule's key (`SharedAccessKey`), used as the UTF-8 bytes of the string.
+        key: super::Secret,
+    },
+    /// Microsoft Entra ID bearer tokens (workload identity, managed identity, client
+    /// secret, token file) for `scope`.
+    Entra {
+        /// Where the tokens come from.
+        entra: super::EntraConfig,
+        /// Token scope, [`SERVICEBUS_ENTRA_SCOPE`] unless a sovereign cloud needs another.
+        scope: String,
+    },
+}
+
 /// File / stdin source settings.
 #[derive(Debug, Clone)]
 pub struct FileSourceConfig {
@@ -74,7 +155,8 @@ pub enum RejectMode {
     /// Acknowledge it and count it as rejected (default): it will not come back.
     Ack,
     /// Nack it, so that the subscription's dead-letter policy takes it after its
-    /// maximum delivery attempts.
+    /// maximum delivery attempts. Service Bus: abandon it until `MaxDeliveryCount`
+    /// moves it to the dead-letter queue (the Service Bus default).
     Nack,
 }
 

@@ -178,18 +178,42 @@ enum SourceKind {
     Pubsub,
     /// JSON lines from a file or standard input.
     File,
+    /// Azure Service Bus queue or topic subscription (REST peek-lock).
+    Servicebus,
 }
 
 /// `[source]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSource {
-    /// Required: `"pubsub"` or `"file"`.
+    /// Required: `"pubsub"`, `"file"` or `"servicebus"`.
     kind: Spanned<SourceKind>,
-    /// pubsub, required: `projects/PROJECT/subscriptions/NAME`.
+    /// pubsub, required: `projects/PROJECT/subscriptions/NAME`. servicebus: the
+    /// subscription name under `topic` (required with `topic`).
     subscription: Option<Spanned<String>>,
     /// pubsub: endpoint override, `http://…` (emulator, anonymous) or `https://…`.
+    /// servicebus: base URL override, `https://…`, or `http://` on loopback only (tests).
     endpoint: Option<Spanned<String>>,
+    /// servicebus, required: the namespace's full host name,
+    /// e.g. `example.servicebus.windows.net`.
+    namespace: Option<Spanned<String>>,
+    /// servicebus: the queue to receive from. Exactly one of `queue` and `topic`.
+    queue: Option<Spanned<String>>,
+    /// servicebus: the topic whose `subscription` to receive from.
+    topic: Option<Spanned<String>>,
+    /// servicebus: receivers long-polling in parallel, 1..=64. Default 2.
+    receivers: Option<Spanned<usize>>,
+    /// servicebus: long-poll timeout of one receive, 1..=60 s. Default 30.
+    wait_secs: Option<Spanned<u64>>,
+    /// servicebus: renew each lock this often, 1..=300 s. Default: at half of the lock
+    /// time left (never later than that, whatever this says).
+    lock_renew_secs: Option<Spanned<u64>>,
+    /// servicebus: permanent failures: `"abandon"` (default; `MaxDeliveryCount` moves
+    /// the message to the dead-letter queue) or `"complete"` (drop and count). Sets
+    /// `pipeline.reject` (`"nack"` / `"ack"`); giving both, they must agree.
+    reject: Option<Spanned<RawServiceBusReject>>,
+    /// servicebus, required: `{ kind = "sas", ... }` or `{ kind = "entra", ... }`.
+    auth: Option<Spanned<RawServiceBusAuth>>,
     /// pubsub: most messages leased and not yet settled. Default 2 × `pipeline.workers`.
     max_outstanding_messages: Option<Spanned<i64>>,
     /// pubsub: how far each lease extension reaches, 10..=600 s. Default 60.
@@ -198,6 +222,71 @@ struct RawSource {
     max_lease_secs: Option<Spanned<u64>>,
     /// file: the JSON-lines file to read; absent or `"-"` = standard input.
     path: Option<Spanned<String>>,
+}
+
+/// `source.reject` (servicebus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawServiceBusReject {
+    /// Abandon (unlock) until `MaxDeliveryCount` dead-letters it (default).
+    Abandon,
+    /// Complete (delete) and count it.
+    Complete,
+}
+
+/// `source.auth.kind` (servicebus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ServiceBusAuthKind {
+    /// A shared access key: a connection string, or `key_name` plus the key.
+    Sas,
+    /// Microsoft Entra ID bearer tokens.
+    Entra,
+}
+
+/// `source.auth` (servicebus): one flat table whose `kind` says which keys apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceBusAuth {
+    /// Required: `"sas"` or `"entra"`.
+    kind: Spanned<ServiceBusAuthKind>,
+    /// sas: environment variable holding a connection string
+    /// `Endpoint=sb://NAMESPACE/;SharedAccessKeyName=NAME;SharedAccessKey=KEY`.
+    connection_string_env: Option<Spanned<String>>,
+    /// sas: file holding that connection string.
+    connection_string_file: Option<Spanned<String>>,
+    /// sas: the connection string itself. Allowed, discouraged.
+    connection_string: Option<Spanned<String>>,
+    /// sas, without a connection string: the authorization rule's name.
+    key_name: Option<Spanned<String>>,
+    /// sas: environment variable holding the rule's key.
+    key_env: Option<Spanned<String>>,
+    /// sas: file holding the rule's key.
+    key_file: Option<Spanned<String>>,
+    /// sas: the key itself. Allowed, discouraged.
+    key: Option<Spanned<String>>,
+    /// entra, required: `"workload_identity"`, `"managed_identity"`, `"client_secret"` or
+    /// `"static_token_file"` (the same credentials as registry auth `acr_entra`).
+    credential: Option<Spanned<RawEntraCredential>>,
+    /// entra: directory (tenant) ID; required for `client_secret`, workload identity falls
+    /// back to `AZURE_TENANT_ID`.
+    tenant: Option<Spanned<String>>,
+    /// entra: application (client) ID; required for `client_secret`.
+    client_id: Option<Spanned<String>>,
+    /// entra, client_secret: environment variable holding the secret.
+    client_secret_env: Option<Spanned<String>>,
+    /// entra, client_secret: file holding the secret.
+    client_secret_file: Option<Spanned<String>>,
+    /// entra, client_secret: the secret itself. Allowed, discouraged.
+    client_secret: Option<Spanned<String>>,
+    /// entra, workload_identity: the projected service-account token file.
+    federated_token_file: Option<Spanned<String>>,
+    /// entra, static_token_file, required: file holding an Entra access token.
+    token_file: Option<Spanned<String>>,
+    /// entra: authority host. Default `"https://login.microsoftonline.com"`.
+    authority_host: Option<Spanned<String>>,
+    /// entra: token scope. Default `"https://servicebus.azure.net/.default"`.
+    scope: Option<Spanned<String>>,
 }
 
 /// `pipeline.reject`.
@@ -224,8 +313,9 @@ struct RawPipeline {
     dedup_ttl_secs: Option<u64>,
     /// Most entries in that memory. Default 100000.
     dedup_max_entries: Option<usize>,
-    /// Settlement of permanent failures: `"ack"` (default) or `"nack"`.
-    reject: Option<RawReject>,
+    /// Settlement of permanent failures: `"ack"` (default) or `"nack"`. The servicebus
+    /// source defaults to `"nack"` (abandon; see `source.reject`).
+    reject: Option<Spanned<RawReject>>,
     /// Time in-flight copies get to finish on SIGTERM/SIGINT. Default 30.
     shutdown_grace_secs: Option<u64>,
     /// First pause of pulling after a systemic failure, ≥ 1. Default 5.
@@ -298,6 +388,28 @@ enum AuthKind {
     DockerConfig,
     /// An OAuth2 refresh token from one of `token_env`, `token_file`, `token`.
     IdentityToken,
+    /// Google access tokens (Application Default Credentials, or `credentials_file`),
+    /// sent as `oauth2accesstoken`. For Artifact Registry and Container Registry.
+    Google,
+    /// Azure Container Registry with an Entra ID token (`tenant`, `credential`, ...)
+    /// exchanged for ACR tokens. ACR admin users and repository-scoped tokens are `basic`.
+    AcrEntra,
+}
+
+/// `registries."HOST".auth.credential` (acr_entra): where the Entra token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawEntraCredential {
+    /// AKS workload identity (`client_id`, `federated_token_file`; default to the
+    /// webhook's `AZURE_CLIENT_ID` / `AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity,
+    /// Managed identity of the VM / App Service; `client_id` picks a user-assigned one.
+    ManagedIdentity,
+    /// A service principal: `client_id` plus one of `client_secret_env`,
+    /// `client_secret_file`, `client_secret`.
+    ClientSecret,
+    /// An Entra access token in `token_file`, kept current by something else.
+    StaticTokenFile,
 }
 
 /// `registries."HOST".auth`: one flat table whose `kind` says which other keys apply
@@ -305,7 +417,8 @@ enum AuthKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
-    /// Required: `"anonymous"`, `"basic"`, `"docker_config"` or `"identity_token"`.
+    /// Required: `"anonymous"`, `"basic"`, `"docker_config"`, `"identity_token"`,
+    /// `"google"` or `"acr_entra"`.
     kind: Spanned<AuthKind>,
     /// basic, required: the user name.
     username: Option<Spanned<String>>,
@@ -319,10 +432,37 @@ struct RawAuth {
     path: Option<Spanned<String>>,
     /// identity_token: environment variable holding the refresh token.
     token_env: Option<Spanned<String>>,
-    /// identity_token: file holding the refresh token.
+    /// identity_token: file holding the refresh token. acr_entra with
+    /// `credential = "static_token_file"`, required: file holding an Entra access token
+    /// (reread as it expires).
     token_file: Option<Spanned<String>>,
     /// identity_token: the token itself. Allowed, discouraged.
     token: Option<Spanned<String>>,
+    /// google: a credentials JSON file (service-account key, gcloud user credentials,
+    /// workload identity federation). Default: Application Default Credentials.
+    credentials_file: Option<Spanned<String>>,
+    /// acr_entra, required: the directory (tenant) ID.
+    tenant: Option<Spanned<String>>,
+    /// acr_entra, required: `"workload_identity"`, `"managed_identity"`,
+    /// `"client_secret"` or `"static_token_file"`.
+    credential: Option<Spanned<RawEntraCredential>>,
+    /// acr_entra: application (client) ID; required for `client_secret`.
+    client_id: Option<Spanned<String>>,
+    /// acr_entra, client_secret: environment variable holding the secret.
+    client_secret_env: Option<Spanned<String>>,
+    /// acr_entra, client_secret: file holding the secret.
+    client_secret_file: Option<Spanned<String>>,
+    /// acr_entra, client_secret: the secret itself. Allowed, discouraged.
+    client_secret: Option<Spanned<String>>,
+    /// acr_entra, workload_identity: the projected service-account token file.
+    federated_token_file: Option<Spanned<String>>,
+    /// acr_entra: Entra authority host. Default `"https://login.microsoftonline.com"`
+    /// (US Government: `https://login.microsoftonline.us`, China:
+    /// `https://login.chinacloudapi.cn`).
+    authority_host: Option<Spanned<String>>,
+    /// acr_entra: Entra token scope. Default
+    /// `"https://containerregistry.azure.net/.default"`.
+    scope: Option<Spanned<String>>,
 }
 
 /// An entry of `rules[].actions`.

@@ -123,6 +123,176 @@ pub enum Auth {
         /// Path of the file.
         path: PathBuf,
     },
+    /// Google OAuth2 access tokens (Artifact Registry, Container Registry), sent to the
+    /// registry's token endpoint as Basic `oauth2accesstoken:<token>`.
+    Google(GoogleAuth),
+    /// Azure Container Registry with Microsoft Entra ID: an Entra token for `scope` is
+    /// exchanged at the registry's `/oauth2/exchange` for an ACR refresh token, which
+    /// then buys per-repository access tokens. (ACR admin users and repository-scoped
+    /// tokens are plain [`Auth::Basic`].)
+    AcrEntra {
+        /// Directory (tenant) ID sent to `/oauth2/exchange`.
+        tenant: String,
+        /// Where the Entra token comes from.
+        entra: EntraConfig,
+        /// Entra scope, [`ACR_ENTRA_SCOPE`] unless configured.
+        scope: String,
+    },
+}
+
+/// OAuth2 scope of the Google access tokens regrelay asks for.
+pub const GOOGLE_CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Default Entra ID scope for Azure Container Registry.
+pub const ACR_ENTRA_SCOPE: &str = "https://containerregistry.azure.net/.default";
+/// Default Entra ID authority host (Azure public cloud).
+pub const ENTRA_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+
+/// Where Google access tokens come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GoogleAuth {
+    /// A credentials JSON file: a service-account key, `gcloud auth application-default
+    /// login` user credentials, or a workload identity federation config. `None`:
+    /// Application Default Credentials as google-cloud-auth discovers them.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Where Microsoft Entra ID tokens come from. Shared by every Azure consumer (ACR
+/// registry auth, the Service Bus source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraConfig {
+    /// Directory (tenant) ID. Required for a client secret; workload identity falls back
+    /// to `AZURE_TENANT_ID` (set by the AKS webhook); managed identity ignores it.
+    pub tenant: Option<String>,
+    /// The credential.
+    pub credential: EntraCredential,
+    /// Authority host without a trailing slash, [`ENTRA_AUTHORITY_HOST`] unless
+    /// configured (sovereign clouds). HTTPS, or plain HTTP on a loopback host (tests).
+    pub authority_host: String,
+}
+
+/// Which Entra ID credential to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntraCredential {
+    /// AKS workload identity: a projected service-account token is exchanged as a
+    /// client assertion. Unset fields fall back to `AZURE_CLIENT_ID` and
+    /// `AZURE_FEDERATED_TOKEN_FILE`, which the AKS webhook sets.
+    WorkloadIdentity {
+        /// Client ID of the user-assigned identity or app registration.
+        client_id: Option<String>,
+        /// The projected token file.
+        token_file: Option<PathBuf>,
+    },
+    /// Managed identity (VM / VM scale set IMDS, App Service); `client_id` picks a
+    /// user-assigned identity, `None` the system-assigned one.
+    ManagedIdentity {
+        /// Client ID of a user-assigned identity.
+        client_id: Option<String>,
+    },
+    /// A service principal with a client secret.
+    ClientSecret {
+        /// Application (client) ID.
+        client_id: String,
+        /// The client secret.
+        secret: Secret,
+    },
+    /// An Entra access token kept current in a file by something else; the file is
+    /// read again whenever the token it held is about to expire or was refused.
+    StaticTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// `type`s of Google credentials files that regrelay can use.
+pub const GOOGLE_CREDENTIAL_TYPES: [&str; 4] = [
+    "service_account",
+    "authorized_user",
+    "external_account",
+    "impersonated_service_account",
+];
+
+impl GoogleAuth {
+    /// Check that a configured credentials file is readable JSON of a supported `type`.
+    /// Errors name the file and the problem, never its content.
+    pub fn validate(&self) -> Result<(), Error> {
+        let Some(path) = &self.credentials_file else {
+            return Ok(());
+        };
+        let unreadable = |reason: String| Error::SecretUnreadable {
+            what: "google credentials".into(),
+            source_desc: format!("file {}", path.display()),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| unreadable(format!("not JSON (line {})", e.line())))?;
+        match json.get("type").and_then(serde_json::Value::as_str) {
+            Some(t) if GOOGLE_CREDENTIAL_TYPES.contains(&t) => Ok(()),
+            Some(t) => Err(unreadable(format!(
+                "credentials of type {t:?} are not supported (use one of {})",
+                GOOGLE_CREDENTIAL_TYPES.join(", ")
+            ))),
+            None => Err(unreadable("no string `type` field".into())),
+        }
+    }
+}
+
+impl EntraConfig {
+    /// Check names and the authority host. Reads nothing.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |field: &str, reason: &str| Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        let host = url::Url::parse(&self.authority_host).map_err(|_| invalid("authority_host", "not a URL"))?;
+        let loopback = host.host_str().is_some_and(is_loopback_host);
+        if !(host.scheme() == "https" || (host.scheme() == "http" && loopback)) {
+            return Err(invalid(
+                "authority_host",
+                "must be https:// (plain http:// only on a loopback host)",
+            ));
+        }
+        if host.path() != "/" || host.query().is_some() || !host.username().is_empty() {
+            return Err(invalid("authority_host", "must be a scheme and a host, without a path"));
+        }
+        if let Some(t) = &self.tenant
+            && !valid_entra_name(t)
+        {
+            return Err(invalid(
+                "tenant",
+                "must be a tenant ID or domain (letters, digits, '-', '.')",
+            ));
+        }
+        match &self.credential {
+            EntraCredential::ClientSecret { client_id, secret } => {
+                if self.tenant.is_none() {
+                    return Err(invalid("tenant", "required for a client secret"));
+                }
+                if !valid_entra_name(client_id) {
+                    return Err(invalid("client_id", "must be an application (client) ID"));
+                }
+                if secret.is_empty() {
+                    return Err(invalid("client_secret", "must not be empty"));
+                }
+            }
+            EntraCredential::WorkloadIdentity { client_id, .. } | EntraCredential::ManagedIdentity { client_id } => {
+                if client_id.as_deref().is_some_and(|c| !valid_entra_name(c)) {
+                    return Err(invalid("client_id", "must be a client ID"));
+                }
+            }
+            EntraCredential::StaticTokenFile { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid("token_file", "must not be empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tenant or client ID: a GUID or a domain name.
+fn valid_entra_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Per-request retry policy (exponential backoff with full jitter).

@@ -20,6 +20,7 @@ use crate::metrics;
 
 pub mod file;
 pub mod pubsub;
+pub mod servicebus;
 
 /// How a delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,9 @@
 //!
 //! Must never: log, format or return a credential or token. Tokens and passwords live
 //! in [`Secret`]s; error messages name the host and the step, never the value.
+//!
+//! Cloud identities (Google access tokens, ACR's Entra exchange) live in `auth/cloud.rs`;
+//! they plug into the same challenge handling and token cache.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +23,8 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::config::{Auth, Secret};
+
+mod cloud;
 
 /// Credentials after resolution of docker config files and helpers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,11 @@ pub enum Credentials {
     IdentityToken(Secret),
     /// A bearer token sent to the registry as is (docker's `registrytoken`).
     RegistryToken(Secret),
+    /// Google access tokens, fetched per token request and sent as the Basic password
+    /// of `oauth2accesstoken` (so a rotated token is always the current one).
+    GoogleAccessToken,
+    /// An Entra ID token exchanged for an ACR refresh token (OAuth2 refresh-token form).
+    AcrEntra,
 }
 
 /// What a `WWW-Authenticate` header asks for.
@@ -229,6 +239,8 @@ pub struct Authenticator {
     resolved: OnceCell<Credentials>,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    /// Google / Entra token sources, for those kinds only (built on first use).
+    cloud: OnceCell<cloud::Cloud>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -262,6 +274,7 @@ impl Authenticator {
             resolved: OnceCell::new(),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            cloud: OnceCell::new(),
         }
     }
 
@@ -277,6 +290,8 @@ impl Authenticator {
                     }),
                     Auth::IdentityToken(t) => Ok(Credentials::IdentityToken(t.clone())),
                     Auth::DockerConfig { path } => from_docker_config(&self.host, path).await,
+                    Auth::Google(_) => Ok(Credentials::GoogleAccessToken),
+                    Auth::AcrEntra { .. } => Ok(Credentials::AcrEntra),
                 }
             })
             .await
@@ -292,6 +307,9 @@ impl Authenticator {
         }
         match challenge {
             None => Ok(None),
+            Some(Challenge::Basic) if *creds == Credentials::GoogleAccessToken => {
+                Ok(basic_header(&self.google_basic().await?))
+            }
             Some(Challenge::Basic) => Ok(basic_header(creds)),
             Some(Challenge::Bearer { .. }) => {
                 let key = scope_key(scopes);
@@ -319,11 +337,17 @@ impl Authenticator {
         *self.challenge.lock().expect("challenge lock") = Some(challenge.clone());
         let creds = self.credentials().await?.clone();
         match challenge {
-            Challenge::Basic => Ok(basic_header(&creds).is_some()),
+            Challenge::Basic => Ok(creds == Credentials::GoogleAccessToken || basic_header(&creds).is_some()),
             Challenge::Bearer { realm, service, .. } => {
-                let token = self
-                    .fetch_token(client, &creds, &realm, service.as_deref(), scopes)
-                    .await?;
+                let token = match creds {
+                    Credentials::GoogleAccessToken | Credentials::AcrEntra => {
+                        self.cloud_token(client, &realm, service.as_deref(), scopes).await?
+                    }
+                    _ => {
+                        self.fetch_token(client, &creds, &realm, service.as_deref(), scopes)
+                            .await?
+                    }
+                };
                 self.tokens.lock().expect("token lock").insert(scope_key(scopes), token);
                 Ok(true)
             }

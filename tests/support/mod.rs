@@ -28,6 +28,7 @@ pub mod image;
 mod proxy;
 mod pubsub;
 mod registry;
+mod servicebus;
 mod token;
 
 // Each test binary uses only some of these names.
@@ -41,6 +42,10 @@ pub use pubsub::{GCLOUD_BIN_ENV, PubSubEmulator, gcloud_bin};
 pub use registry::TestRegistry;
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use reqwest::Method;
+#[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
+pub use servicebus::{
+    Counts, EntityOptions, Message, MessageStats, NAMESPACE, ROOT_RULE, Request, Right, ServiceBusServer, sas, unix_now,
+};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use token::{KeyHint, TokenOptions, TokenRequest, TokenServer};
 

@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, Untagged};
+use crate::config::{
+    Auth, Config, EntraConfig, EntraCredential, Matcher, RejectMode, ServiceBusAuth, ServiceBusEntity, SourceConfig,
+    Untagged,
+};
 
 /// The effective configuration as TOML, secrets redacted, for `regrelay check-config`.
 pub fn render(config: &Config) -> String {
@@ -29,6 +32,38 @@ pub fn render(config: &Config) -> String {
             let _ = writeln!(o, "kind = \"file\"");
             let path = f.path.as_ref().map_or("-".into(), |p| p.display().to_string());
             let _ = writeln!(o, "path = {}", quote(&path));
+        }
+        SourceConfig::ServiceBus(b) => {
+            let _ = writeln!(o, "kind = \"servicebus\"");
+            let _ = writeln!(o, "namespace = {}", quote(&b.namespace));
+            let _ = match &b.entity {
+                ServiceBusEntity::Queue(q) => writeln!(o, "queue = {}", quote(q)),
+                ServiceBusEntity::Subscription { topic, subscription } => {
+                    writeln!(o, "topic = {}\nsubscription = {}", quote(topic), quote(subscription))
+                }
+            };
+            if let Some(e) = &b.endpoint {
+                let _ = writeln!(o, "endpoint = {}", quote(e));
+            }
+            let _ = writeln!(o, "receivers = {}", b.receivers);
+            let _ = writeln!(o, "wait_secs = {}", b.wait.as_secs());
+            if let Some(r) = b.lock_renew {
+                let _ = writeln!(o, "lock_renew_secs = {}", r.as_secs());
+            }
+            // The same setting as pipeline.reject below (abandon = nack, complete = ack).
+            let reject = match config.pipeline.reject_mode {
+                RejectMode::Ack => "complete",
+                RejectMode::Nack => "abandon",
+            };
+            let _ = writeln!(o, "reject = \"{reject}\"");
+            let _ = match &b.auth {
+                ServiceBusAuth::Sas { key_name, .. } => writeln!(
+                    o,
+                    "auth = {{ kind = \"sas\", key_name = {}, key = \"***\" }}",
+                    quote(key_name)
+                ),
+                ServiceBusAuth::Entra { entra, scope } => writeln!(o, "auth = {}", servicebus_entra(entra, scope)),
+            };
         }
     }
 
@@ -92,6 +127,14 @@ pub fn render(config: &Config) -> String {
                     quote(&path.display().to_string())
                 )
             }
+            Auth::Google(g) => match &g.credentials_file {
+                Some(f) => format!(
+                    "{{ kind = \"google\", credentials_file = {} }}",
+                    quote(&f.display().to_string())
+                ),
+                None => "{ kind = \"google\" }".to_owned(),
+            },
+            Auth::AcrEntra { tenant, entra, scope } => acr_entra(tenant, entra, scope),
         };
         let _ = writeln!(o, "auth = {auth}");
     }
@@ -126,6 +169,63 @@ pub fn render(config: &Config) -> String {
         }
     }
     out
+}
+
+/// The inline table of `kind = "acr_entra"`, secrets as `"***"`.
+fn acr_entra(tenant: &str, entra: &EntraConfig, scope: &str) -> String {
+    let mut keys = vec![("kind", quote("acr_entra")), ("tenant", quote(tenant))];
+    let path = |p: &std::path::Path| quote(&p.display().to_string());
+    match &entra.credential {
+        EntraCredential::WorkloadIdentity { client_id, token_file } => {
+            keys.push(("credential", quote("workload_identity")));
+            keys.extend(client_id.as_deref().map(|c| ("client_id", quote(c))));
+            keys.extend(token_file.as_deref().map(|f| ("federated_token_file", path(f))));
+        }
+        EntraCredential::ManagedIdentity { client_id } => {
+            keys.push(("credential", quote("managed_identity")));
+            keys.extend(client_id.as_deref().map(|c| ("client_id", quote(c))));
+        }
+        EntraCredential::ClientSecret { client_id, .. } => {
+            keys.push(("credential", quote("client_secret")));
+            keys.push(("client_id", quote(client_id)));
+            keys.push(("client_secret", quote("***")));
+        }
+        EntraCredential::StaticTokenFile { path: p } => {
+            keys.push(("credential", quote("static_token_file")));
+            keys.push(("token_file", path(p)));
+        }
+    }
+    keys.push(("authority_host", quote(&entra.authority_host)));
+    keys.push(("scope", quote(scope)));
+    let body: Vec<String> = keys.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", body.join(", "))
+}
+
+/// The inline table of a Service Bus `kind = "entra"` auth, secrets as `"***"`.
+fn servicebus_entra(entra: &EntraConfig, scope: &str) -> String {
+    let path = |p: &std::path::Path| quote(&p.display().to_string());
+    let mut keys = vec![("kind", quote("entra"))];
+    let (credential, client_id) = match &entra.credential {
+        EntraCredential::WorkloadIdentity { client_id, .. } => ("workload_identity", client_id.as_deref()),
+        EntraCredential::ManagedIdentity { client_id } => ("managed_identity", client_id.as_deref()),
+        EntraCredential::ClientSecret { client_id, .. } => ("client_secret", Some(client_id.as_str())),
+        EntraCredential::StaticTokenFile { .. } => ("static_token_file", None),
+    };
+    keys.push(("credential", quote(credential)));
+    keys.extend(entra.tenant.as_deref().map(|t| ("tenant", quote(t))));
+    keys.extend(client_id.map(|c| ("client_id", quote(c))));
+    match &entra.credential {
+        EntraCredential::WorkloadIdentity { token_file, .. } => {
+            keys.extend(token_file.as_deref().map(|f| ("federated_token_file", path(f))));
+        }
+        EntraCredential::ClientSecret { .. } => keys.push(("client_secret", quote("***"))),
+        EntraCredential::StaticTokenFile { path: p } => keys.push(("token_file", path(p))),
+        EntraCredential::ManagedIdentity { .. } => {}
+    }
+    keys.push(("authority_host", quote(&entra.authority_host)));
+    keys.push(("scope", quote(scope)));
+    let body: Vec<String> = keys.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", body.join(", "))
 }
 
 /// `globs = [...]` and `regexes = [...]` lines for the non-empty kinds of `list`.

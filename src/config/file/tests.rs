@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::{LoadError, load, load_str, render};
 use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, Untagged};
 
+/// `kind = "google"` and `kind = "acr_entra"` registry auth.
+mod cloud;
+
 const FILE: &str = "conf/t.toml";
 
 /// A minimal valid file: registries a.example and b.example, one rule a → b.
@@ -729,4 +732,44 @@ fn stdin_path_and_file_errors() {
         e.to_string().starts_with("/nonexistent/regrelay.toml: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn servicebus_renders_without_its_key_and_reloads() {
+    let text = BASE.replace(
+        "kind = \"file\"",
+        "kind = \"servicebus\"\nnamespace = \"ex.servicebus.windows.net\"\ntopic = \"acr\"\nsubscription = \"regrelay\"\nlock_renew_secs = 15\nauth = { kind = \"sas\", connection_string = \"Endpoint=sb://ex.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=hunter2-sb\" }",
+    );
+    let out = render(&ok(&text));
+    assert!(!out.contains("hunter2") && !out.contains("Endpoint="), "{out}");
+    for line in [
+        "kind = \"servicebus\"",
+        "topic = \"acr\"\nsubscription = \"regrelay\"",
+        "receivers = 2\nwait_secs = 30\nlock_renew_secs = 15",
+        "reject = \"abandon\"",
+        "auth = { kind = \"sas\", key_name = \"listen\", key = \"***\" }",
+        "[pipeline]",
+        "reject = \"nack\"",
+    ] {
+        assert!(out.contains(line), "{line} missing from\n{out}");
+    }
+    assert_eq!(render(&ok(&out)), out, "the rendering loads again, same reject mode");
+    let entra = BASE.replace(
+        "kind = \"file\"",
+        "kind = \"servicebus\"\nnamespace = \"e.x\"\nqueue = \"q\"\nreject = \"complete\"\nauth = { kind = \"entra\", credential = \"client_secret\", tenant = \"t\", client_id = \"c\", client_secret = \"hunter3\" }",
+    );
+    let out = render(&ok(&entra));
+    assert!(
+        out.contains(
+            "auth = { kind = \"entra\", credential = \"client_secret\", tenant = \"t\", client_id = \"c\", \
+             client_secret = \"***\", authority_host = \"https://login.microsoftonline.com\", \
+             scope = \"https://servicebus.azure.net/.default\" }"
+        ) && !out.contains("hunter3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("reject = \"complete\"") && out.contains("reject = \"ack\""),
+        "{out}"
+    );
+    assert_eq!(render(&ok(&out)), out);
 }

@@ -21,6 +21,9 @@ use crate::config::{
     RuleTarget, SecretSource, SourceConfig, Untagged,
 };
 
+mod cloud_auth;
+mod servicebus;
+
 type Result<T> = std::result::Result<T, Problem>;
 
 /// Check `raw` and build the typed configuration.
@@ -31,11 +34,25 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .map(|(host, reg)| registry(host, reg))
         .collect::<Result<Vec<_>>>()?;
     let hosts: HashSet<&str> = registries.iter().map(|r| r.host.as_str()).collect();
-    let pipeline = pipeline(raw.pipeline)?;
+    // `source.reject` (servicebus) and `pipeline.reject` name one setting; keep both spans.
+    let pipeline_reject = raw
+        .pipeline
+        .as_ref()
+        .and_then(|p| p.get_ref().reject.as_ref())
+        .map(|r| (*r.get_ref(), r.span()));
+    let source_reject = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.get_ref().reject.as_ref())
+        .map(|r| (*r.get_ref(), r.span()));
+    let mut pipeline = pipeline(raw.pipeline)?;
     let source = match raw.source {
         Some(s) => source(s, pipeline.workers)?,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
+    if matches!(source, SourceConfig::ServiceBus(_)) {
+        pipeline.reject_mode = servicebus::reject_mode(source_reject, pipeline_reject)?;
+    }
     let admin_listen = admin(raw.admin)?;
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -87,31 +104,24 @@ fn ranged<T: PartialOrd + Copy + std::fmt::Display>(
 fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
     let span = s.span();
     let s = s.into_inner();
-    let pubsub_only = [
-        ("subscription", s.subscription.as_ref().map(Spanned::span)),
-        ("endpoint", s.endpoint.as_ref().map(Spanned::span)),
-        (
-            "max_outstanding_messages",
-            s.max_outstanding_messages.as_ref().map(Spanned::span),
-        ),
-        (
-            "lease_extension_secs",
-            s.lease_extension_secs.as_ref().map(Spanned::span),
-        ),
-        ("max_lease_secs", s.max_lease_secs.as_ref().map(Spanned::span)),
-    ];
+    // A key that does not belong to the kind is an error, not silently ignored.
+    for (key, at, kinds) in source_keys(&s) {
+        if let Some(at) = at.filter(|_| !kinds.contains(s.kind.get_ref())) {
+            let names: Vec<String> = kinds.iter().map(|k| format!("{:?}", kind_name(*k))).collect();
+            return invalid(
+                at,
+                format!("source.{key}"),
+                format!("only applies to kind = {}", names.join(" or ")),
+            );
+        }
+    }
     match s.kind.get_ref() {
+        SourceKind::Servicebus => servicebus::source(s, span).map(SourceConfig::ServiceBus),
         SourceKind::File => {
-            if let Some((key, Some(at))) = pubsub_only.into_iter().find(|(_, at)| at.is_some()) {
-                return invalid(at, format!("source.{key}"), "only applies to kind = \"pubsub\"");
-            }
             let path = s.path.map(Spanned::into_inner).filter(|p| p != "-").map(PathBuf::from);
             Ok(SourceConfig::File(FileSourceConfig { path }))
         }
         SourceKind::Pubsub => {
-            if let Some(p) = &s.path {
-                return invalid(p.span(), "source.path", "only applies to kind = \"file\"");
-            }
             let Some(sub) = s.subscription else {
                 return invalid(span, "source.subscription", "required when kind = \"pubsub\"");
             };
@@ -153,6 +163,42 @@ fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
     }
 }
 
+/// An optional key of `[source]`: name, span when given, the kinds it applies to.
+type SourceKey = (&'static str, Option<Range<usize>>, &'static [SourceKind]);
+
+/// Every optional key of `[source]`.
+fn source_keys(s: &RawSource) -> [SourceKey; 14] {
+    use SourceKind::{File, Pubsub, Servicebus};
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    [
+        ("subscription", at(&s.subscription), &[Pubsub, Servicebus]),
+        ("endpoint", at(&s.endpoint), &[Pubsub, Servicebus]),
+        ("max_outstanding_messages", at(&s.max_outstanding_messages), &[Pubsub]),
+        ("lease_extension_secs", at(&s.lease_extension_secs), &[Pubsub]),
+        ("max_lease_secs", at(&s.max_lease_secs), &[Pubsub]),
+        ("path", at(&s.path), &[File]),
+        ("namespace", at(&s.namespace), &[Servicebus]),
+        ("queue", at(&s.queue), &[Servicebus]),
+        ("topic", at(&s.topic), &[Servicebus]),
+        ("receivers", at(&s.receivers), &[Servicebus]),
+        ("wait_secs", at(&s.wait_secs), &[Servicebus]),
+        ("lock_renew_secs", at(&s.lock_renew_secs), &[Servicebus]),
+        ("reject", at(&s.reject), &[Servicebus]),
+        ("auth", at(&s.auth), &[Servicebus]),
+    ]
+}
+
+/// `source.kind` as written in the file.
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Pubsub => "pubsub",
+        SourceKind::File => "file",
+        SourceKind::Servicebus => "servicebus",
+    }
+}
+
 /// `projects/PROJECT/subscriptions/NAME` with Pub/Sub's name rules: a NAME of 3 to 255
 /// characters starting with a letter, no `goog` prefix.
 fn valid_subscription(s: &str) -> bool {
@@ -185,7 +231,7 @@ fn pipeline(p: Option<Spanned<RawPipeline>>) -> Result<PipelineConfig> {
     c.referrers = p.referrers.unwrap_or(c.referrers);
     c.dedup_ttl = p.dedup_ttl_secs.map_or(c.dedup_ttl, secs);
     c.dedup_max_entries = p.dedup_max_entries.unwrap_or(c.dedup_max_entries);
-    c.reject_mode = match p.reject {
+    c.reject_mode = match p.reject.map(Spanned::into_inner) {
         Some(RawReject::Nack) => RejectMode::Nack,
         Some(RawReject::Ack) | None => RejectMode::Ack,
     };
@@ -309,6 +355,8 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
         AuthKind::Basic => "basic",
         AuthKind::DockerConfig => "docker_config",
         AuthKind::IdentityToken => "identity_token",
+        AuthKind::Google => "google",
+        AuthKind::AcrEntra => "acr_entra",
     };
     let all = [
         ("username", &a.username),
@@ -319,13 +367,42 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
         ("token_env", &a.token_env),
         ("token_file", &a.token_file),
         ("token", &a.token),
+        ("credentials_file", &a.credentials_file),
+        ("tenant", &a.tenant),
+        ("client_id", &a.client_id),
+        ("client_secret_env", &a.client_secret_env),
+        ("client_secret_file", &a.client_secret_file),
+        ("client_secret", &a.client_secret),
+        ("federated_token_file", &a.federated_token_file),
+        ("authority_host", &a.authority_host),
+        ("scope", &a.scope),
     ];
     let allowed: &[&str] = match kind {
         AuthKind::Anonymous => &[],
         AuthKind::Basic => &["username", "password_env", "password_file", "password"],
         AuthKind::DockerConfig => &["path"],
         AuthKind::IdentityToken => &["token_env", "token_file", "token"],
+        AuthKind::Google => &["credentials_file"],
+        // Which of these apply depends on `credential`: checked in `cloud_auth`.
+        AuthKind::AcrEntra => &[
+            "tenant",
+            "client_id",
+            "client_secret_env",
+            "client_secret_file",
+            "client_secret",
+            "federated_token_file",
+            "token_file",
+            "authority_host",
+            "scope",
+        ],
     };
+    if let Some(c) = a.credential.as_ref().filter(|_| kind != AuthKind::AcrEntra) {
+        return invalid(
+            c.span(),
+            format!("{path}.credential"),
+            format!("does not apply to kind = {kind_name:?}"),
+        );
+    }
     for (key, value) in all {
         if let Some(v) = value.as_ref().filter(|_| !allowed.contains(&key)) {
             return invalid(
@@ -402,6 +479,15 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
             None => return invalid(span, format!("{path}.path"), "required when kind = \"docker_config\""),
         },
         AuthKind::IdentityToken => Auth::IdentityToken(secret("token", &a.token_env, &a.token_file, &a.token)?),
+        AuthKind::Google => cloud_auth::google(&a, path)?,
+        AuthKind::AcrEntra => cloud_auth::acr_entra(&a, span.clone(), path, || {
+            secret(
+                "client_secret",
+                &a.client_secret_env,
+                &a.client_secret_file,
+                &a.client_secret,
+            )
+        })?,
     })
 }
 
