@@ -10,11 +10,17 @@
 #     checked here for apiVersion/kind/metadata.name and their references;
 #   - the rendered config.toml: parses as TOML, holds no inline secret, listens on the
 #     container port, fits its shutdown grace inside terminationGracePeriodSeconds, and
-#     refers only to mounted files and Secret-backed variables; `regrelay check-config`
-#     accepts it (REGRELAY_BIN, else target/debug or target/release; skipped with a note
-#     when there is none, a failure under CI);
-#   - the chart refuses what it must refuse (grace too short, inline passwords, a sidecar
-#     registry with several replicas);
+#     refers only to mounted files and Secret-backed variables (registry auth and the
+#     Service Bus source's auth: every `_file`/`path` key and every `_env` key);
+#     `regrelay check-config` accepts it, with stand-ins of the right shape for the secrets
+#     it reads (a connection string for the configured namespace, a Google credentials
+#     JSON) (REGRELAY_BIN, else target/debug or target/release; skipped with a note when
+#     there is none, a failure under CI);
+#   - a KEDA azure-servicebus trigger scales on the Service Bus entity that config.source
+#     reads;
+#   - the chart refuses what it must refuse (grace too short, inline passwords, client
+#     secrets, connection strings and keys, a Service Bus topic without its own
+#     subscription, a sidecar registry with several replicas);
 #   - the dashboard is valid JSON and imports with a ${DS_PROMETHEUS} input; every query of
 #     the dashboard and of the alerts parses as PromQL (PyPI promql-parser), and every
 #     metric they use is in README.md's metrics table.
@@ -155,6 +161,12 @@ CRD_KINDS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
 SECRETS_DIR = "/var/run/secrets/regrelay/"
+# Keys of registry auth and Service Bus auth that name a file or an environment variable.
+FILE_KEYS = ("password_file", "token_file", "path", "credentials_file", "client_secret_file",
+             "connection_string_file", "key_file", "federated_token_file")
+ENV_KEYS = ("password_env", "token_env", "client_secret_env", "connection_string_env", "key_env")
+# Where the Azure Workload Identity webhook projects its token (federated_token_file).
+AZURE_TOKEN_DIR = "/var/run/secrets/azure/tokens/"
 
 failures = 0
 
@@ -317,6 +329,26 @@ def check_kubernetes(objects):
     return note
 
 
+def servicebus_trigger_matches(objects, metadata):
+    """A KEDA azure-servicebus trigger scales on the entity that a Service Bus source reads."""
+    source = tomllib.loads(config_of(objects))["source"]
+    if source.get("kind") != "servicebus":
+        return
+    name, _, suffix = source["namespace"].lower().partition(".")
+    clouds = {"servicebus.windows.net": None, "servicebus.chinacloudapi.cn": "AzureChinaCloud",
+              "servicebus.usgovcloudapi.net": "AzureUSGovernmentCloud"}
+    want = {"namespace": name, "cloud": clouds.get(suffix, "Private"),
+            "endpointSuffix": None if suffix in clouds else suffix}
+    if "queue" in source:
+        want |= {"queueName": source["queue"], "topicName": None, "subscriptionName": None}
+    else:
+        want |= {"queueName": None, "topicName": source["topic"], "subscriptionName": source["subscription"]}
+    wrong = {k: metadata.get(k) for k, v in want.items() if metadata.get(k) != v}
+    if wrong:
+        raise Problem(f"the azure-servicebus trigger does not scale on config.source "
+                      f"({source['namespace']}): {wrong}, expected {({k: want[k] for k in wrong})}")
+
+
 def check_crds(objects, metrics):
     notes = []
     deployment = by_kind(objects, "Deployment")[0]
@@ -335,6 +367,8 @@ def check_crds(objects, metrics):
                 raise Problem(f"trigger {t['type']} refers to a missing TriggerAuthentication")
             if any(not isinstance(v, str) for v in t["metadata"].values()):
                 raise Problem(f"trigger {t['type']}: KEDA metadata values must be strings")
+            if t["type"] == "azure-servicebus":
+                servicebus_trigger_matches(objects, t["metadata"])
             notes.append(f"ScaledObject {t['type']}")
     for sm in by_kind(objects, "ServiceMonitor"):
         if sm["spec"]["endpoints"][0]["port"] != "http-metrics" or not service_names:
@@ -362,16 +396,20 @@ def config_of(objects):
 
 
 def auths_of(cfg):
+    """Every auth table: the registries', then the Service Bus source's."""
     for r in cfg.get("registries", {}).values():
         if isinstance(r.get("auth"), dict):
             yield r["auth"]
+    source = cfg.get("source", {})
+    if source.get("kind") == "servicebus" and isinstance(source.get("auth"), dict):
+        yield source["auth"]
 
 
 def check_pod(objects):
     """The config against the pod: port, grace, secrets, hardening, probes."""
     text = config_of(objects)
     cfg = tomllib.loads(text)
-    inline = re.findall(r"(?:^|[{,]\s*)(password|token|connection_string|key)\s*=", text, re.M)
+    inline = re.findall(r"(?:^|[{,]\s*)(password|token|client_secret|connection_string|key)\s*=", text, re.M)
     if inline:
         raise Problem(f"config.toml holds an inline secret ({', '.join(sorted(set(inline)))} =)")
     deployment = by_kind(objects, "Deployment")[0]
@@ -406,12 +444,19 @@ def check_pod(objects):
         raise Problem("hardening: " + ", ".join(missing))
     # Files named by the config are on mounted volumes; variables come from Secrets.
     mounts = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
+    azure_wi = deployment["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use") == "true"
     env = {e["name"]: e for e in container.get("env", [])}
     for auth in auths_of(cfg):
-        for key in ("password_file", "token_file", "path"):
-            if key in auth and not any(auth[key].startswith(m) for m in mounts):
+        for key in FILE_KEYS:
+            if key not in auth:
+                continue
+            webhook = key == "federated_token_file" and azure_wi and auth[key].startswith(AZURE_TOKEN_DIR)
+            if not webhook and not any(auth[key].startswith(m) for m in mounts):
                 raise Problem(f"auth {key} {auth[key]!r} is on no mounted volume")
-        for key in ("password_env", "token_env"):
+        if auth.get("credential") == "workload_identity" and not azure_wi:
+            raise Problem(f"{auth['kind']} auth uses workload_identity, but the pods lack the "
+                          f"azure.workload.identity/use label (workloadIdentity.azure.enabled)")
+        for key in ENV_KEYS:
             if key in auth:
                 var = env.get(auth[key])
                 if var is None and not container.get("envFrom"):
@@ -424,6 +469,19 @@ def check_pod(objects):
     return f"listen {listen}, grace {grace} s < terminationGracePeriodSeconds {tgps} s, no inline secrets, hardened"
 
 
+def stand_in_for(cfg, key, secret):
+    """What regrelay reads from a file or variable named by `key`, with `secret` inside."""
+    if key.startswith("connection_string"):
+        source = cfg["source"]
+        entity = source.get("queue") or source.get("topic")
+        return (f"Endpoint=sb://{source['namespace']}/;SharedAccessKeyName=stand-in;"
+                f"SharedAccessKey={secret};EntityPath={entity}")
+    if key == "credentials_file":
+        return json.dumps({"type": "service_account", "client_email": "stand-in@example.iam.gserviceaccount.com",
+                           "private_key_id": "stand-in", "private_key": secret})
+    return secret
+
+
 def check_config_binary(objects, binary):
     """`regrelay check-config` on the rendered file, with stand-ins for its secrets."""
     text = config_of(objects)
@@ -432,15 +490,18 @@ def check_config_binary(objects, binary):
     stand_in = "stand-in-secret-7f3a"
     with tempfile.TemporaryDirectory() as tmp:
         for i, auth in enumerate(auths_of(cfg)):
-            for key in ("password_file", "token_file"):
+            # Files regrelay reads at startup (a docker config and the federated and static
+            # Entra tokens are read when first used).
+            for key in ("password_file", "token_file", "credentials_file", "client_secret_file",
+                        "connection_string_file", "key_file"):
                 if key in auth:
                     local = os.path.join(tmp, f"secret-{i}-{key}")
                     with open(local, "w") as f:
-                        f.write(stand_in + "\n")
+                        f.write(stand_in_for(cfg, key, stand_in) + "\n")
                     text = text.replace(json.dumps(auth[key]), json.dumps(local))
-            for key in ("password_env", "token_env"):
+            for key in ENV_KEYS:
                 if key in auth:
-                    env[auth[key]] = stand_in
+                    env[auth[key]] = stand_in_for(cfg, key, stand_in)
         path = os.path.join(tmp, "config.toml")
         with open(path, "w") as f:
             f.write(text)
@@ -491,6 +552,23 @@ REFUSALS = [
     ("KEDA azure-servicebus without a queue or topic",
      {"keda": {"enabled": True, "trigger": "azure-servicebus", "azureServicebus": {"namespace": "ns"}}},
      "queueName"),
+    ("an inline Entra client secret (acr_entra)",
+     {"config": {"registries": [{"host": "r.azurecr.io", "auth": {
+         "kind": "acr_entra", "tenant": "t", "credential": "client_secret", "client_id": "c",
+         "client_secret": "s"}}]}},
+     "client_secret"),
+    ("an inline Service Bus connection string",
+     {"config": {"source": {"kind": "servicebus", "subscription": None, "namespace": "ns.servicebus.windows.net",
+                            "queue": "q", "auth": {"kind": "sas", "connection_string": "Endpoint=sb://..."}}}},
+     "connection_string"),
+    ("an inline Service Bus key",
+     {"config": {"source": {"kind": "servicebus", "subscription": None, "namespace": "ns.servicebus.windows.net",
+                            "queue": "q", "auth": {"kind": "sas", "key_name": "listen", "key": "k"}}}},
+     "'key'"),
+    ("a Service Bus topic whose subscription is still the Pub/Sub default",
+     {"config": {"source": {"kind": "servicebus", "namespace": "ns.servicebus.windows.net", "topic": "t",
+                            "auth": {"kind": "entra", "credential": "workload_identity"}}}},
+     "/config/source/subscription"),
 ]
 
 

@@ -111,12 +111,12 @@ Deployment; each failure names the values to change.
 {{- end }}
 {{- if .Values.keda.enabled }}
 {{- if eq .Values.keda.trigger "azure-servicebus" }}
-{{- $sb := .Values.keda.azureServicebus }}
+{{- $sb := include "regrelay.kedaServicebus" . | fromJson }}
 {{- if not $sb.namespace }}
-{{- fail "keda.azureServicebus.namespace is required for the azure-servicebus trigger" }}
+{{- fail "keda.azureServicebus.namespace is required for the azure-servicebus trigger unless config.source is a Service Bus source" }}
 {{- end }}
 {{- if eq (not $sb.queueName) (not (and $sb.topicName $sb.subscriptionName)) }}
-{{- fail "keda.azureServicebus: set either queueName, or topicName with subscriptionName" }}
+{{- fail "keda.azureServicebus: set either queueName, or topicName with subscriptionName (they default to config.source's queue, or topic and subscription, when it is a Service Bus source)" }}
 {{- end }}
 {{- else if eq .Values.keda.trigger "gcp-pubsub" }}
 {{- if and (not .Values.keda.gcpPubsub.subscriptionName) (ne (.Values.config.source.kind | toString) "pubsub") }}
@@ -128,6 +128,39 @@ Deployment; each failure names the values to change.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The azure-servicebus trigger's metadata as JSON: keda.azureServicebus, whose empty
+namespace, queueName, topicName and subscriptionName default to config.source when that is
+a Service Bus source. The namespace may be a name or a full host name; a host name's
+suffix picks KEDA's `cloud` (and `endpointSuffix` for a private cloud).
+*/}}
+{{- define "regrelay.kedaServicebus" -}}
+{{- $k := .Values.keda.azureServicebus }}
+{{- $src := .Values.config.source | default dict }}
+{{- $fromSource := eq ($src.kind | toString) "servicebus" }}
+{{- $host := $k.namespace | default (ternary ($src.namespace | default "") "" $fromSource) | lower }}
+{{- $out := dict "namespace" (regexReplaceAll "\\..*$" $host "") }}
+{{- $suffix := trimPrefix "." (trimPrefix (get $out "namespace") $host) }}
+{{- if eq $suffix "servicebus.chinacloudapi.cn" }}
+{{- $_ := set $out "cloud" "AzureChinaCloud" }}
+{{- else if eq $suffix "servicebus.usgovcloudapi.net" }}
+{{- $_ := set $out "cloud" "AzureUSGovernmentCloud" }}
+{{- else if and $suffix (ne $suffix "servicebus.windows.net") }}
+{{- $_ := set $out "cloud" "Private" }}
+{{- $_ := set $out "endpointSuffix" $suffix }}
+{{- end }}
+{{- if or $k.queueName $k.topicName }}
+{{- $_ := set $out "queueName" $k.queueName }}
+{{- $_ := set $out "topicName" $k.topicName }}
+{{- $_ := set $out "subscriptionName" $k.subscriptionName }}
+{{- else if $fromSource }}
+{{- $_ := set $out "queueName" ($src.queue | default "") }}
+{{- $_ := set $out "topicName" ($src.topic | default "") }}
+{{- $_ := set $out "subscriptionName" (ternary ($src.subscription | default "") "" (not (empty $src.topic))) }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}
 
 {{/* Volume mounts shared by the regrelay container and the check-config init container. */}}

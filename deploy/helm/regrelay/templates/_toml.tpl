@@ -12,8 +12,8 @@ numbers and booleans. Integral numbers print without a fraction (Helm holds valu
 float64), which regrelay's integer and float fields both accept. Null values are left out,
 so `key: null` in a values file drops a default.
 
-Inline secrets (`password`, `token`, `connection_string`, `key`) are refused here, at every
-depth, so no value can land in the ConfigMap.
+Inline secrets (`password`, `token`, `client_secret`, `connection_string`, `key`) are
+refused here, at every depth, so no value can land in the ConfigMap.
 */}}
 
 {{/* A key: bare when TOML allows it, else a quoted string. */}}
@@ -27,11 +27,12 @@ depth, so no value can land in the ConfigMap.
 
 {{/*
 Refuse a key that would put a secret into the ConfigMap. Argument: the key. Besides the
-registry credentials (`password`, `token`) this covers the inline forms of the Service Bus
-source's credentials (`connection_string`, `key`), whose `_file`/`_env` forms are the same.
+registry credentials (`password`, `token`) this covers the Entra ID client secret of
+`acr_entra` and `entra` auth (`client_secret`) and the Service Bus SAS credentials
+(`connection_string`, `key`); each has a `_file` and an `_env` form.
 */}}
 {{- define "regrelay.toml.noSecret" -}}
-{{- if has . (list "password" "token" "connection_string" "key") -}}
+{{- if has . (list "password" "token" "client_secret" "connection_string" "key") -}}
 {{- fail (printf "config: %q would put a secret into the ConfigMap; use %s_file with secretMounts or %s_env with env valueFrom.secretKeyRef" . . .) -}}
 {{- end -}}
 {{- end -}}
@@ -83,12 +84,27 @@ rendered elsewhere, e.g. `targets`).
 {{- end -}}
 {{- end -}}
 
+{{/*
+Keys of `config.source` left out of the file, as a JSON list: a Service Bus source without
+a topic drops a Pub/Sub subscription path (projects/...), which is values.yaml's default
+merged into a Service Bus source by Helm (a queue has no subscription). Argument: the
+source map.
+*/}}
+{{- define "regrelay.toml.sourceSkip" -}}
+{{- $s := . | default dict -}}
+{{- if and (eq ($s.kind | toString) "servicebus") (not $s.topic) (regexMatch "^projects/" ($s.subscription | default "" | toString)) -}}
+["subscription"]
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
 {{/* The whole file. Argument: the root context. */}}
 {{- define "regrelay.configToml" -}}
 {{- $c := .Values.config -}}
 # Rendered by the regrelay Helm chart from the `config` value; edit the values, not this file.
 [source]
-{{- include "regrelay.toml.keys" (dict "table" $c.source "skip" list) }}
+{{- include "regrelay.toml.keys" (dict "table" $c.source "skip" (include "regrelay.toml.sourceSkip" $c.source | fromJsonArray)) }}
 
 [pipeline]
 {{- include "regrelay.toml.keys" (dict "table" $c.pipeline "skip" list) }}
