@@ -6,52 +6,19 @@ mod support;
 
 use std::time::Duration;
 
-use regrelay::config::Auth;
-use regrelay::oci::Locator;
-use regrelay::registry::{HttpRegistry, Registry};
 use support::image;
-use support::{Action, Daemon, FaultProxy, Method, PubSubEmulator, Rule, TestRegistry};
+use support::{
+    Action, COPIES, Daemon, FaultProxy, LONG, Method, PubSubEmulator, Registries, Rule, SETTLED, mirror_config,
+    tag_digest,
+};
 
 const TOPIC: &str = "gcr";
 const SUB: &str = "regrelay";
 
-/// A config with `source` and one rule mirroring everything of `src` to
-/// `dst/mirror/{repository}` (push and delete; digest-only pushes replicated).
-fn config(source: &str, src: &str, dst: &str, pipeline_extra: &str) -> String {
-    format!(
-        r#"
-{source}
-
-[pipeline]
-workers = 4
-shutdown_grace_secs = 4
-pause_min_secs = 1
-pause_max_secs = 2
-{pipeline_extra}
-
-[admin]
-listen = "{{ADMIN}}"
-
-[registries."{src}"]
-read_timeout_secs = 5
-retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
-
-[registries."{dst}"]
-read_timeout_secs = 5
-retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
-
-[[rules]]
-name = "mirror"
-source_registry = "{src}"
-repository = "**"
-actions = ["push", "delete"]
-untagged = "replicate"
-
-[[rules.targets]]
-registry = "{dst}"
-repository = "mirror/{{repository}}"
-"#
-    )
+/// The daemon config: `source` and the rule mirroring everything of `src` to
+/// `dst/mirror/{repository}`, with a 5 s read timeout.
+fn config(source: &str, src: &str, dst: &str) -> String {
+    mirror_config(source, src, dst, 5)
 }
 
 fn pubsub_source(emu: &PubSubEmulator) -> String {
@@ -76,19 +43,6 @@ fn ar_insert(host: &str, repo: &str, tag: Option<&str>, digest: &str) -> Vec<u8>
     serde_json::to_vec(&v).unwrap()
 }
 
-async fn tag_digest(reg: &HttpRegistry, repo: &str, tag: &str) -> Option<String> {
-    reg.head_manifest(repo, &Locator::Tag(tag.into()))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|h| h.digest)
-        .map(|d| d.to_string())
-}
-
-const SETTLED: &str = "regrelay_messages_settled_total";
-const COPIES: &str = "regrelay_copies_total";
-const LONG: Duration = Duration::from_secs(60);
-
 /// Emulator + topic + subscription with a 10 s ack deadline.
 async fn emulator() -> PubSubEmulator {
     let emu = PubSubEmulator::start().await;
@@ -101,12 +55,10 @@ async fn emulator() -> PubSubEmulator {
 async fn pubsub_event_is_replicated_verified_and_acked() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "1.0", 200_000, 1).await;
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
 
     emu.publish(
         TOPIC,
@@ -135,11 +87,10 @@ async fn pubsub_event_is_replicated_verified_and_acked() {
 async fn fifty_duplicates_of_one_digest_make_exactly_one_copy() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, .. } = Registries::start().await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "2.0", 300_000, 2).await;
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
 
     let msg = ar_insert(&src.host(), "team/app", Some("2.0"), &img.digest.to_string());
     emu.publish_many(TOPIC, &vec![msg; 50]).await;
@@ -159,11 +110,9 @@ async fn fifty_duplicates_of_one_digest_make_exactly_one_copy() {
 async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "3.0", 100_000, 3).await;
     // Every manifest PUT at the target fails with 503 for the first 6 tries: more than
     // the in-process retries, so the message must go back to Pub/Sub and return.
@@ -173,7 +122,7 @@ async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
             .path_contains("/manifests/")
             .times(6),
     );
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &proxy.host(), "")).await;
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &proxy.host())).await;
 
     emu.publish(
         TOPIC,
@@ -206,11 +155,9 @@ async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
 async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/big", "1", 8 << 20, 4).await;
     // The first blob GET from the source hangs: the copy is in flight when we kill.
     proxy.add_rule(
@@ -221,7 +168,7 @@ async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
         .path_contains("/blobs/")
         .times(1),
     );
-    let cfg = config(&pubsub_source(&emu), &proxy.host(), &dst.host(), "");
+    let cfg = config(&pubsub_source(&emu), &proxy.host(), &dst.host());
     let mut daemon = Daemon::start(&cfg).await;
     emu.publish(
         TOPIC,
@@ -252,13 +199,13 @@ async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
 async fn malformed_and_hostile_messages_are_rejected_without_contact() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, .. } = Registries::start().await;
     let emu = emulator().await;
     // A host we own but did not configure: it must never see a connection.
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     stranger.set_nonblocking(true).unwrap();
     let stranger_host = stranger.local_addr().unwrap().to_string();
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
 
     let digest = format!("sha256:{}", "a".repeat(64));
     let bad: Vec<Vec<u8>> = vec![
@@ -290,11 +237,9 @@ async fn malformed_and_hostile_messages_are_rejected_without_contact() {
 async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let quick = image::push_simple(&s, "team/quick", "1", 50_000, 5).await;
     let stuck = image::push_simple(&s, "team/stuck", "1", 50_000, 6).await;
     // team/quick's blobs take 1 s each (finishes inside the 4 s grace period); team/stuck's
@@ -314,7 +259,7 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
         .method(Method::GET)
         .path_contains("team/stuck/blobs/"),
     );
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &proxy.host(), &dst.host(), "")).await;
+    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &proxy.host(), &dst.host())).await;
     emu.publish(
         TOPIC,
         &ar_insert(&proxy.host(), "team/quick", Some("1"), &quick.digest.to_string()),
@@ -358,14 +303,12 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
 async fn out_of_order_tag_events_never_move_the_target_tag_back() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let old = image::push_simple(&s, "team/app", "stable", 40_000, 7).await;
     let new = image::push_simple(&s, "team/app", "stable", 40_000, 8).await;
     assert_ne!(old.digest, new.digest);
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host(), "")).await;
+    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
     // The newer event arrives first, the older one second.
     emu.publish(
         TOPIC,
@@ -395,9 +338,7 @@ async fn out_of_order_tag_events_never_move_the_target_tag_back() {
 #[tokio::test]
 async fn file_source_backfill_verifies_each_line_and_reports_failures() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let a = image::push_simple(&s, "team/a", "1", 30_000, 9).await;
     let b = image::push_simple(&s, "team/b", "2", 30_000, 10).await;
     let dir = tempfile::tempdir().unwrap();
@@ -413,7 +354,7 @@ async fn file_source_backfill_verifies_each_line_and_reports_failures() {
     let cfg_path = dir.path().join("regrelay.toml");
     std::fs::write(
         &cfg_path,
-        config(&source, &src.host(), &dst.host(), "").replace("{ADMIN}", "127.0.0.1:0"),
+        config(&source, &src.host(), &dst.host()).replace("{ADMIN}", "127.0.0.1:0"),
     )
     .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
@@ -446,7 +387,7 @@ async fn bad_config_exits_64_naming_file_and_line() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        config("[source]\nkind = \"file\"", "127.0.0.1:1", "127.0.0.1:2", "")
+        config("[source]\nkind = \"file\"", "127.0.0.1:1", "127.0.0.1:2")
             .replace("{ADMIN}", "127.0.0.1:0")
             .replace("registry = \"127.0.0.1:2\"", "registry = \"unknown.example\""),
     )
@@ -482,16 +423,14 @@ async fn wait_readyz(daemon: &Daemon, want: u16, within: Duration) {
 async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
     let emu = emulator().await;
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "4.0", 50_000, 11).await;
     proxy.set_down(true);
     // A silent target: 1 s read timeout, Systemic after 1 s without any answer.
     let target_section = format!("[registries.\"{}\"]\nread_timeout_secs = 5\n", proxy.host());
-    let cfg = config(&pubsub_source(&emu), &src.host(), &proxy.host(), "").replace(
+    let cfg = config(&pubsub_source(&emu), &src.host(), &proxy.host()).replace(
         &target_section,
         &format!(
             "[registries.\"{}\"]\nread_timeout_secs = 1\nunreachable_after_secs = 1\n",

@@ -8,21 +8,16 @@ mod support;
 
 use std::time::Duration;
 
-use regrelay::config::Auth;
-use regrelay::oci::Locator;
-use regrelay::registry::{HttpRegistry, Registry};
 use support::image;
 use support::{
-    Action, Daemon, EntityOptions, FaultProxy, Method, NAMESPACE, Right, Rule, ServiceBusServer, TestRegistry,
+    Action, COPIES, Daemon, EntityOptions, FaultProxy, LONG, Method, NAMESPACE, Registries, Right, Rule, SETTLED,
+    ServiceBusServer, mirror_config, tag_digest,
 };
 use tempfile::TempDir;
 
 const Q: &str = "acr-events";
 const RULE: &str = "regrelay-listen";
-const SETTLED: &str = "regrelay_messages_settled_total";
-const COPIES: &str = "regrelay_copies_total";
 const LOCK_LOST: &str = "regrelay_lock_lost_total";
-const LONG: Duration = Duration::from_secs(60);
 const ARM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/example-rg/providers/Microsoft.ContainerRegistry/registries/exampleregistry";
 
 /// The two event schemas an Event Grid subscription can deliver.
@@ -96,41 +91,11 @@ auth = {{ kind = "sas", key_name = "{RULE}", key_file = "{}" }}
     )
 }
 
-/// The daemon config: `source`, and one rule mirroring everything of `src` to
-/// `dst/mirror/{repository}`.
+/// The daemon config: `source` and the rule mirroring everything of `src` to
+/// `dst/mirror/{repository}`, with a 10 s read timeout (some tests stall a blob GET
+/// for up to 6 s).
 fn config(source: &str, src: &str, dst: &str) -> String {
-    format!(
-        r#"
-{source}
-
-[pipeline]
-workers = 4
-shutdown_grace_secs = 4
-pause_min_secs = 1
-pause_max_secs = 2
-
-[admin]
-listen = "{{ADMIN}}"
-
-[registries."{src}"]
-read_timeout_secs = 10
-retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
-
-[registries."{dst}"]
-read_timeout_secs = 10
-retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
-
-[[rules]]
-name = "mirror"
-source_registry = "{src}"
-repository = "**"
-untagged = "replicate"
-
-[[rules.targets]]
-registry = "{dst}"
-repository = "mirror/{{repository}}"
-"#
-    )
+    mirror_config(source, src, dst, 10)
 }
 
 /// A server with the queue and the daemon's Listen rule; returns it and the rule's key.
@@ -149,22 +114,11 @@ async fn broker(lock: Duration, max_delivery_count: u32) -> (ServiceBusServer, S
     (sb, key)
 }
 
-async fn tag_digest(reg: &HttpRegistry, repo: &str, tag: &str) -> Option<String> {
-    reg.head_manifest(repo, &Locator::Tag(tag.into()))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|h| h.digest)
-        .map(|d| d.to_string())
-}
-
 async fn push_is_replicated_verified_and_completed(schema: Schema) {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let (sb, key) = broker(Duration::from_secs(60), 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "1.0", 200_000, 1).await;
     let mut daemon = Daemon::start(&config(&source(&sb, &dir, &key, ""), &src.host(), &dst.host())).await;
 
@@ -222,12 +176,10 @@ async fn cloudevents_push_is_replicated_verified_and_completed() {
 
 async fn failing_target_is_abandoned_redelivered_and_finally_replicated(schema: Schema) {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
     let (sb, key) = broker(Duration::from_secs(60), 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "3.0", 100_000, 3).await;
     // More 503s on the manifest PUT than one delivery's in-process retries absorb.
     proxy.add_rule(
@@ -273,12 +225,10 @@ async fn cloudevents_failing_target_is_abandoned_redelivered_and_finally_replica
 
 async fn copy_outlasting_the_lock_keeps_it_renewed_and_runs_once(schema: Schema) {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
     let (sb, key) = broker(Duration::from_secs(2), 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/slow", "1", 100_000, 4).await;
     // The first blob GET takes 5 s: two and a half lock durations.
     proxy.add_rule(
@@ -331,11 +281,9 @@ async fn cloudevents_copy_outlasting_the_lock_keeps_it_renewed_and_runs_once() {
 
 async fn poison_is_dead_lettered_after_max_deliveries_and_the_daemon_keeps_going(schema: Schema) {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let (sb, key) = broker(Duration::from_secs(60), 3).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "5.0", 50_000, 5).await;
     let mut daemon = Daemon::start(&config(&source(&sb, &dir, &key, ""), &src.host(), &dst.host())).await;
 
@@ -398,7 +346,7 @@ async fn cloudevents_poison_is_dead_lettered_after_max_deliveries_and_the_daemon
 #[tokio::test]
 async fn reject_complete_drops_a_permanent_failure_at_once_and_counts_it() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, .. } = Registries::start().await;
     let (sb, key) = broker(Duration::from_secs(60), 3).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
@@ -420,12 +368,10 @@ async fn reject_complete_drops_a_permanent_failure_at_once_and_counts_it() {
 #[tokio::test]
 async fn lost_lock_is_counted_and_the_message_is_processed_again() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
     let (sb, key) = broker(Duration::from_secs(2), 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/lost", "1", 50_000, 6).await;
     proxy.add_rule(
         Rule::new(Action::Stall {
@@ -470,10 +416,9 @@ async fn lost_lock_is_counted_and_the_message_is_processed_again() {
 #[tokio::test]
 async fn refused_credentials_make_the_daemon_unready_until_the_key_is_valid() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, .. } = Registries::start().await;
     let (sb, _) = broker(Duration::from_secs(60), 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = image::client(&src.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "7.0", 20_000, 7).await;
     let wrong = "definitely-wrong-s3cr3t";
     let daemon = Daemon::start(&config(&source(&sb, &dir, wrong, ""), &src.host(), &dst.host())).await;
@@ -514,7 +459,7 @@ async fn refused_credentials_make_the_daemon_unready_until_the_key_is_valid() {
 #[tokio::test]
 async fn topic_subscription_with_a_connection_string_file() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let sb = ServiceBusServer::start().await;
     sb.create_topic("acr");
     sb.create_subscription("acr", "regrelay", EntityOptions::default());
@@ -531,8 +476,6 @@ async fn topic_subscription_with_a_connection_string_file() {
         sb.url(),
         cs.display()
     );
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "8.0", 20_000, 8).await;
     let daemon = Daemon::start(&config(&source, &src.host(), &dst.host())).await;
     let body = pushed(
@@ -568,7 +511,7 @@ async fn topic_subscription_with_a_connection_string_file() {
 #[tokio::test]
 async fn entra_bearer_tokens_from_a_token_file() {
     support::registry_bin_or_skip!();
-    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let Registries { src, dst, s, d } = Registries::start().await;
     let (sb, _) = broker(Duration::from_secs(60), 10).await;
     let token = format!("entra-access-token-{:016x}", fastrand::u64(..));
     sb.accept_bearer(&token);
@@ -580,8 +523,6 @@ async fn entra_bearer_tokens_from_a_token_file() {
         sb.url(),
         token_file.display()
     );
-    let s = image::client(&src.host(), Auth::Anonymous);
-    let d = image::client(&dst.host(), Auth::Anonymous);
     let img = image::push_simple(&s, "team/app", "9.0", 20_000, 9).await;
     let daemon = Daemon::start(&config(&source, &src.host(), &dst.host())).await;
     let body = pushed(

@@ -1,7 +1,10 @@
 //! `Daemon`: the real `regrelay run` binary as a child process, for end-to-end tests.
 //!
 //! Role: write a config file, start the binary with it (stderr to a log file), find its
-//! admin port, read `/metrics` and `/readyz`, and stop it with SIGTERM or SIGKILL.
+//! admin port, read `/metrics` and `/readyz`, and stop it with SIGTERM or SIGKILL. Also
+//! the setup the end-to-end tests share: two registries with clients ([`Registries`]),
+//! a config mirroring one onto the other ([`mirror_config`]), [`tag_digest`] and the
+//! metric names they wait on.
 //!
 //! Must never: bind anything but loopback or sleep for a fixed time to wait for a state
 //! (every wait polls with a deadline and prints the daemon's log when it expires).
@@ -11,9 +14,91 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use regrelay::config::Auth;
+use regrelay::oci::Locator;
+use regrelay::registry::{HttpRegistry, Registry};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use super::image;
+use super::registry::TestRegistry;
+
+/// `regrelay_messages_settled_total`, by `outcome` (`acked`, `nacked`, `rejected`).
+pub const SETTLED: &str = "regrelay_messages_settled_total";
+/// `regrelay_copies_total`, by `outcome` and `error_class`.
+pub const COPIES: &str = "regrelay_copies_total";
+/// How long an end-to-end test waits for a state before it fails.
+pub const LONG: Duration = Duration::from_secs(60);
+
+/// A daemon config: `source`, then a quick `[pipeline]`, `[admin]` on `{ADMIN}`, the
+/// registries `src` and `dst` (`read_timeout_secs`, two quick attempts) and one rule
+/// mirroring everything of `src` to `dst/mirror/{repository}` (push and delete;
+/// digest-only pushes replicated).
+pub fn mirror_config(source: &str, src: &str, dst: &str, read_timeout_secs: u64) -> String {
+    format!(
+        r#"
+{source}
+
+[pipeline]
+workers = 4
+shutdown_grace_secs = 4
+pause_min_secs = 1
+pause_max_secs = 2
+
+[admin]
+listen = "{{ADMIN}}"
+
+[registries."{src}"]
+read_timeout_secs = {read_timeout_secs}
+retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
+
+[registries."{dst}"]
+read_timeout_secs = {read_timeout_secs}
+retry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200, max_retry_after_secs = 1 }}
+
+[[rules]]
+name = "mirror"
+source_registry = "{src}"
+repository = "**"
+actions = ["push", "delete"]
+untagged = "replicate"
+
+[[rules.targets]]
+registry = "{dst}"
+repository = "mirror/{{repository}}"
+"#
+    )
+}
+
+/// The digest `repo:tag` names in `reg`; `None` if it is absent (or the HEAD failed).
+pub async fn tag_digest(reg: &HttpRegistry, repo: &str, tag: &str) -> Option<String> {
+    reg.head_manifest(repo, &Locator::Tag(tag.into()))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|h| h.digest)
+        .map(|d| d.to_string())
+}
+
+/// A source and a target registry, each with an anonymous client (`s` for `src`, `d`
+/// for `dst`). Start it after `registry_bin_or_skip!()`.
+pub struct Registries {
+    pub src: TestRegistry,
+    pub dst: TestRegistry,
+    pub s: HttpRegistry,
+    pub d: HttpRegistry,
+}
+
+impl Registries {
+    /// Start both registries (empty) and their clients.
+    pub async fn start() -> Registries {
+        let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+        let s = image::client(&src.host(), Auth::Anonymous);
+        let d = image::client(&dst.host(), Auth::Anonymous);
+        Registries { src, dst, s, d }
+    }
+}
 
 /// A running `regrelay run`.
 pub struct Daemon {

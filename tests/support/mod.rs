@@ -33,7 +33,7 @@ mod token;
 
 // Each test binary uses only some of these names.
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
-pub use daemon::{Daemon, free_port, sample_sum};
+pub use daemon::{COPIES, Daemon, LONG, Registries, SETTLED, free_port, mirror_config, sample_sum, tag_digest};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use proxy::{Action, FaultProxy, Rule, Seen};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]

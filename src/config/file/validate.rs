@@ -18,10 +18,11 @@ use super::{
 };
 use crate::config::{
     Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig, RejectMode, Rule,
-    RuleTarget, SecretSource, SourceConfig, Untagged,
+    RuleTarget, Secret, SecretSource, SourceConfig, Untagged,
 };
 
 mod cloud_auth;
+mod entra;
 mod servicebus;
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -383,18 +384,8 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
         AuthKind::DockerConfig => &["path"],
         AuthKind::IdentityToken => &["token_env", "token_file", "token"],
         AuthKind::Google => &["credentials_file"],
-        // Which of these apply depends on `credential`: checked in `cloud_auth`.
-        AuthKind::AcrEntra => &[
-            "tenant",
-            "client_id",
-            "client_secret_env",
-            "client_secret_file",
-            "client_secret",
-            "federated_token_file",
-            "token_file",
-            "authority_host",
-            "scope",
-        ],
+        // Which of these apply depends on `credential` (itself checked just below).
+        AuthKind::AcrEntra => entra::KEYS,
     };
     if let Some(c) = a.credential.as_ref().filter(|_| kind != AuthKind::AcrEntra) {
         return invalid(
@@ -412,53 +403,14 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
             );
         }
     }
-    // Exactly one of the secret's sources, resolved now so a bad name fails at startup.
-    let secret = |what: &str,
-                  env: &Option<Spanned<String>>,
-                  file: &Option<Spanned<String>>,
-                  inline: &Option<Spanned<String>>| {
-        let given: Vec<_> = [
-            (format!("{what}_env"), env),
-            (format!("{what}_file"), file),
-            (what.to_owned(), inline),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect();
-        let (key, value) = match given.as_slice() {
-            [one] => one,
-            [] => {
-                return invalid(
-                    span.clone(),
-                    format!("{path}.{what}_env"),
-                    format!("kind = {kind_name:?} needs one of {what}_env, {what}_file or {what}"),
-                );
-            }
-            [_, (key, v), ..] => {
-                return invalid(
-                    v.span(),
-                    format!("{path}.{key}"),
-                    format!("give only one of {what}_env, {what}_file and {what}"),
-                );
-            }
-        };
-        let field = format!("{path}.{key}");
-        let source = if *key == what {
-            SecretSource::Inline(crate::config::Secret::new(value.get_ref()))
-        } else if value.get_ref().is_empty() {
-            return invalid(value.span(), field, "must not be empty");
-        } else if key.ends_with("_env") {
-            SecretSource::Env(value.get_ref().clone())
-        } else {
-            SecretSource::File(PathBuf::from(value.get_ref()))
-        };
-        let resolved = source
-            .resolve(&format!("{path}.{what}"))
-            .map_err(|e| Problem::new(value.span(), &field, e.to_string()))?;
-        if resolved.is_empty() {
-            return invalid(value.span(), field, format!("the {what} is empty"));
-        }
-        Ok(resolved)
+    // Exactly one of the secret's sources.
+    let secret = |what: &str, sources: [&Option<Spanned<String>>; 3]| match given_secret(path, what, sources)? {
+        Some((secret, _, _)) => Ok(secret),
+        None => invalid(
+            span.clone(),
+            format!("{path}.{what}_env"),
+            format!("kind = {kind_name:?} needs one of {what}_env, {what}_file or {what}"),
+        ),
     };
     Ok(match kind {
         AuthKind::Anonymous => Auth::Anonymous,
@@ -468,7 +420,7 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
                 Some(u) => return invalid(u.span(), format!("{path}.username"), "must not be empty"),
                 None => return invalid(span, format!("{path}.username"), "required when kind = \"basic\""),
             };
-            let password = secret("password", &a.password_env, &a.password_file, &a.password)?;
+            let password = secret("password", [&a.password_env, &a.password_file, &a.password])?;
             Auth::Basic { username, password }
         }
         AuthKind::DockerConfig => match a.path {
@@ -478,17 +430,57 @@ fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
             Some(p) => return invalid(p.span(), format!("{path}.path"), "must not be empty"),
             None => return invalid(span, format!("{path}.path"), "required when kind = \"docker_config\""),
         },
-        AuthKind::IdentityToken => Auth::IdentityToken(secret("token", &a.token_env, &a.token_file, &a.token)?),
+        AuthKind::IdentityToken => Auth::IdentityToken(secret("token", [&a.token_env, &a.token_file, &a.token])?),
         AuthKind::Google => cloud_auth::google(&a, path)?,
         AuthKind::AcrEntra => cloud_auth::acr_entra(&a, span.clone(), path, || {
             secret(
                 "client_secret",
-                &a.client_secret_env,
-                &a.client_secret_file,
-                &a.client_secret,
+                [&a.client_secret_env, &a.client_secret_file, &a.client_secret],
             )
         })?,
     })
+}
+
+/// The secret given by at most one of `WHAT_env`, `WHAT_file` and `WHAT` (`sources`, in
+/// that order) of the table at `path`, resolved now so a bad name fails at startup, with
+/// the key it came from and that key's span; `None` if none is given.
+fn given_secret(
+    path: &str,
+    what: &str,
+    sources: [&Option<Spanned<String>>; 3],
+) -> Result<Option<(Secret, String, Range<usize>)>> {
+    let keys = [format!("{what}_env"), format!("{what}_file"), what.to_owned()];
+    let mut given = keys
+        .into_iter()
+        .zip(sources)
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)));
+    let Some((key, value)) = given.next() else {
+        return Ok(None);
+    };
+    if let Some((other, v)) = given.next() {
+        return invalid(
+            v.span(),
+            format!("{path}.{other}"),
+            format!("give only one of {what}_env, {what}_file and {what}"),
+        );
+    }
+    let field = format!("{path}.{key}");
+    let source = if key == what {
+        SecretSource::Inline(Secret::new(value.get_ref()))
+    } else if value.get_ref().is_empty() {
+        return invalid(value.span(), field, "must not be empty");
+    } else if key.ends_with("_env") {
+        SecretSource::Env(value.get_ref().clone())
+    } else {
+        SecretSource::File(PathBuf::from(value.get_ref()))
+    };
+    let resolved = source
+        .resolve(&format!("{path}.{what}"))
+        .map_err(|e| Problem::new(value.span(), &field, e.to_string()))?;
+    if resolved.is_empty() {
+        return invalid(value.span(), field, format!("the {what} is empty"));
+    }
+    Ok(Some((resolved, key, value.span())))
 }
 
 fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> {

@@ -5,18 +5,16 @@
 //! variable or file only), or accept plain HTTP to anything but loopback.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::{
-    Problem, RawEntraCredential, RawReject, RawServiceBusAuth, RawServiceBusReject, RawSource, ServiceBusAuthKind,
-};
-use super::{Result, invalid, ranged};
+use super::super::{Problem, RawReject, RawServiceBusAuth, RawServiceBusReject, RawSource, ServiceBusAuthKind};
+use super::entra::{EntraKeys, EntraUse};
+use super::{Result, given_secret, invalid, ranged};
 use crate::config::{
-    ENTRA_AUTHORITY_HOST, EntraConfig, EntraCredential, RejectMode, SERVICEBUS_ENTRA_SCOPE as DEFAULT_SCOPE, Secret,
-    SecretSource, ServiceBusAuth, ServiceBusConfig, ServiceBusEntity, is_loopback_host,
+    RejectMode, SERVICEBUS_ENTRA_SCOPE as DEFAULT_SCOPE, Secret, ServiceBusAuth, ServiceBusConfig, ServiceBusEntity,
+    is_loopback_host,
 };
 
 const NAMESPACE_HINT: &str = "use the full host name, e.g. \"example.servicebus.windows.net\" (Azure China: \
@@ -224,21 +222,7 @@ fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntit
                 "key",
             ],
         ),
-        ServiceBusAuthKind::Entra => (
-            "entra",
-            &[
-                "credential",
-                "tenant",
-                "client_id",
-                "client_secret_env",
-                "client_secret_file",
-                "client_secret",
-                "federated_token_file",
-                "token_file",
-                "authority_host",
-                "scope",
-            ],
-        ),
+        ServiceBusAuthKind::Entra => ("entra", super::entra::KEYS),
     };
     for (key, at) in all {
         if let Some(at) = at.filter(|_| !allowed.contains(&key)) {
@@ -252,7 +236,8 @@ fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntit
     if kind == ServiceBusAuthKind::Entra {
         return entra(&a, span);
     }
-    let conn = secret(
+    let conn = given_secret(
+        "source.auth",
         "connection_string",
         [
             &a.connection_string_env,
@@ -260,7 +245,7 @@ fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntit
             &a.connection_string,
         ],
     )?;
-    let key = secret("key", [&a.key_env, &a.key_file, &a.key])?;
+    let key = given_secret("source.auth", "key", [&a.key_env, &a.key_file, &a.key])?;
     match (conn, key, &a.key_name) {
         (Some((value, field, at)), None, None) => connection_string(value.expose(), namespace, entity)
             .map_err(|m| Problem::new(at, format!("source.auth.{field}"), m)),
@@ -293,146 +278,46 @@ fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntit
 /// with the tenant optional (workload identity reads `AZURE_TENANT_ID`, managed identity
 /// needs none) and the Service Bus scope as the default.
 fn entra(a: &RawServiceBusAuth, span: Range<usize>) -> Result<ServiceBusAuth> {
-    use RawEntraCredential::{ClientSecret, ManagedIdentity, StaticTokenFile, WorkloadIdentity};
-    let f = |k: &str| format!("source.auth.{k}");
-    let Some(credential) = &a.credential else {
-        return invalid(
-            span,
-            f("credential"),
-            "required when kind = \"entra\": \"workload_identity\", \"managed_identity\", \"client_secret\" \
-             or \"static_token_file\"",
-        );
+    let keys = EntraKeys {
+        credential: &a.credential,
+        tenant: &a.tenant,
+        client_id: &a.client_id,
+        client_secret_env: &a.client_secret_env,
+        client_secret_file: &a.client_secret_file,
+        client_secret: &a.client_secret,
+        federated_token_file: &a.federated_token_file,
+        token_file: &a.token_file,
+        authority_host: &a.authority_host,
+        scope: &a.scope,
     };
-    let (name, allowed): (&str, &[&str]) = match credential.get_ref() {
-        WorkloadIdentity => ("workload_identity", &["client_id", "federated_token_file"]),
-        ManagedIdentity => ("managed_identity", &["client_id"]),
-        ClientSecret => (
-            "client_secret",
-            &["client_id", "client_secret_env", "client_secret_file", "client_secret"],
-        ),
-        StaticTokenFile => ("static_token_file", &["token_file"]),
+    let of = EntraUse {
+        path: "source.auth",
+        kind: "entra",
+        tenant_required: None,
+        default_scope: DEFAULT_SCOPE,
     };
-    let specific = [
-        ("client_id", &a.client_id),
-        ("client_secret_env", &a.client_secret_env),
-        ("client_secret_file", &a.client_secret_file),
-        ("client_secret", &a.client_secret),
-        ("federated_token_file", &a.federated_token_file),
-        ("token_file", &a.token_file),
-    ];
-    for (key, value) in specific {
-        if let Some(v) = value.as_ref().filter(|_| !allowed.contains(&key)) {
-            return invalid(v.span(), f(key), format!("does not apply to credential = {name:?}"));
-        }
-    }
-    let text = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>> {
-        match v {
-            Some(s) if s.get_ref().trim().is_empty() => invalid(s.span(), f(key), "must not be empty"),
-            Some(s) => Ok(Some(s.get_ref().trim().to_owned())),
-            None => Ok(None),
+    let client_secret = || {
+        let sources = [&a.client_secret_env, &a.client_secret_file, &a.client_secret];
+        match given_secret("source.auth", "client_secret", sources)? {
+            Some((secret, _, _)) => Ok(secret),
+            None => invalid(
+                span.clone(),
+                "source.auth.client_secret_env",
+                "credential = \"client_secret\" needs one of client_secret_env, client_secret_file or \
+                 client_secret",
+            ),
         }
     };
-    let client_id = text(&a.client_id, "client_id")?;
-    let credential = match credential.get_ref() {
-        WorkloadIdentity => EntraCredential::WorkloadIdentity {
-            client_id,
-            token_file: text(&a.federated_token_file, "federated_token_file")?.map(PathBuf::from),
-        },
-        ManagedIdentity => EntraCredential::ManagedIdentity { client_id },
-        ClientSecret => {
-            let Some(client_id) = client_id else {
-                return invalid(span, f("client_id"), "required when credential = \"client_secret\"");
-            };
-            let sources = [&a.client_secret_env, &a.client_secret_file, &a.client_secret];
-            let Some((secret, _, _)) = secret("client_secret", sources)? else {
-                return invalid(
-                    span,
-                    f("client_secret_env"),
-                    "credential = \"client_secret\" needs one of client_secret_env, client_secret_file or \
-                     client_secret",
-                );
-            };
-            EntraCredential::ClientSecret { client_id, secret }
-        }
-        StaticTokenFile => match text(&a.token_file, "token_file")? {
-            Some(p) => EntraCredential::StaticTokenFile { path: PathBuf::from(p) },
-            None => {
-                return invalid(
-                    span,
-                    f("token_file"),
-                    "required when credential = \"static_token_file\"",
-                );
-            }
-        },
-    };
-    let entra = EntraConfig {
-        tenant: text(&a.tenant, "tenant")?,
-        credential,
-        authority_host: text(&a.authority_host, "authority_host")?.map_or_else(
-            || ENTRA_AUTHORITY_HOST.to_owned(),
-            |h| h.trim_end_matches('/').to_owned(),
-        ),
-    };
-    if let Err(e) = entra.validate() {
-        let (key, reason) = match e {
-            crate::config::Error::Invalid { field, reason } => (field, reason),
-            other => ("credential".to_owned(), other.to_string()),
-        };
-        let at = match key.as_str() {
-            "authority_host" => a.authority_host.as_ref(),
-            "tenant" => a.tenant.as_ref(),
-            "client_id" => a.client_id.as_ref(),
-            _ => None,
-        };
-        return invalid(at.map_or(span, Spanned::span), f(&key), reason);
-    }
-    let scope = text(&a.scope, "scope")?.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+    let (entra, scope) = super::entra::entra(&keys, &of, span.clone(), client_secret)?;
     if !scope.starts_with("https://") || scope.len() <= "https://".len() || scope.contains(char::is_whitespace) {
         let at = a.scope.as_ref().map_or(span, Spanned::span);
         return invalid(
             at,
-            f("scope"),
+            "source.auth.scope",
             format!("must be an https:// scope such as {DEFAULT_SCOPE:?}"),
         );
     }
     Ok(ServiceBusAuth::Entra { entra, scope })
-}
-
-/// The secret given by at most one of `[WHAT_env, WHAT_file, WHAT]`, resolved now, with
-/// the key it came from and its span.
-fn secret(what: &str, sources: [&Option<Spanned<String>>; 3]) -> Result<Option<(Secret, String, Range<usize>)>> {
-    let keys = [format!("{what}_env"), format!("{what}_file"), what.to_owned()];
-    let mut given = keys
-        .into_iter()
-        .zip(sources)
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)));
-    let Some((key, value)) = given.next() else {
-        return Ok(None);
-    };
-    if let Some((other, v)) = given.next() {
-        return invalid(
-            v.span(),
-            format!("source.auth.{other}"),
-            format!("give only one of {what}_env, {what}_file and {what}"),
-        );
-    }
-    let field = format!("source.auth.{key}");
-    let source = if key == what {
-        SecretSource::Inline(Secret::new(value.get_ref()))
-    } else if value.get_ref().is_empty() {
-        return invalid(value.span(), field, "must not be empty");
-    } else if key.ends_with("_env") {
-        SecretSource::Env(value.get_ref().clone())
-    } else {
-        SecretSource::File(PathBuf::from(value.get_ref()))
-    };
-    let resolved = source
-        .resolve(&format!("source.auth.{what}"))
-        .map_err(|e| Problem::new(value.span(), &field, e.to_string()))?;
-    if resolved.is_empty() {
-        return invalid(value.span(), field, format!("the {what} is empty"));
-    }
-    Ok(Some((resolved, key, value.span())))
 }
 
 /// `Endpoint=sb://NAMESPACE/;SharedAccessKeyName=NAME;SharedAccessKey=KEY[;EntityPath=E]`,
