@@ -17,6 +17,9 @@
 # Environment:
 #   BENCH_QUICK=1       small sizes (200 messages / 20 digests / 8 repositories / 10 latency)
 #   BENCH_TMPDIR=DIR    where registry storage goes (default: $TMPDIR or /tmp)
+#   BENCH_WAIT_QUIET=S  before each phase, wait up to S seconds until no compiler, test binary,
+#                       other registry or emulator has run for 5 s (default 0: do not wait);
+#                       each phase records whether such processes ran during it
 #   BENCH_ARGS="..."    extra arguments for scripts/bench_daemon.py (see its --help)
 #   REGRELAY_BIN=PATH   benchmark this binary instead of building target/release/regrelay
 #                       (e.g. one built from a clean `git archive` of a commit)
@@ -53,6 +56,9 @@ fi
 args=(--regrelay "$REGRELAY" --out "$ROOT/bench-out")
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
     args+=(--messages 200 --digests 20 --repos 8 --latency-n 10)
+fi
+if [[ -n ${BENCH_WAIT_QUIET:-} ]]; then
+    args+=(--wait-quiet "$BENCH_WAIT_QUIET")
 fi
 if [[ -n ${BENCH_TMPDIR:-${TMPDIR:-}} ]]; then
     args+=(--tmp "${BENCH_TMPDIR:-$TMPDIR}")

@@ -16,9 +16,11 @@ Phases, each tool against its own fresh target registry (same source registry):
            small image not yet at the target; latency = publish returned -> the message
            settled (regrelay: its "acked" JSON log line, by message_id; glue: skopeo exited).
 
-The glue is what people run today: W workers (default 8, = regrelay's pipeline.workers),
-each pulling one message at a time (a long pull), running one
-`skopeo copy --all --preserve-digests` per message and acking when it exits 0.
+The glue is what people run today: W workers (default 8, = regrelay's pipeline.workers)
+each running one `skopeo copy --all --preserve-digests` per message, acked when it exits 0.
+It is kept cheap on the Pub/Sub side (a dispatcher long-pulls batches, at most 2 x W
+messages outstanding, over keep-alive connections; acks go out in batches every 100 ms),
+so that the comparison is about the copies.
 
 regrelay misbehaving (stuck drain, a wrong copy count, a wrong digest at the target,
 warnings or errors in its log, a non-zero exit at shutdown) is reported as an anomaly and
@@ -181,6 +183,30 @@ def competitors():
                 or "/target/debug/deps/" in cmdline or "/target/release/deps/" in cmdline:
             seen.add(comm)
     return seen
+
+
+def wait_quiet(max_wait, need=5.0):
+    """Waits (at most max_wait seconds) until no competing process has been seen for
+    `need` seconds in a row; returns how long it waited."""
+    if max_wait <= 0:
+        return 0.0
+    t0 = time.monotonic()
+    quiet_since = None
+    said = False
+    while time.monotonic() - t0 < max_wait:
+        c = competitors()
+        now = time.monotonic()
+        if c:
+            quiet_since = None
+            if not said:
+                log(f"waiting for a quiet machine (seen: {', '.join(sorted(c))})")
+                said = True
+        else:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= need:
+                break
+        time.sleep(0.5)
+    return round(time.monotonic() - t0, 1)
 
 
 class Watch:
@@ -831,6 +857,9 @@ def main():
     ap.add_argument("--latency-n", type=int, default=60)
     ap.add_argument("--latency-gap", type=float, default=0.2)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                    help="before each phase, wait up to SECONDS for 5 s without compilers, tests or other "
+                         "registries running (default 0: do not wait)")
     ap.add_argument("--base-size", type=int, default=512 * KIB)
     ap.add_argument("--layer-size", type=int, default=256 * KIB)
     args = ap.parse_args()
@@ -903,6 +932,7 @@ def main():
         time.sleep(1.0)  # let the streaming pull open
 
         def regrelay_phase(name, pl, expect_acked_total, one_at_a_time=False):
+            waited = wait_quiet(args.wait_quiet)
             m0 = rr.metrics()
             src.mark(); dst_r.mark()
             cpu0, emu0 = rr.cpu(), group_cpu(emu.pid)
@@ -962,7 +992,7 @@ def main():
                 "cpu_target_registry_s": round(d_cpu, 2), "cpu_emulator_s": round(group_cpu(emu.pid) - emu0, 2),
                 "vmhwm_kib": vm_hwm_kib(rr.proc.pid),
             }
-            res.update(env_info)
+            res.update(env_info, waited_for_quiet_s=waited)
             res.update(rr.copy_breakdown(pubs))
             if one_at_a_time:
                 lats = [acked[mid] - pubs[mid] for mid in pubs if mid in acked]
@@ -1038,6 +1068,7 @@ def main():
         glue_acked = [0]
 
         def glue_phase(name, pl, one_at_a_time=False):
+            waited = wait_quiet(args.wait_quiet)
             src.mark(); dst_s.mark()
             emu0 = group_cpu(emu.pid)
             w = Watch()
@@ -1081,7 +1112,7 @@ def main():
                 "blob_uploads": d_kinds.get("PUT upload", 0),
                 "blob_mounts": d_kinds.get("POST mount 201", 0),
             }
-            res.update(env_info)
+            res.update(env_info, waited_for_quiet_s=waited)
             if one_at_a_time:
                 with glue.lock:
                     lats = [glue.done[mid] - pubs[mid] for mid in pubs if mid in glue.done]
