@@ -6,6 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use regrelay::oci::Locator;
+use regrelay::registry::Registry as _;
 use support::image;
 use support::{
     Action, COPIES, Daemon, FaultProxy, LONG, Method, PubSubEmulator, Registries, Rule, SETTLED, mirror_config,
@@ -463,4 +465,76 @@ async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
         tag_digest(&d, "mirror/team/app", "4.0").await.as_deref(),
         Some(img.digest.to_string().as_str())
     );
+}
+
+/// Delete propagation (`actions = ["push", "delete"]`): a DELETE whose digest the source
+/// still holds is stale and deletes nothing; once the source has really deleted it, the
+/// target manifest goes too; with `delete_dry_run` it is only logged.
+#[tokio::test]
+async fn deletes_propagate_only_when_the_source_no_longer_has_the_digest() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let emu = emulator().await;
+    let kept = image::push_simple(&s, "team/app", "1", 30_000, 12).await;
+    let gone = image::push_simple(&s, "team/old", "1", 30_000, 13).await;
+    let dry = image::push_simple(&s, "team/dry", "1", 30_000, 14).await;
+    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
+    let daemon = Daemon::start(&cfg).await;
+    for (repo, img) in [("team/app", &kept), ("team/old", &gone), ("team/dry", &dry)] {
+        emu.publish(TOPIC, &ar_insert(&src.host(), repo, Some("1"), &img.digest.to_string()))
+            .await;
+    }
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 3.0)
+        .await;
+    let delete = |repo: &str, digest: &str| {
+        serde_json::to_vec(
+            &serde_json::json!({"action": "DELETE", "digest": format!("{}/{repo}@{digest}", src.host())}),
+        )
+        .unwrap()
+    };
+    let at_target = |repo: &'static str, digest: regrelay::oci::Digest| {
+        let d = &d;
+        async move { d.head_manifest(repo, &Locator::Digest(digest)).await.unwrap().is_some() }
+    };
+
+    // Stale: the source still has team/app's digest.
+    emu.publish(TOPIC, &delete("team/app", &kept.digest.to_string())).await;
+    daemon
+        .wait_metric("regrelay_deletes_total", &[("outcome", "skipped")], LONG, |v| v == 1.0)
+        .await;
+    assert!(
+        at_target("mirror/team/app", kept.digest.clone()).await,
+        "a stale delete removed the copy"
+    );
+
+    // Real: deleted at the source first.
+    s.delete_manifest("team/old", &Locator::Digest(gone.digest.clone()))
+        .await
+        .unwrap();
+    emu.publish(TOPIC, &delete("team/old", &gone.digest.to_string())).await;
+    daemon
+        .wait_metric("regrelay_deletes_total", &[("outcome", "deleted")], LONG, |v| v == 1.0)
+        .await;
+    assert!(
+        !at_target("mirror/team/old", gone.digest.clone()).await,
+        "the target manifest is still there"
+    );
+    drop(daemon);
+
+    // Dry run: logged, counted, nothing deleted.
+    s.delete_manifest("team/dry", &Locator::Digest(dry.digest.clone()))
+        .await
+        .unwrap();
+    let daemon = Daemon::start(&cfg.replace("[pipeline]\n", "[pipeline]\ndelete_dry_run = true\n")).await;
+    emu.publish(TOPIC, &delete("team/dry", &dry.digest.to_string())).await;
+    daemon
+        .wait_metric("regrelay_deletes_total", &[("outcome", "dry_run")], LONG, |v| v == 1.0)
+        .await;
+    assert!(
+        at_target("mirror/team/dry", dry.digest.clone()).await,
+        "dry run deleted"
+    );
+    assert!(daemon.log().contains("would delete"), "log:\n{}", daemon.log());
 }
