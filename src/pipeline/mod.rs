@@ -292,8 +292,19 @@ impl<S: Registries> Pipeline<S> {
             {
                 tracing::warn!(
                     in_flight = tracker.len(),
-                    "grace period over; nacking the messages still in flight"
+                    "grace period over; handing the messages still in flight back to the broker"
                 );
+                if source.closes_leased() {
+                    // Pub/Sub: close first, while the unfinished handles are still alive: the
+                    // broker takes all of them back in one go and redelivers nothing into this
+                    // process meanwhile. Then cancel the copies.
+                    source.close().await;
+                    hard.cancel();
+                    tracker.wait().await;
+                    return;
+                }
+                // Otherwise cancelling drops the handles, which nack (Service Bus: abandon);
+                // closing then flushes those settlements.
                 hard.cancel();
                 tracker.wait().await;
             }

@@ -130,8 +130,16 @@ pub trait Source: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Option<Result<Delivery, Error>>> + Send;
 
     /// Stop receiving and flush pending settlements to the broker. Call after every
-    /// handle has been settled or dropped.
+    /// handle has been settled or dropped, unless [`Source::closes_leased`] says otherwise.
     fn close(self) -> impl Future<Output = ()> + Send;
+
+    /// Does [`Source::close`] itself hand back every message still held, including those
+    /// whose handles are alive? Then the pipeline closes the source *before* cancelling work
+    /// that outlived the grace period (so the broker cannot redeliver those messages into
+    /// this process in between); otherwise it cancels first, and the dropped handles nack.
+    fn closes_leased(&self) -> bool {
+        false
+    }
 }
 
 /// What a Reject means for a broker without per-message dead-lettering.

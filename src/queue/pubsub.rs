@@ -68,9 +68,12 @@ impl PubSubSource {
             .set_max_lease_extension(self.cfg.lease_extension)
             .set_max_lease(self.cfg.max_lease)
             .set_max_outstanding_messages(self.cfg.max_outstanding_messages)
-            // `close` runs after every handle is settled or dropped: what the subscriber still
-            // holds then (messages buffered but never handed out) is nacked at once instead of
-            // waiting for its lease to run out.
+            // At shutdown every message the subscriber still leases is nacked at once (those
+            // buffered but never handed out, and those whose copies outlived the grace period:
+            // the pipeline closes the source before it cancels them), instead of waiting for
+            // its lease to run out. Nacking them one by one before closing would let Pub/Sub
+            // redeliver them into this very stream, where they would sit until their lease
+            // expired.
             .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
             .build()
     }
@@ -116,6 +119,11 @@ impl Source for PubSubSource {
             source_kind: "pubsub",
             reason: failed,
         }))
+    }
+
+    fn closes_leased(&self) -> bool {
+        // `ShutdownBehavior::NackImmediately`: everything under lease management is nacked.
+        true
     }
 
     async fn close(self) {
