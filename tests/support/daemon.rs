@@ -9,7 +9,7 @@
 //! Must never: bind anything but loopback or sleep for a fixed time to wait for a state
 //! (every wait polls with a deadline and prints the daemon's log when it expires).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -110,8 +110,7 @@ pub struct Daemon {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
-    l.local_addr().expect("local addr").port()
+    super::reserve_port()
 }
 
 impl Daemon {

@@ -154,6 +154,24 @@ macro_rules! bin_or_skip {
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use crate::{bin_or_skip, gcloud_bin_or_skip, registry_bin_or_skip};
 
+/// Ports handed out by this process (registries, emulators, admin servers); never reused.
+static HANDED_OUT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Reserves a loopback port nobody in this process has been given before. The listener
+/// is dropped before the child binds, so another process may take the port in between;
+/// the guards retry startup with a new port in that case.
+pub(crate) fn reserve_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        drop(listener);
+        if HANDED_OUT.lock().expect("port set poisoned").insert(port) {
+            return port;
+        }
+    }
+}
+
 /// A plain HTTP client for harness use: no proxy, no redirects, short timeouts.
 pub(crate) fn probe_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -52,10 +52,9 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -91,23 +90,6 @@ const MAX_PUBLISH_BATCH: usize = 1000;
 const MAX_PUBLISH_BYTES: usize = 8 * 1024 * 1024;
 /// Cap on ackIds per acknowledge / modifyAckDeadline request.
 const MAX_ACK_IDS: usize = 1000;
-
-/// Ports handed out to emulators by this process; never reused.
-static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-/// Reserves a loopback port no emulator in this process has been given before.
-/// The listener is dropped before the emulator binds, so another process may
-/// take the port in between; startup retries with a new port in that case.
-fn reserve_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        drop(listener);
-        if HANDED_OUT.lock().expect("port set poisoned").insert(port) {
-            return port;
-        }
-    }
-}
 
 /// The `gcloud` binary (`TEST_GCLOUD_BIN`, default `gcloud`), with the
 /// skip/fail policy of [`require_bin`](super::require_bin).
@@ -183,7 +165,7 @@ impl PubSubEmulator {
             client,
         };
         for attempt in 1..=START_ATTEMPTS {
-            emulator.port = reserve_port();
+            emulator.port = super::reserve_port();
             match emulator.spawn_and_wait(&bin).await {
                 Ok(()) => return emulator,
                 Err(StartError::AddrInUse) if attempt < START_ATTEMPTS => {

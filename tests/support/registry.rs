@@ -12,12 +12,10 @@
 //! new port when the child reports "address already in use". Dropping the guard
 //! kills and reaps the child and, while panicking, prints the log tail.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -32,24 +30,6 @@ const HTTP_SECRET: &str = "regrelay-test-9c4f1e7a2b6d08e35f1a4c7b";
 const PANIC_LOG_LINES: usize = 30;
 /// How long `stop` waits for a clean exit after SIGTERM before killing.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Ports handed out to registries by this process; never reused.
-static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-/// Reserves a loopback port nobody in this process has been given before.
-///
-/// The listener is dropped before the child binds, so another process may
-/// take the port in between; startup retries once in that case.
-fn reserve_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        drop(listener);
-        if HANDED_OUT.lock().expect("port set poisoned").insert(port) {
-            return port;
-        }
-    }
-}
 
 /// Which `auth:` section the registry config gets.
 #[derive(Debug, Clone)]
@@ -142,7 +122,7 @@ impl TestRegistry {
         };
         // One retry on a port race ("address already in use"), as STYLE.md 5 asks.
         for attempt in 0..2 {
-            registry.port = reserve_port();
+            registry.port = super::reserve_port();
             registry.write_config();
             match registry.spawn_and_wait().await {
                 Ok(()) => return registry,
