@@ -59,35 +59,39 @@ pub async fn run(config: Config, notifier: Notifier) -> Result<Finished, Error> 
 /// `READY=1` the first time the pipeline reports ready, `WATCHDOG=1` at half the
 /// watchdog interval for as long as the runtime runs, `STOPPING=1` when shutdown begins.
 fn spawn_notifier(notifier: Notifier, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(100);
     tokio::spawn(async move {
         if !notifier.enabled() {
             return;
         }
-        let notifier = std::sync::Arc::new(notifier);
-        let n = notifier.clone();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            s.cancelled().await;
-            n.stopping();
-        });
-        if let Some(every) = notifier.watchdog_interval() {
-            let n = notifier.clone();
-            tokio::spawn(async move {
-                loop {
-                    n.watchdog();
-                    tokio::time::sleep(every).await;
+        let (mut ready_sent, mut stopping_sent) = (false, false);
+        let mut next_watchdog = tokio::time::Instant::now();
+        // One task, aborted with the run: nothing outlives it.
+        loop {
+            if !ready_sent && !stop.is_cancelled() && metrics::global().is_ready() {
+                notifier.ready();
+                ready_sent = true;
+            }
+            if !stopping_sent && stop.is_cancelled() {
+                notifier.stopping();
+                stopping_sent = true;
+            }
+            if let Some(every) = notifier.watchdog_interval()
+                && tokio::time::Instant::now() >= next_watchdog
+            {
+                notifier.watchdog();
+                next_watchdog += every;
+            }
+            if stopping_sent {
+                tokio::time::sleep(TICK).await;
+            } else {
+                // Wake at once on shutdown, so STOPPING=1 goes out before the drain ends.
+                tokio::select! {
+                    () = tokio::time::sleep(TICK) => {}
+                    () = stop.cancelled() => {}
                 }
-            });
-        }
-        while !metrics::global().is_ready() {
-            tokio::select! {
-                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                () = stop.cancelled() => return,
             }
         }
-        notifier.ready();
-        // Keep the watchdog and stopping tasks' notifier alive until the run ends.
-        std::future::pending::<()>().await;
     })
 }
 

@@ -71,14 +71,6 @@ impl From<&replicate::Error> for Failure {
     }
 }
 
-fn class_label(c: ErrorClass) -> Class {
-    match c {
-        ErrorClass::Transient => Class::Transient,
-        ErrorClass::Permanent => Class::Permanent,
-        ErrorClass::Systemic => Class::Systemic,
-    }
-}
-
 /// How long after a source error `/readyz` stays 503 (unless a message arrives sooner).
 const READY_AFTER_SOURCE_ERROR: Duration = Duration::from_secs(30);
 
@@ -538,7 +530,7 @@ impl<S: Registries> Pipeline<S> {
                         })
                     }
                     Err(e) => {
-                        m.copy_finished(CopyResult::Failed(class_label(e.class())), started.elapsed());
+                        m.copy_finished(CopyResult::Failed(e.class().into()), started.elapsed());
                         Err(Failure::from(&e))
                     }
                 }

@@ -172,6 +172,21 @@ pub(crate) fn reserve_port() -> u16 {
     }
 }
 
+/// The last `n` lines of a child's log file (lossy UTF-8; empty when unreadable).
+pub(crate) fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A child's log file from byte `offset` on (lossy UTF-8; empty when unreadable).
+pub(crate) fn log_since(path: &std::path::Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
 /// A plain HTTP client for harness use: no proxy, no redirects, short timeouts.
 pub(crate) fn probe_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -214,10 +214,7 @@ impl PubSubEmulator {
 
     /// The last `n` lines of the log (lossy UTF-8).
     pub fn log_tail(&self, n: usize) -> String {
-        let bytes = std::fs::read(self.log_path()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        super::log_tail(&self.log_path(), n)
     }
 
     /// Creates topic `topic` (short name, at least 3 characters). Panics on
@@ -521,9 +518,7 @@ impl PubSubEmulator {
     }
 
     fn log_since(&self, offset: u64) -> String {
-        let bytes = std::fs::read(self.log_path()).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
+        super::log_since(&self.log_path(), offset)
     }
 
     fn fail_start(&self, err: StartError) -> ! {
