@@ -159,7 +159,13 @@ fn main() -> ExitCode {
 
 fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => {
+            let code = rt.block_on(fut);
+            // Everything has finished; do not wait for a blocking read that can never end
+            // (the file source's stdin reader after SIGTERM).
+            rt.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             ExitCode::FAILURE

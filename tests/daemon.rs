@@ -539,3 +539,45 @@ async fn deletes_propagate_only_when_the_source_no_longer_has_the_digest() {
     );
     assert!(daemon.log().contains("would delete"), "log:\n{}", daemon.log());
 }
+
+/// `run` reading events from stdin exits 0 on SIGTERM even though stdin stays open (the
+/// runtime must not wait for the blocked stdin read).
+#[tokio::test]
+async fn stdin_source_exits_on_sigterm_while_stdin_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stdin.toml");
+    std::fs::write(
+        &path,
+        config("[source]\nkind = \"file\"", "127.0.0.1:1", "127.0.0.1:2").replace("{ADMIN}", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let mut stderr = child.stderr.take().unwrap();
+    // Wait until it is running (its first log line), then stop it.
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut stderr, &mut first)
+        .await
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("regrelay did not exit within 10 s of SIGTERM with stdin open")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
