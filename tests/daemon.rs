@@ -581,3 +581,60 @@ async fn stdin_source_exits_on_sigterm_while_stdin_stays_open() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A target answering 503 to everything for 30 s while 20 messages are in flight, on a
+/// subscription with no retry policy (Pub/Sub redelivers a nacked message at once): each
+/// failed message is held (its lease extended) for a retry delay that doubles per delivery
+/// (2, 4, 8, 8, ... s) before it is nacked, so each is delivered a handful of times instead
+/// of hundreds, and all are replicated and acked once the target is back.
+#[tokio::test]
+async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let proxy = FaultProxy::start(&dst.url()).await;
+    let emu = emulator().await;
+    let mut events = Vec::new();
+    let mut digests = Vec::new();
+    for i in 0..20u64 {
+        let tag = format!("v{i}");
+        let digest = image::push_simple(&s, "team/app", &tag, 4_000, 200 + i).await.digest;
+        events.push(ar_insert(&src.host(), "team/app", Some(&tag), &digest.to_string()));
+        digests.push((tag, digest));
+    }
+    let cfg = config(
+        &pubsub_source(&emu).replace("max_outstanding_messages = 16", "max_outstanding_messages = 40"),
+        &src.host(),
+        &proxy.host(),
+    )
+    .replace(
+        "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+        "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
+    )
+    .replace("workers = 4\n", "workers = 8\n");
+    proxy.add_rule(Rule::status(503).times(usize::MAX));
+    let daemon = Daemon::start(&cfg).await;
+    emu.publish_many(TOPIC, &events).await;
+    daemon
+        .wait_metric("regrelay_messages_waiting", &[], LONG, |v| v >= 10.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 0.0);
+    proxy.clear_rules();
+
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], Duration::from_secs(90), |v| v == 20.0)
+        .await;
+    for (tag, digest) in &digests {
+        assert_eq!(
+            tag_digest(&d, "mirror/team/app", tag).await.as_deref(),
+            Some(digest.to_string().as_str()),
+            "{tag} replicated"
+        );
+    }
+    // About five deliveries per message over 30 s; an immediate nack loop makes hundreds.
+    let received = daemon.metric("regrelay_messages_received_total", &[]).await;
+    assert!((40.0..=20.0 * 7.0).contains(&received), "deliveries: {received}");
+    assert_eq!(daemon.metric("regrelay_messages_waiting", &[]).await, 0.0);
+    assert!(emu.peek(SUB, 10).await.is_empty(), "acked means gone");
+}

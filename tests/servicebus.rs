@@ -548,3 +548,83 @@ async fn entra_bearer_tokens_from_a_token_file() {
     );
     assert!(!daemon.log().contains(&token), "the token was logged");
 }
+
+/// A target answering 503 to everything for 30 s while 20 messages are in flight, with the
+/// queue's MaxDeliveryCount at 10: each failed message is held (its lock renewed) for a
+/// retry delay that doubles per delivery (2, 4, 8, 8, ... s) before it is abandoned, so
+/// nothing reaches the dead-letter queue, every message is completed once the target is
+/// back, and each is delivered only a handful of times (an immediate abandon would burn
+/// through all ten deliveries in about two seconds).
+#[tokio::test]
+async fn a_30_second_outage_dead_letters_nothing() {
+    support::registry_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let proxy = FaultProxy::start(&dst.url()).await;
+    // A 6 s lock: holding a message through an 8 s delay needs renewals.
+    let (sb, key) = broker(Duration::from_secs(6), 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..20u64 {
+        let tag = format!("v{i}");
+        digests.push((
+            tag.clone(),
+            image::push_simple(&s, "team/app", &tag, 4_000, 100 + i).await.digest,
+        ));
+    }
+    let cfg = config(&source(&sb, &dir, &key, ""), &src.host(), &proxy.host())
+        .replace(
+            "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+            "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
+        )
+        .replace("workers = 4\n", "workers = 8\n");
+    proxy.add_rule(Rule::status(503).times(usize::MAX));
+    let daemon = Daemon::start(&cfg).await;
+    for (tag, digest) in &digests {
+        let body = pushed(
+            Schema::EventGrid,
+            &src.host(),
+            "team/app",
+            Some(tag),
+            &digest.to_string(),
+        );
+        sb.send(
+            Q,
+            &body,
+            Some(&format!("outage-{tag}")),
+            &aeg_headers(Schema::EventGrid),
+        )
+        .await;
+    }
+    // Everything fails and waits while the target is down.
+    daemon
+        .wait_metric("regrelay_messages_waiting", &[], LONG, |v| v >= 10.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(sb.counts(Q).dead_lettered, 0, "dead-lettered during the outage");
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 0.0);
+    proxy.clear_rules();
+
+    sb.wait_until(Duration::from_secs(90), "all 20 messages completed", |sb| {
+        sb.counts(Q).completed == 20
+    })
+    .await;
+    assert_eq!(sb.counts(Q).dead_lettered, 0);
+    for (tag, digest) in &digests {
+        assert_eq!(
+            tag_digest(&d, "mirror/team/app", tag).await.as_deref(),
+            Some(digest.to_string().as_str()),
+            "{tag} replicated"
+        );
+        let st = sb.stats(&format!("outage-{tag}"));
+        // 30 s of outage at 2 + 4 + 8 + 8 + ... s: about five deliveries, never ten.
+        assert!(
+            (2..=7).contains(&st.deliveries) && st.completions == 1 && st.dead_lettered == 0,
+            "{tag}: {st:?}"
+        );
+        assert!(
+            st.renewals >= 1,
+            "{tag}: the lock was kept while the message waited: {st:?}"
+        );
+    }
+    assert_eq!(daemon.metric("regrelay_messages_waiting", &[]).await, 0.0);
+}

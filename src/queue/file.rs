@@ -82,6 +82,11 @@ impl Source for FileSource {
         "file"
     }
 
+    fn redelivers(&self) -> bool {
+        // A nacked line has failed; there is no later delivery to wait for.
+        false
+    }
+
     async fn next(&mut self) -> Option<Result<Delivery, Error>> {
         loop {
             let line = match self.lines.next_line().await {
