@@ -8,6 +8,9 @@ mod support;
 
 use std::time::Duration;
 
+use regrelay::config::RejectMode;
+use regrelay::queue::Source as _;
+use regrelay::queue::servicebus::ServiceBusSource;
 use support::image;
 use support::{
     Action, COPIES, Daemon, EntityOptions, FaultProxy, LONG, Method, NAMESPACE, Registries, Right, Rule, SETTLED,
@@ -112,6 +115,62 @@ async fn broker(lock: Duration, max_delivery_count: u32) -> (ServiceBusServer, S
     let key = format!("listen-key-{:016x}", fastrand::u64(..));
     sb.add_sas_rule(RULE, &key, &[Right::Listen]);
     (sb, key)
+}
+
+/// Issue 9: behind an `endpoint` override (a private endpoint, a proxy, this test server)
+/// the SAS token is signed for the namespace's URI for the entity, which is what the broker
+/// checks (the test server refuses any other audience, like the real service); the
+/// override only decides where requests go. The source runs in-process, for a queue and
+/// for a topic subscription, with the config read as the daemon reads it.
+#[tokio::test]
+async fn sas_audience_is_the_namespace_behind_an_endpoint_override_issue_9() {
+    let (sb, key) = broker(Duration::from_secs(60), 10).await;
+    sb.create_topic("acr");
+    sb.create_subscription("acr", "regrelay", EntityOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("sb-key");
+    std::fs::write(&key_file, &key).unwrap();
+    let entities = [
+        (format!("queue = \"{Q}\""), Q, Q.to_owned()),
+        (
+            "topic = \"acr\"\nsubscription = \"regrelay\"".to_owned(),
+            "acr",
+            "acr/subscriptions/regrelay".to_owned(),
+        ),
+    ];
+    for (i, (entity, send_to, receive_from)) in entities.iter().enumerate() {
+        let id = format!("audience-{i}");
+        assert_eq!(sb.send(send_to, b"{}", Some(&id), &[]).await, 201);
+        let source = format!(
+            "[source]\nkind = \"servicebus\"\nnamespace = \"{NAMESPACE}\"\nendpoint = \"{}\"\n{entity}\nwait_secs = 1\n\
+             auth = {{ kind = \"sas\", key_name = \"{RULE}\", key_file = \"{}\" }}",
+            sb.url(),
+            key_file.display()
+        );
+        let toml = config(&source, "127.0.0.1:1", "127.0.0.1:2").replace("{ADMIN}", "127.0.0.1:0");
+        let cfg = regrelay::config::load_str(&toml, std::path::Path::new("regrelay.toml")).unwrap();
+        let regrelay::config::SourceConfig::ServiceBus(sbc) = &cfg.source else {
+            panic!("a Service Bus source");
+        };
+        let mut source = ServiceBusSource::connect(sbc, RejectMode::Nack).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), source.next())
+            .await
+            .unwrap_or_else(|_| panic!("{receive_from}: nothing received; requests: {:#?}", sb.requests()))
+            .expect("the source is open")
+            .unwrap_or_else(|e| panic!("{receive_from}: receive refused: {e}"));
+        assert_eq!(&delivery.payload[..], b"{}");
+        delivery.handle.ack();
+        source.close().await;
+        sb.wait_until(LONG, "the message completed", |sb| {
+            sb.counts(receive_from).completed == 1
+        })
+        .await;
+    }
+    assert!(
+        sb.requests().iter().all(|r| r.status != 401),
+        "no request was refused: {:#?}",
+        sb.requests()
+    );
 }
 
 async fn push_is_replicated_verified_and_completed(schema: Schema) {
