@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Config;
+use super::{Config, TagDeleteFallback};
 
 mod render;
 mod validate;
@@ -324,6 +324,9 @@ struct RawPipeline {
     pause_max_secs: Option<Spanned<u64>>,
     /// Log deletions instead of performing them. Default false.
     delete_dry_run: Option<bool>,
+    /// A tag delete at a target that cannot delete tags: `"manifest"` (delete the
+    /// manifest by digest when no other tag uses it; default) or `"off"`.
+    tag_delete_fallback: Option<TagDeleteFallback>,
 }
 
 /// `[admin]`.

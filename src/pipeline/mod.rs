@@ -581,10 +581,11 @@ impl<S: Registries> Pipeline<S> {
                 &target_locator,
                 expected.as_ref(),
                 dry_run,
+                self.cfg.tag_delete_fallback,
             )
             .await;
         match result {
-            Ok(Deletion::Deleted) => {
+            Ok(Deletion::Deleted | Deletion::ManifestDeleted { .. }) => {
                 m.delete_finished(DeleteResult::Deleted);
                 tracing::info!(source_ref = %src, "deleted at the target");
                 Ok(RouteDone::Done)
@@ -604,10 +605,10 @@ impl<S: Registries> Pipeline<S> {
                     "the target points at {actual}, not at the deleted digest; kept"
                 )))
             }
-            Ok(Deletion::Unsupported) => {
+            Ok(Deletion::Unsupported(kept)) => {
                 m.delete_finished(DeleteResult::Unsupported);
-                tracing::warn!("the target registry does not support this delete");
-                Ok(RouteDone::Stale("delete unsupported by the target registry".into()))
+                tracing::warn!(source_ref = %src, reason = %kept, "not deleted at the target: {kept}");
+                Ok(RouteDone::Stale(format!("not deleted at the target: {kept}")))
             }
             Err(e) => {
                 m.delete_finished(DeleteResult::Failed);

@@ -83,6 +83,7 @@ pub fn render(config: &Config) -> String {
     let _ = writeln!(o, "pause_min_secs = {}", p.pause_min.as_secs());
     let _ = writeln!(o, "pause_max_secs = {}", p.pause_max.as_secs());
     let _ = writeln!(o, "delete_dry_run = {}", p.delete_dry_run);
+    let _ = writeln!(o, "tag_delete_fallback = \"{}\"", p.tag_delete_fallback.as_str());
 
     let _ = writeln!(o, "\n[admin]");
     let _ = match config.admin_listen {

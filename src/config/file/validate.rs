@@ -245,6 +245,7 @@ fn pipeline(p: Option<Spanned<RawPipeline>>) -> Result<PipelineConfig> {
         return invalid(at, "pipeline.pause_min_secs", "must not exceed pipeline.pause_max_secs");
     }
     c.delete_dry_run = p.delete_dry_run.unwrap_or(c.delete_dry_run);
+    c.tag_delete_fallback = p.tag_delete_fallback.unwrap_or(c.tag_delete_fallback);
     Ok(c)
 }
 
