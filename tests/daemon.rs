@@ -815,3 +815,104 @@ async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
     assert_eq!(daemon.metric("regrelay_messages_waiting", &[]).await, 0.0);
     assert!(emu.peek(SUB, 10).await.is_empty(), "acked means gone");
 }
+
+/// Per-registry health: two targets, one of them (a disaster-recovery copy behind the
+/// fault proxy) silent. Messages for images that only go to the healthy target are acked
+/// at once; messages that also go to the dead one have their healthy route done and come
+/// back after the retry delay (a few deliveries, not a tight loop); `/readyz` stays 200
+/// and lists the dead registry as unhealthy; when it answers again everything converges,
+/// nothing lost and nothing acked before its copies were verified.
+#[tokio::test]
+async fn a_dead_target_does_not_stop_replication_to_a_healthy_one() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let dr = support::TestRegistry::start().await;
+    let proxy = FaultProxy::start(&dr.url()).await;
+    let dr_client = image::client(&dr.host(), regrelay::config::Auth::Anonymous);
+    let emu = emulator().await;
+    let mut events = Vec::new();
+    let mut images = Vec::new();
+    for (i, repo) in ["team/app", "team/app", "both/app", "both/app"].iter().enumerate() {
+        let tag = format!("v{i}");
+        let digest = image::push_simple(&s, repo, &tag, 4_000, 300 + i as u64).await.digest;
+        events.push(ar_insert(&src.host(), repo, Some(&tag), &digest.to_string()));
+        images.push((repo.to_string(), tag, digest.to_string()));
+    }
+    proxy.set_down(true);
+    let cfg = format!(
+        "{}\n[registries.\"{dead}\"]\nread_timeout_secs = 1\nunreachable_after_secs = 1\nretry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200 }}\n\n[[rules]]\nname = \"dr\"\nsource_registry = \"{src}\"\nrepository = \"both/**\"\n\n[[rules.targets]]\nregistry = \"{dead}\"\nrepository = \"dr/{{repository}}\"\n",
+        config(&pubsub_source(&emu), &src.host(), &dst.host()).replace(
+            "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+            "retry_delay_min_secs = 2\nretry_delay_max_secs = 4\n"
+        ),
+        dead = proxy.host(),
+        src = src.host(),
+    );
+    let daemon = Daemon::start(&cfg).await;
+    emu.publish_many(TOPIC, &events).await;
+
+    // The team/app images only need the healthy target: acked, and replicated there.
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 2.0)
+        .await;
+    for (repo, tag, digest) in &images {
+        let want = Some(digest.as_str());
+        let at = tag_digest(&d, &format!("mirror/{repo}"), tag).await;
+        if repo == "team/app" {
+            assert_eq!(at.as_deref(), want, "{repo}:{tag} at the healthy target");
+        }
+    }
+    // The dead target is unhealthy; the daemon stays ready (the healthy target can progress).
+    daemon
+        .wait_metric("regrelay_registry_healthy", &[("registry", &proxy.host())], LONG, |v| {
+            v == 0.0
+        })
+        .await;
+    let ready = reqwest::get(daemon.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["registries"][proxy.host()]["state"], "unhealthy", "{body}");
+    assert_eq!(body["registries"][dst.host()]["state"], "healthy", "{body}");
+    assert_eq!(
+        daemon
+            .metric("regrelay_registry_healthy", &[("registry", &dst.host())])
+            .await,
+        1.0
+    );
+    // While the dead target stays down (15 s), the both/app messages come back only after
+    // their retry delay (2, 4, 4, ... s): a few deliveries each, never a tight loop.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        daemon.metric(SETTLED, &[("outcome", "acked")]).await,
+        2.0,
+        "nothing acked unverified"
+    );
+    let received = daemon.metric("regrelay_messages_received_total", &[]).await;
+    assert!(
+        received <= 2.0 + 2.0 * 8.0,
+        "redelivered in a tight loop: {received} deliveries"
+    );
+
+    // The dead target answers again: everything converges.
+    proxy.set_down(false);
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 4.0)
+        .await;
+    for (repo, tag, digest) in &images {
+        let want = Some(digest.as_str());
+        assert_eq!(tag_digest(&d, &format!("mirror/{repo}"), tag).await.as_deref(), want);
+        if repo == "both/app" {
+            assert_eq!(
+                tag_digest(&dr_client, &format!("dr/{repo}"), tag).await.as_deref(),
+                want
+            );
+        }
+    }
+    daemon
+        .wait_metric("regrelay_registry_healthy", &[("registry", &proxy.host())], LONG, |v| {
+            v == 1.0
+        })
+        .await;
+    assert!(emu.peek(SUB, 10).await.is_empty(), "acked means gone");
+}
