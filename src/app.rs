@@ -108,12 +108,12 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
         ..Options::default()
     };
     let replicator = Arc::new(Replicator::new(Arc::new(registries), opts));
-    let pipeline = Arc::new(Pipeline::new(
-        replicator,
-        config.rules.clone(),
-        hosts,
-        config.pipeline.clone(),
-    ));
+    let origin = match &config.origin {
+        Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
+        None => crate::event::Origin::none(),
+    };
+    let pipeline =
+        Arc::new(Pipeline::new(replicator, config.rules.clone(), hosts, config.pipeline.clone()).with_origin(origin));
 
     let admin_stop = CancellationToken::new();
     let admin_task = match config.admin_listen {

@@ -2,10 +2,13 @@
 //! target, and settle the message. **The only place that settles a message.**
 //!
 //! Per message:
-//! 1. Decode the payload ([`crate::event::decode`]); undecodable → Permanent (rejected).
-//! 2. Refuse a registry host that is not configured → Permanent, with no connection.
-//! 3. Plan routes with [`crate::rules::plan`]; none → acked and counted as `ignored`.
-//! 4. For each route, in parallel:
+//! 1. Decode the payload ([`crate::event::decode`]) into one or more events;
+//!    undecodable → Permanent (rejected).
+//! 2. Refuse a registry host that is not configured (any event's) → Permanent, with no
+//!    connection.
+//! 3. Plan routes with [`crate::rules::plan`] for every event; none → acked and counted as
+//!    `ignored`.
+//! 4. For each route of each event, in parallel:
 //!    - tagged push: under a lock on (target, tag), re-read the source tag's *current*
 //!      digest, copy that digest (single-flight per (target, digest); a recently verified
 //!      pair costs one HEAD), then point the target tag at it. Re-reading under the lock
@@ -33,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::config::{PipelineConfig, Rule};
-use crate::event::{self, Action, Decoded, Event};
+use crate::event::{self, Action, Event};
 use crate::metrics::{self, Class, CopyResult, DedupKind, DeleteResult, Settle};
 use crate::oci::{Digest, Locator, Reference};
 use crate::queue::{Delivery, Source};
@@ -155,6 +158,8 @@ pub struct Pipeline<S: Registries> {
     flights: SingleFlight<DigestKey, Result<(), Failure>>,
     recent: Recent<DigestKey>,
     pause: Pause,
+    /// Where events without a registry host come from (`[source.origin]`).
+    origin: event::Origin,
 }
 
 impl<S: Registries> std::fmt::Debug for Pipeline<S> {
@@ -179,8 +184,16 @@ impl<S: Registries> Pipeline<S> {
             pause: Pause::new(cfg.pause_min, cfg.pause_max),
             tag_locks: KeyedLocks::default(),
             flights: SingleFlight::default(),
+            origin: event::Origin::none(),
             cfg,
         }
+    }
+
+    /// Place events whose payload names no registry host with `origin`
+    /// (`[source.origin]`); without it they are rejected.
+    pub fn with_origin(mut self, origin: event::Origin) -> Pipeline<S> {
+        self.origin = origin;
+        self
     }
 
     /// Pull from `source` with at most `workers` messages in flight until `shutdown` is
@@ -362,22 +375,45 @@ impl<S: Registries> Pipeline<S> {
     }
 
     async fn handle_payload(&self, payload: &[u8]) -> Verdict {
-        let event = match event::decode(payload) {
-            Ok(Decoded::Event(e)) => e,
-            Ok(Decoded::Ignored(reason)) => return Verdict::Ignored(reason.to_string()),
+        // One message may carry several image events (a distribution envelope, an Event
+        // Grid batch): the routes of all of them run, and the message settles on the
+        // worst result, so it is acked only when every event is verified.
+        let decoded = match event::decode(payload, &self.origin) {
+            Ok(d) => d,
             Err(e) => return Verdict::Failed(Failure::permanent(format!("undecodable message: {e}"))),
         };
-        if !self.allowed.contains(&event.registry) {
+        if decoded.events.is_empty() {
+            return Verdict::Ignored(decoded.ignored.join("; "));
+        }
+        for reason in &decoded.ignored {
+            tracing::debug!(%reason, "part of the message not acted on");
+        }
+        // Every host is checked before anything is contacted.
+        if let Some(e) = decoded.events.iter().find(|e| !self.allowed.contains(&e.registry)) {
             return Verdict::Failed(Failure::permanent(format!(
                 "event names registry {:?}, which is not in the configuration; not contacted",
-                event.registry
+                e.registry
             )));
         }
-        let routes = match rules::plan(&self.rules, &event) {
-            Plan::Ignore(reason) => return Verdict::Ignored(reason),
-            Plan::Work(routes) => routes,
-        };
-        let results = join_all(routes.iter().map(|r| self.route(&event, r))).await;
+        let mut work: Vec<(&Event, Route)> = Vec::new();
+        let mut skipped = Vec::new();
+        for event in &decoded.events {
+            match rules::plan(&self.rules, event) {
+                Plan::Ignore(reason) => skipped.push(reason),
+                Plan::Work(routes) => work.extend(routes.into_iter().map(|r| (event, r))),
+            }
+        }
+        if work.is_empty() {
+            return Verdict::Ignored(skipped.join("; "));
+        }
+        if decoded.events.len() > 1 {
+            tracing::info!(
+                events = decoded.events.len(),
+                routes = work.len(),
+                "message carries several image events"
+            );
+        }
+        let results = join_all(work.iter().map(|(e, r)| self.route(e, r))).await;
         let mut worst: Option<Failure> = None;
         let mut stale = Vec::new();
         for r in results {
@@ -393,7 +429,7 @@ impl<S: Registries> Pipeline<S> {
         }
         match worst {
             Some(f) => Verdict::Failed(f),
-            None if stale.len() == routes.len() => Verdict::Ignored(stale.join("; ")),
+            None if stale.len() == work.len() => Verdict::Ignored(stale.join("; ")),
             None => Verdict::Done,
         }
     }

@@ -23,6 +23,7 @@ use crate::config::{
 
 mod cloud_auth;
 mod entra;
+mod origin;
 mod servicebus;
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -47,7 +48,12 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .and_then(|s| s.get_ref().reject.as_ref())
         .map(|r| (*r.get_ref(), r.span()));
     let mut pipeline = pipeline(raw.pipeline)?;
-    let source = match raw.source {
+    let mut raw_source = raw.source;
+    let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {
+        Some(o) => Some(origin::origin(o, &hosts)?),
+        None => None,
+    };
+    let source = match raw_source {
         Some(s) => source(s, pipeline.workers)?,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
@@ -73,6 +79,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
     }
     Ok(Config {
         source,
+        origin,
         registries,
         rules,
         pipeline,
