@@ -80,8 +80,11 @@ async fn artifactory_push_is_replicated_and_verified_through_the_repository_mapp
     let daemon = Daemon::start(&config(&emu, Some(&origin), &src.host(), &dst.host(), 5)).await;
 
     let digest = img.digest.to_string();
-    emu.publish(TOPIC, &artifactory("pushed", "docker-local", "team/app", "1.0", &digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &artifactory("pushed", "docker-local", "team/app", "1.0", &digest),
+    )
+    .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
         .await;
@@ -103,8 +106,11 @@ async fn artifactory_event_without_an_origin_is_rejected_naming_the_setting() {
     let daemon = Daemon::start(&config(&emu, None, &src.host(), &dst.host(), 5)).await;
 
     let digest = img.digest.to_string();
-    emu.publish(TOPIC, &artifactory("pushed", "docker-local", "team/app", "1.0", &digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &artifactory("pushed", "docker-local", "team/app", "1.0", &digest),
+    )
+    .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 1.0)
         .await;
@@ -126,8 +132,11 @@ async fn artifactory_delete_is_propagated_to_the_target() {
     );
     let daemon = Daemon::start(&config(&emu, Some(&origin), &src.host(), &dst.host(), 5)).await;
     let digest = img.digest.to_string();
-    emu.publish(TOPIC, &artifactory("pushed", "docker-local", "team/app", "old", &digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &artifactory("pushed", "docker-local", "team/app", "old", &digest),
+    )
+    .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
         .await;
@@ -141,8 +150,11 @@ async fn artifactory_delete_is_propagated_to_the_target() {
     s.delete_manifest("docker-local/team/app", &Locator::Digest(img.digest.clone()))
         .await
         .expect("delete at the source");
-    emu.publish(TOPIC, &artifactory("deleted", "docker-local", "team/app", "old", &digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &artifactory("deleted", "docker-local", "team/app", "old", &digest),
+    )
+    .await;
     daemon
         .wait_metric("regrelay_deletes_total", &[("outcome", "deleted")], LONG, |v| v == 1.0)
         .await;
@@ -210,10 +222,18 @@ async fn distribution_envelope_with_two_images_is_acked_only_after_both_are_veri
     // team/a arrives first; the message is not settled while team/b is still copying.
     let deadline = tokio::time::Instant::now() + LONG;
     while tag_digest(&d, "mirror/team/a", "1.0").await.as_deref() != Some(da.as_str()) {
-        assert!(tokio::time::Instant::now() < deadline, "team/a never arrived; log:\n{}", daemon.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "team/a never arrived; log:\n{}",
+            daemon.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(tag_digest(&d, "mirror/team/b", "2.0").await, None, "team/b was not held up");
+    assert_eq!(
+        tag_digest(&d, "mirror/team/b", "2.0").await,
+        None,
+        "team/b was not held up"
+    );
     assert_eq!(
         daemon.metric(SETTLED, &[]).await,
         0.0,
@@ -222,7 +242,10 @@ async fn distribution_envelope_with_two_images_is_acked_only_after_both_are_veri
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
         .await;
-    assert_eq!(tag_digest(&d, "mirror/team/b", "2.0").await.as_deref(), Some(db.as_str()));
+    assert_eq!(
+        tag_digest(&d, "mirror/team/b", "2.0").await.as_deref(),
+        Some(db.as_str())
+    );
     assert_eq!(daemon.metric(COPIES, &[("outcome", "replicated")]).await, 2.0);
     assert_eq!(daemon.metric(SETTLED, &[]).await, 1.0, "one message, settled once");
     assert!(

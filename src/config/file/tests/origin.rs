@@ -23,7 +23,9 @@ fn absent_by_default_and_repository_defaults_to_the_payload_path() {
             repository: "{repository}".into(),
         })
     );
-    let c = ok(&with_origin("registry = \"acme.jfrog.io\"\nrepository = \"{repo_key}/{image_name}\""));
+    let c = ok(&with_origin(
+        "registry = \"acme.jfrog.io\"\nrepository = \"{repo_key}/{image_name}\"",
+    ));
     assert_eq!(c.origin.unwrap().repository, "{repo_key}/{image_name}");
     let c = ok(&with_origin("registry = \"{repo_key}.acme.jfrog.io\""));
     assert_eq!(c.origin.unwrap().registry, "{repo_key}.acme.jfrog.io");
