@@ -2,36 +2,43 @@
 //! for the supervisor (systemd watchdog scripts, Kubernetes probes).
 //!
 //! Must never: expose anything but metrics and health (no config, no secrets, no debug
-//! or profiling endpoints, no request echo); import anything but `crate::metrics`.
+//! or profiling endpoints, no request echo); import anything but `crate::metrics` and
+//! `crate::health`.
 //!
-//! Invariants: every answer is computed from [`metrics::global`]: liveness from its
-//! liveness latch, readiness from its readiness latch; unknown paths answer 404; the
-//! server stops accepting on the shutdown token and finishes in-flight answers.
+//! Invariants: `/metrics` and liveness come from [`metrics::global`]; readiness from the
+//! run's [`Health`] (`/readyz` answers JSON: `ready`, `paused` and each registry's state);
+//! unknown paths answer 404; the server stops accepting on the shutdown token and finishes
+//! in-flight answers.
+
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::metrics;
 
 /// Serve the admin endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router())
+pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(health))
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
         .await
 }
 
 /// The routes. `GET` routes also answer `HEAD`; other methods get 405, other paths 404.
-fn router() -> Router {
+fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/livez", get(livez))
         .route("/healthz", get(livez))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .with_state(health)
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
@@ -62,16 +69,13 @@ async fn livez() -> Response {
     }
 }
 
-async fn readyz() -> Response {
-    if metrics::global().is_ready() {
-        text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n".into())
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    let status = if health.ready() {
+        StatusCode::OK
     } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain; charset=utf-8",
-            "not ready\n".into(),
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, "application/json", health.report())
 }
 
 async fn not_found() -> Response {
@@ -92,11 +96,24 @@ mod tests {
         task: tokio::task::JoinHandle<std::io::Result<()>>,
     }
 
+    fn health() -> Arc<Health> {
+        Arc::new(Health::new(
+            ["src.example".to_string(), "dst.example".to_string()],
+            vec![("src.example".into(), vec!["dst.example".into()])],
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ))
+    }
+
     async fn start() -> Server {
+        start_with(health()).await
+    }
+
+    async fn start_with(health: Arc<Health>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let token = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, token.clone()));
+        let task = tokio::spawn(serve(listener, health, token.clone()));
         Server { base, token, task }
     }
 
@@ -142,19 +159,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readiness_and_liveness_follow_the_latches() {
+    async fn readiness_follows_the_health_and_liveness_the_latch() {
         let _g = LATCHES.lock().await;
         let m = metrics::global();
-        let s = start().await;
+        let health = health();
+        let s = start_with(health.clone()).await;
 
-        m.set_ready(false);
-        assert_eq!(s.get("/readyz").await.0, 503);
-        assert_eq!(s.get("/readyz").await.2, "not ready\n");
-        m.set_ready(true);
+        // Not pulling yet: not ready.
+        let (status, ct, body) = s.get("/readyz").await;
+        assert_eq!((status, ct.as_str()), (503, "application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["ready"], false);
+        health.set_running(true);
+        let (status, _, body) = s.get("/readyz").await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["registries"]["dst.example"]["state"], "healthy");
+        // The only target unhealthy: no rule can progress, not ready; the body says why.
+        health.failed("dst.example", "credentials refused");
+        let (status, _, body) = s.get("/readyz").await;
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
-            s.get("/readyz").await,
-            (200, "text/plain; charset=utf-8".into(), "ready\n".into())
+            (v["paused"].clone(), v["registries"]["dst.example"]["state"].clone()),
+            (true.into(), "unhealthy".into())
         );
+        assert_eq!(v["registries"]["dst.example"]["reason"], "credentials refused");
+        health.succeeded("dst.example");
+        assert_eq!(s.get("/readyz").await.0, 200);
 
         assert_eq!(s.get("/livez").await.2, "ok\n");
         assert_eq!(s.get("/healthz").await.0, 200);

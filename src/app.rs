@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
+use crate::engine::{Executor, Guarded, Memory};
+use crate::health::Health;
 use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::queue::file::FileSource;
@@ -50,15 +52,16 @@ pub async fn run(config: Config, notifier: Notifier) -> Result<Finished, Error> 
     let shutdown_token = CancellationToken::new();
     shutdown::on_signal(shutdown_token.clone())
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
-    let notify_task = spawn_notifier(notifier, shutdown_token.clone());
-    let result = run_until(config, shutdown_token).await;
+    let health = health(&config);
+    let notify_task = spawn_notifier(notifier, health.clone(), shutdown_token.clone());
+    let result = run_with(config, health, shutdown_token).await;
     notify_task.abort();
     result
 }
 
 /// `READY=1` the first time the pipeline reports ready, `WATCHDOG=1` at half the
 /// watchdog interval for as long as the runtime runs, `STOPPING=1` when shutdown begins.
-fn spawn_notifier(notifier: Notifier, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_notifier(notifier: Notifier, health: Arc<Health>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     const TICK: std::time::Duration = std::time::Duration::from_millis(100);
     tokio::spawn(async move {
         if !notifier.enabled() {
@@ -68,7 +71,7 @@ fn spawn_notifier(notifier: Notifier, stop: CancellationToken) -> tokio::task::J
         let mut next_watchdog = tokio::time::Instant::now();
         // One task, aborted with the run: nothing outlives it.
         loop {
-            if !ready_sent && !stop.is_cancelled() && metrics::global().is_ready() {
+            if !ready_sent && !stop.is_cancelled() && health.ready() {
                 notifier.ready();
                 ready_sent = true;
             }
@@ -95,10 +98,33 @@ fn spawn_notifier(notifier: Notifier, stop: CancellationToken) -> tokio::task::J
     })
 }
 
+/// The health state of a run of `config`: its registries, and each rule's source and
+/// targets (to tell when no rule can make progress).
+fn health(config: &Config) -> Arc<Health> {
+    let routes = config
+        .rules
+        .iter()
+        .map(|r| {
+            let targets = r.targets.iter().map(|t| t.registry.clone()).collect();
+            (r.source_registry.clone(), targets)
+        })
+        .collect();
+    Arc::new(Health::new(
+        config.registries.iter().map(|r| r.host.clone()),
+        routes,
+        config.pipeline.pause_min,
+        config.pipeline.pause_max,
+    ))
+}
+
 /// [`run`] with an external shutdown token (for embedding and tests).
 pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
-    let m = metrics::global();
-    m.set_ready(false);
+    let health = health(&config);
+    run_with(config, health, shutdown_token).await
+}
+
+async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
+    metrics::global().set_ready(false);
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
     let registries = RegistrySet::from_configs(config.registries.clone()).map_err(|e| Error::Config(e.to_string()))?;
     let opts = Options {
@@ -108,12 +134,25 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
         ..Options::default()
     };
     let replicator = Arc::new(Replicator::new(Arc::new(registries), opts));
+    let memory = Memory {
+        ttl: config.pipeline.dedup_ttl,
+        max_entries: config.pipeline.dedup_max_entries,
+    };
+    let executor = Arc::new(Guarded::new(Executor::new(replicator, memory), health.clone()));
     let origin = match &config.origin {
         Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
         None => crate::event::Origin::none(),
     };
-    let pipeline =
-        Arc::new(Pipeline::new(replicator, config.rules.clone(), hosts, config.pipeline.clone()).with_origin(origin));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            executor,
+            health.clone(),
+            config.rules.clone(),
+            hosts,
+            config.pipeline.clone(),
+        )
+        .with_origin(origin),
+    );
 
     let admin_stop = CancellationToken::new();
     let admin_task = match config.admin_listen {
@@ -124,8 +163,9 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
             let local = listener.local_addr().map_err(|e| Error::Startup(e.to_string()))?;
             tracing::info!(listen = %local, "admin endpoints: /metrics /healthz /readyz");
             let stop = admin_stop.clone();
+            let health = health.clone();
             Some(tokio::spawn(async move {
-                if let Err(e) = admin::serve(listener, stop).await {
+                if let Err(e) = admin::serve(listener, health, stop).await {
                     tracing::error!(error = %e, "admin server failed");
                 }
             }))

@@ -16,13 +16,15 @@
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
 //! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
 //! | [`credentials`] | Google ADC and Entra ID token providers, cached, refreshed before expiry | `config` |
-//! | [`metrics`] | the Prometheus families and readiness latch | — (leaf) |
-//! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics` |
+//! | [`metrics`] | the Prometheus families (mirrors of the health state included) | — (leaf) |
+//! | [`health`] | per-registry health, pause and readiness of one run | `metrics` |
+//! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics`, `health` |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
 //! | [`event`] | pure decoders: GAR/GCR, ACR, Artifactory, Harbor, distribution, Pub/Sub push envelopes, generic → [`event::Event`]s | `oci` |
 //! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
-//! | [`pipeline`] | receive, decode, route, replicate, settle; **the only place that settles** | `queue`, `event`, `rules`, `replicate`, `metrics`, `config`, `oci` |
+//! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
+//! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //!
@@ -35,7 +37,9 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod credentials;
+pub mod engine;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod oci;
@@ -119,5 +123,21 @@ mod layering {
             &["crate::registry", "crate::replicate", "crate::queue", "crate::pipeline"],
         );
         assert_no_imports("pipeline", &["crate::registry", "crate::app", "crate::admin"]);
+    }
+
+    #[test]
+    fn the_executor_knows_nothing_of_messages() {
+        let messages = [
+            "crate::queue",
+            "crate::pipeline",
+            "crate::event",
+            "crate::app",
+            "crate::admin",
+        ];
+        assert_no_imports("engine", &messages);
+        assert_no_imports(
+            "health.rs",
+            &[&messages[..], &["crate::engine", "crate::replicate", "crate::registry"]].concat(),
+        );
     }
 }

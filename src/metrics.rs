@@ -222,7 +222,8 @@ pub fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
-/// Decrements `regrelay_copies_in_flight` when dropped; from [`Metrics::copy_in_flight`].
+/// Decrements a gauge when dropped (`regrelay_copies_in_flight`, `regrelay_messages_waiting`);
+/// from [`Metrics::copy_in_flight`] and [`Metrics::message_waiting`].
 #[must_use = "the copy counts as in flight only while the guard lives"]
 #[derive(Debug)]
 pub struct InFlightGuard {
@@ -249,6 +250,7 @@ pub struct Metrics {
     dedup_hits: IntCounterVec,
     event_lag: Histogram,
     copies_in_flight: IntGauge,
+    messages_waiting: IntGauge,
     last_success: Gauge,
     deletes: IntCounterVec,
     registry_requests: IntCounterVec,
@@ -256,6 +258,7 @@ pub struct Metrics {
     registry_retries: IntCounterVec,
     ready_gauge: IntGauge,
     source_paused: IntGauge,
+    registry_healthy: IntGaugeVec,
     ready: AtomicBool,
     alive: AtomicBool,
     /// `registry` label values handed out so far (see [`MAX_REGISTRY_LABELS`]).
@@ -287,6 +290,12 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid counter definition");
     registry.register(Box::new(c.clone())).expect("metric names are unique");
     c
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge definition");
+    registry.register(Box::new(g.clone())).expect("metric names are unique");
+    g
 }
 
 fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -391,6 +400,12 @@ impl Metrics {
                 h
             },
             copies_in_flight: int_gauge(&r, "regrelay_copies_in_flight", "Image copies running right now."),
+            messages_waiting: int_gauge(
+                &r,
+                "regrelay_messages_waiting",
+                "Failed messages held (lease or lock kept) until their retry delay ends, then handed \
+                 back to the broker.",
+            ),
             last_success: {
                 let g = Gauge::with_opts(Opts::new(
                     "regrelay_last_success_timestamp_seconds",
@@ -437,6 +452,13 @@ impl Metrics {
                 "regrelay_source_paused",
                 "1 while pulling from the queue is paused after a systemic failure (for example rejected \
                  registry credentials), else 0.",
+            ),
+            registry_healthy: int_gauge_vec(
+                &r,
+                "regrelay_registry_healthy",
+                "1 while a configured registry is usable, 0 while it is unhealthy after a systemic failure \
+                 (work that needs it waits for its backoff).",
+                &["registry"],
             ),
             registry: r,
             ready: AtomicBool::new(false),
@@ -535,6 +557,14 @@ impl Metrics {
         }
     }
 
+    /// Count a failed message as waiting for its hand-back until the guard is dropped.
+    pub fn message_waiting(&self) -> InFlightGuard {
+        self.messages_waiting.inc();
+        InFlightGuard {
+            gauge: self.messages_waiting.clone(),
+        }
+    }
+
     /// Record now as the time of the last verified copy.
     pub fn last_success_now(&self) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -556,6 +586,14 @@ impl Metrics {
         if status == Some(429) {
             self.registry_throttled.with_label_values(&[registry.as_str()]).inc();
         }
+    }
+
+    /// Record whether a configured registry is usable.
+    pub fn set_registry_healthy(&self, registry: &str, healthy: bool) {
+        let registry = self.registry_label(registry);
+        self.registry_healthy
+            .with_label_values(&[registry.as_str()])
+            .set(i64::from(healthy));
     }
 
     /// A request to `registry` failed with `class` and is being retried in-process.
@@ -649,7 +687,7 @@ impl Default for Metrics {
 mod tests {
     use super::*;
 
-    const FAMILIES: [(&str, &str); 19] = [
+    const FAMILIES: [(&str, &str); 21] = [
         ("regrelay_build_info", "gauge"),
         ("regrelay_messages_received_total", "counter"),
         ("regrelay_messages_settled_total", "counter"),
@@ -662,6 +700,7 @@ mod tests {
         ("regrelay_dedup_hits_total", "counter"),
         ("regrelay_event_lag_seconds", "histogram"),
         ("regrelay_copies_in_flight", "gauge"),
+        ("regrelay_messages_waiting", "gauge"),
         ("regrelay_last_success_timestamp_seconds", "gauge"),
         ("regrelay_deletes_total", "counter"),
         ("regrelay_registry_requests_total", "counter"),
@@ -669,6 +708,7 @@ mod tests {
         ("regrelay_registry_retries_total", "counter"),
         ("regrelay_ready", "gauge"),
         ("regrelay_source_paused", "gauge"),
+        ("regrelay_registry_healthy", "gauge"),
     ];
 
     /// The value of the sample line that starts with `prefix` (name plus labels).
@@ -695,6 +735,7 @@ mod tests {
         }
         m.event_lag(Duration::from_secs(3));
         drop(m.copy_in_flight());
+        drop(m.message_waiting());
         m.last_success_now();
         for d in DeleteResult::ALL {
             m.delete_finished(d);
@@ -707,6 +748,7 @@ mod tests {
         }
         m.set_ready(true);
         m.set_paused(true);
+        m.set_registry_healthy("registry.example:5000", false);
         m.set_alive(true);
     }
 
@@ -716,7 +758,7 @@ mod tests {
         exercise(&m);
         let text = m.render();
         let names: HashSet<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 19, "nineteen distinct families");
+        assert_eq!(names.len(), 21, "twenty-one distinct families");
         for (name, kind) in FAMILIES {
             assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "no TYPE for {name}");
@@ -728,6 +770,8 @@ mod tests {
                         || name.ends_with("_seconds")
                         || name.ends_with("_info")
                         || name.ends_with("_in_flight")
+                        || name == "regrelay_messages_waiting"
+                        || name == "regrelay_registry_healthy"
                         || name == "regrelay_ready"
                         || name == "regrelay_source_paused"),
                 "{name} breaks the naming rule"

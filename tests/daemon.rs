@@ -383,6 +383,86 @@ async fn file_source_backfill_verifies_each_line_and_reports_failures() {
     );
 }
 
+/// Peak resident memory of process `pid` (`VmHWM`), KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Issue 9: a 50 MB line on stdin is not read into memory: it is rejected with its reason
+/// and counted as failed, the next line is replicated, and the process's peak memory stays
+/// far below the line's size (the old reader took it to 63 MB).
+#[tokio::test]
+async fn stdin_line_over_the_limit_is_rejected_unbuffered_and_the_next_line_runs_issue_9() {
+    use tokio::io::AsyncWriteExt as _;
+    support::registry_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let img = image::push_simple(&s, "team/app", "1", 20_000, 11).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("regrelay.toml");
+    std::fs::write(
+        &cfg_path,
+        config("[source]\nkind = \"file\"", &src.host(), &dst.host()).replace("{ADMIN}", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg_path)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    const BIG: usize = 50 << 20;
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..BIG / chunk.len() {
+        stdin.write_all(&chunk).await.unwrap();
+    }
+    stdin.write_all(b"\n").await.unwrap();
+    stdin
+        .write_all(&ar_insert(&src.host(), "team/app", Some("1"), &img.digest.to_string()))
+        .await
+        .unwrap();
+    stdin.write_all(b"\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    // The good line is replicated while stdin is still open: measure before the exit.
+    let deadline = tokio::time::Instant::now() + LONG;
+    while tag_digest(&d, "mirror/team/app", "1").await.as_deref() != Some(img.digest.to_string().as_str()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the line after the long one was not replicated; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak_kib = vm_hwm_kib(pid).expect("VmHWM of the running process");
+    drop(stdin);
+    let status = tokio::time::timeout(LONG, child.wait())
+        .await
+        .expect("regrelay exits at the end of stdin")
+        .unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    eprintln!("peak RSS of regrelay reading a 50 MiB line: {} MiB", peak_kib / 1024);
+    assert!(
+        peak_kib < 40 * 1024,
+        "peak RSS {peak_kib} KiB: the long line must not be buffered"
+    );
+    assert_eq!(status.code(), Some(1), "the long line failed; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("1 events verified or ignored, 1 failed"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("longer than the 65536-byte payload limit") && stderr.contains(&BIG.to_string()),
+        "the reason and the line's size are logged; stderr:\n{stderr}"
+    );
+}
+
 /// `check-config` and `run` refuse a bad file with exit code 64 before contacting anything.
 #[tokio::test]
 async fn bad_config_exits_64_naming_file_and_line() {
@@ -580,4 +660,61 @@ async fn stdin_source_exits_on_sigterm_while_stdin_stays_open() {
         .expect("regrelay did not exit within 10 s of SIGTERM with stdin open")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A target answering 503 to everything for 30 s while 20 messages are in flight, on a
+/// subscription with no retry policy (Pub/Sub redelivers a nacked message at once): each
+/// failed message is held (its lease extended) for a retry delay that doubles per delivery
+/// (2, 4, 8, 8, ... s) before it is nacked, so each is delivered a handful of times instead
+/// of hundreds, and all are replicated and acked once the target is back.
+#[tokio::test]
+async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let proxy = FaultProxy::start(&dst.url()).await;
+    let emu = emulator().await;
+    let mut events = Vec::new();
+    let mut digests = Vec::new();
+    for i in 0..20u64 {
+        let tag = format!("v{i}");
+        let digest = image::push_simple(&s, "team/app", &tag, 4_000, 200 + i).await.digest;
+        events.push(ar_insert(&src.host(), "team/app", Some(&tag), &digest.to_string()));
+        digests.push((tag, digest));
+    }
+    let cfg = config(
+        &pubsub_source(&emu).replace("max_outstanding_messages = 16", "max_outstanding_messages = 40"),
+        &src.host(),
+        &proxy.host(),
+    )
+    .replace(
+        "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+        "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
+    )
+    .replace("workers = 4\n", "workers = 8\n");
+    proxy.add_rule(Rule::status(503).times(usize::MAX));
+    let daemon = Daemon::start(&cfg).await;
+    emu.publish_many(TOPIC, &events).await;
+    daemon
+        .wait_metric("regrelay_messages_waiting", &[], LONG, |v| v >= 10.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 0.0);
+    proxy.clear_rules();
+
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], Duration::from_secs(90), |v| v == 20.0)
+        .await;
+    for (tag, digest) in &digests {
+        assert_eq!(
+            tag_digest(&d, "mirror/team/app", tag).await.as_deref(),
+            Some(digest.to_string().as_str()),
+            "{tag} replicated"
+        );
+    }
+    // About five deliveries per message over 30 s; an immediate nack loop makes hundreds.
+    let received = daemon.metric("regrelay_messages_received_total", &[]).await;
+    assert!((40.0..=20.0 * 7.0).contains(&received), "deliveries: {received}");
+    assert_eq!(daemon.metric("regrelay_messages_waiting", &[]).await, 0.0);
+    assert!(emu.peek(SUB, 10).await.is_empty(), "acked means gone");
 }

@@ -8,6 +8,9 @@ mod support;
 
 use std::time::Duration;
 
+use regrelay::config::RejectMode;
+use regrelay::queue::Source as _;
+use regrelay::queue::servicebus::ServiceBusSource;
 use support::image;
 use support::{
     Action, COPIES, Daemon, EntityOptions, FaultProxy, LONG, Method, NAMESPACE, Registries, Right, Rule, SETTLED,
@@ -112,6 +115,62 @@ async fn broker(lock: Duration, max_delivery_count: u32) -> (ServiceBusServer, S
     let key = format!("listen-key-{:016x}", fastrand::u64(..));
     sb.add_sas_rule(RULE, &key, &[Right::Listen]);
     (sb, key)
+}
+
+/// Issue 9: behind an `endpoint` override (a private endpoint, a proxy, this test server)
+/// the SAS token is signed for the namespace's URI for the entity, which is what the broker
+/// checks (the test server refuses any other audience, like the real service); the
+/// override only decides where requests go. The source runs in-process, for a queue and
+/// for a topic subscription, with the config read as the daemon reads it.
+#[tokio::test]
+async fn sas_audience_is_the_namespace_behind_an_endpoint_override_issue_9() {
+    let (sb, key) = broker(Duration::from_secs(60), 10).await;
+    sb.create_topic("acr");
+    sb.create_subscription("acr", "regrelay", EntityOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("sb-key");
+    std::fs::write(&key_file, &key).unwrap();
+    let entities = [
+        (format!("queue = \"{Q}\""), Q, Q.to_owned()),
+        (
+            "topic = \"acr\"\nsubscription = \"regrelay\"".to_owned(),
+            "acr",
+            "acr/subscriptions/regrelay".to_owned(),
+        ),
+    ];
+    for (i, (entity, send_to, receive_from)) in entities.iter().enumerate() {
+        let id = format!("audience-{i}");
+        assert_eq!(sb.send(send_to, b"{}", Some(&id), &[]).await, 201);
+        let source = format!(
+            "[source]\nkind = \"servicebus\"\nnamespace = \"{NAMESPACE}\"\nendpoint = \"{}\"\n{entity}\nwait_secs = 1\n\
+             auth = {{ kind = \"sas\", key_name = \"{RULE}\", key_file = \"{}\" }}",
+            sb.url(),
+            key_file.display()
+        );
+        let toml = config(&source, "127.0.0.1:1", "127.0.0.1:2").replace("{ADMIN}", "127.0.0.1:0");
+        let cfg = regrelay::config::load_str(&toml, std::path::Path::new("regrelay.toml")).unwrap();
+        let regrelay::config::SourceConfig::ServiceBus(sbc) = &cfg.source else {
+            panic!("a Service Bus source");
+        };
+        let mut source = ServiceBusSource::connect(sbc, RejectMode::Nack).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), source.next())
+            .await
+            .unwrap_or_else(|_| panic!("{receive_from}: nothing received; requests: {:#?}", sb.requests()))
+            .expect("the source is open")
+            .unwrap_or_else(|e| panic!("{receive_from}: receive refused: {e}"));
+        assert_eq!(&delivery.payload[..], b"{}");
+        delivery.handle.ack();
+        source.close().await;
+        sb.wait_until(LONG, "the message completed", |sb| {
+            sb.counts(receive_from).completed == 1
+        })
+        .await;
+    }
+    assert!(
+        sb.requests().iter().all(|r| r.status != 401),
+        "no request was refused: {:#?}",
+        sb.requests()
+    );
 }
 
 async fn push_is_replicated_verified_and_completed(schema: Schema) {
@@ -547,4 +606,84 @@ async fn entra_bearer_tokens_from_a_token_file() {
         "every request carried the bearer token"
     );
     assert!(!daemon.log().contains(&token), "the token was logged");
+}
+
+/// A target answering 503 to everything for 30 s while 20 messages are in flight, with the
+/// queue's MaxDeliveryCount at 10: each failed message is held (its lock renewed) for a
+/// retry delay that doubles per delivery (2, 4, 8, 8, ... s) before it is abandoned, so
+/// nothing reaches the dead-letter queue, every message is completed once the target is
+/// back, and each is delivered only a handful of times (an immediate abandon would burn
+/// through all ten deliveries in about two seconds).
+#[tokio::test]
+async fn a_30_second_outage_dead_letters_nothing() {
+    support::registry_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let proxy = FaultProxy::start(&dst.url()).await;
+    // A 6 s lock: holding a message through an 8 s delay needs renewals.
+    let (sb, key) = broker(Duration::from_secs(6), 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..20u64 {
+        let tag = format!("v{i}");
+        digests.push((
+            tag.clone(),
+            image::push_simple(&s, "team/app", &tag, 4_000, 100 + i).await.digest,
+        ));
+    }
+    let cfg = config(&source(&sb, &dir, &key, ""), &src.host(), &proxy.host())
+        .replace(
+            "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+            "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
+        )
+        .replace("workers = 4\n", "workers = 8\n");
+    proxy.add_rule(Rule::status(503).times(usize::MAX));
+    let daemon = Daemon::start(&cfg).await;
+    for (tag, digest) in &digests {
+        let body = pushed(
+            Schema::EventGrid,
+            &src.host(),
+            "team/app",
+            Some(tag),
+            &digest.to_string(),
+        );
+        sb.send(
+            Q,
+            &body,
+            Some(&format!("outage-{tag}")),
+            &aeg_headers(Schema::EventGrid),
+        )
+        .await;
+    }
+    // Everything fails and waits while the target is down.
+    daemon
+        .wait_metric("regrelay_messages_waiting", &[], LONG, |v| v >= 10.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(sb.counts(Q).dead_lettered, 0, "dead-lettered during the outage");
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 0.0);
+    proxy.clear_rules();
+
+    sb.wait_until(Duration::from_secs(90), "all 20 messages completed", |sb| {
+        sb.counts(Q).completed == 20
+    })
+    .await;
+    assert_eq!(sb.counts(Q).dead_lettered, 0);
+    for (tag, digest) in &digests {
+        assert_eq!(
+            tag_digest(&d, "mirror/team/app", tag).await.as_deref(),
+            Some(digest.to_string().as_str()),
+            "{tag} replicated"
+        );
+        let st = sb.stats(&format!("outage-{tag}"));
+        // 30 s of outage at 2 + 4 + 8 + 8 + ... s: about five deliveries, never ten.
+        assert!(
+            (2..=7).contains(&st.deliveries) && st.completions == 1 && st.dead_lettered == 0,
+            "{tag}: {st:?}"
+        );
+        assert!(
+            st.renewals >= 1,
+            "{tag}: the lock was kept while the message waited: {st:?}"
+        );
+    }
+    assert_eq!(daemon.metric("regrelay_messages_waiting", &[]).await, 0.0);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use regrelay::queue::servicebus::BrokerProperties;
 use reqwest::{Method, Response};
-use support::{EntityOptions, ROOT_RULE, Right, ServiceBusServer, sas, unix_now};
+use support::{EntityOptions, NAMESPACE, ROOT_RULE, Right, ServiceBusServer, resource_uri, sas, sas_for_sr, unix_now};
 use tokio::time::Instant;
 
 const Q: &str = "acr-events";
@@ -28,14 +28,14 @@ async fn server(lock_ms: u64, max: u32) -> ServiceBusServer {
     sb
 }
 
-/// A request with a root SAS token for `url` itself.
+/// A request to `url` (on the server) with a root SAS token for the namespace URI of the
+/// entity the URL names (the part before `/messages`).
 async fn call(sb: &ServiceBusServer, method: Method, url: &str) -> Response {
-    let auth = sas(
-        url.split('?').next().unwrap(),
-        ROOT_RULE,
-        sb.root_key(),
-        unix_now() + 60,
-    );
+    let path = url
+        .strip_prefix(&format!("{}/", sb.url()))
+        .expect("a URL on the server");
+    let entity = path.split("/messages").next().unwrap();
+    let auth = sas(&resource_uri(entity), ROOT_RULE, sb.root_key(), unix_now() + 60);
     call_as(method, url, Some(&auth)).await
 }
 
@@ -76,7 +76,7 @@ async fn sas_and_bearer_tokens_are_validated() {
     let head = format!("{}/{Q}/messages/head?timeout=0", sb.url());
     let status = |r: Response| r.status().as_u16();
     assert_eq!(status(call_as(Method::POST, &head, None).await), 401, "no credentials");
-    let base = format!("{}/{Q}", sb.url());
+    let base = resource_uri(Q);
     let exp = unix_now() + 60;
     let good = sas(&base, ROOT_RULE, sb.root_key(), exp);
     assert_eq!(
@@ -84,39 +84,72 @@ async fn sas_and_bearer_tokens_are_validated() {
         204,
         "valid SAS, empty queue"
     );
-    // A token for the namespace covers every entity; one for the entity covers its URLs.
-    let ns = sas(&format!("{}/", sb.url()), ROOT_RULE, sb.root_key(), unix_now() + 60);
-    assert_eq!(status(call_as(Method::POST, &head, Some(&ns)).await), 204);
-    let cases = [
-        ("wrong key", sas(&base, ROOT_RULE, "not-the-key", unix_now() + 60)),
-        ("expired", sas(&base, ROOT_RULE, sb.root_key(), unix_now() - 1)),
-        ("unknown rule", sas(&base, "nobody", sb.root_key(), unix_now() + 60)),
+    let key = sb.root_key();
+    let signed = |resource: &str| sas(resource, ROOT_RULE, key, unix_now() + 60);
+    // The audience is the namespace's URI for the entity or a parent of it, compared
+    // case-insensitively, with any of the schemes Microsoft's SAS page shows, and with
+    // upper- or lowercase escapes (.NET's HttpUtility.UrlEncode writes `%3a`).
+    let accepted = [
+        ("the namespace root", signed(&format!("https://{NAMESPACE}/"))),
+        ("the namespace without a slash", signed(&format!("https://{NAMESPACE}"))),
+        ("another case", signed(&base.to_ascii_uppercase())),
+        ("the sb scheme", signed(&format!("sb://{NAMESPACE}/{Q}"))),
+        ("the http scheme", signed(&format!("http://{NAMESPACE}/{Q}"))),
+        ("a trailing slash", signed(&format!("{base}/"))),
         (
-            "another entity",
-            sas(
-                &format!("{}/other", sb.url()),
+            "lowercase escapes",
+            sas_for_sr(
+                &format!("https%3a%2f%2f{NAMESPACE}%2f{Q}"),
                 ROOT_RULE,
-                sb.root_key(),
+                key,
                 unix_now() + 60,
             ),
         ),
+    ];
+    for (what, auth) in &accepted {
+        assert_eq!(status(call_as(Method::POST, &head, Some(auth)).await), 204, "{what}");
+    }
+    let refused = [
+        ("wrong key", sas(&base, ROOT_RULE, "not-the-key", unix_now() + 60)),
+        ("expired", sas(&base, ROOT_RULE, key, unix_now() - 1)),
+        ("unknown rule", sas(&base, "nobody", key, unix_now() + 60)),
+        ("another entity", signed(&resource_uri("other"))),
         (
             "a prefix that is not a path segment",
-            sas(
-                &format!("{}/acr-event", sb.url()),
-                ROOT_RULE,
-                sb.root_key(),
-                unix_now() + 60,
-            ),
+            signed(&resource_uri("acr-event")),
         ),
+        (
+            "a path under the entity",
+            signed(&resource_uri(&format!("{Q}/messages"))),
+        ),
+        (
+            "another namespace",
+            signed(&format!("https://other.servicebus.windows.net/{Q}")),
+        ),
+        // What regrelay signed before issue 9: the endpoint the request was sent to.
+        ("the endpoint's URL", signed(&format!("{}/{Q}", sb.url()))),
+        ("the endpoint's root", signed(&format!("{}/", sb.url()))),
+        ("no scheme", signed(&format!("{NAMESPACE}/{Q}"))),
+        ("sr not URL-encoded", sas_for_sr(&base, ROOT_RULE, key, unix_now() + 60)),
         (
             "tampered expiry",
             good.replace(&format!("se={exp}"), &format!("se={}", exp + 6000)),
         ),
     ];
-    for (what, auth) in &cases {
+    for (what, auth) in &refused {
         assert_eq!(status(call_as(Method::POST, &head, Some(auth)).await), 401, "{what}");
     }
+    // A wrong audience is told apart from a bad signature, in the service's words.
+    let r = call_as(Method::POST, &head, Some(&signed(&format!("{}/{Q}", sb.url())))).await;
+    assert!(r.text().await.unwrap().starts_with("InvalidAudience"));
+    // A token for a topic covers its subscriptions.
+    sb.create_topic("acr");
+    sb.create_subscription("acr", "regrelay", EntityOptions::default());
+    let sub_head = format!("{}/acr/subscriptions/regrelay/messages/head?timeout=0", sb.url());
+    assert_eq!(
+        status(call_as(Method::POST, &sub_head, Some(&signed(&resource_uri("acr")))).await),
+        204
+    );
     // The key's UTF-8 bytes are the HMAC key: a base64-decoded key does not verify.
     sb.add_sas_rule("listen", "aGVsbG8=", &[Right::Listen]);
     let decoded = String::from_utf8_lossy(b"hello").into_owned();
@@ -133,7 +166,7 @@ async fn sas_and_bearer_tokens_are_validated() {
     );
     let listen = sas(&base, "listen", "aGVsbG8=", unix_now() + 60);
     assert_eq!(status(call_as(Method::POST, &head, Some(&listen)).await), 204);
-    let send_url = format!("{base}/messages");
+    let send_url = format!("{}/{Q}/messages", sb.url());
     assert_eq!(
         status(call_as(Method::POST, &send_url, Some(&listen)).await),
         401,

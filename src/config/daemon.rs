@@ -200,6 +200,15 @@ pub struct PipelineConfig {
     pub pause_max: Duration,
     /// Log deletions instead of performing them (for every rule that propagates deletes).
     pub delete_dry_run: bool,
+    /// Retry delay of a message after its first Transient or Systemic failure: the message
+    /// is held (lease or lock kept) this long before it goes back to the broker. Doubles with
+    /// each delivery up to `retry_delay_max`. Zero hands failed messages back at once.
+    pub retry_delay_min: Duration,
+    /// Longest retry delay.
+    pub retry_delay_max: Duration,
+    /// Most failed messages held at once while their retry delay runs; when full, workers
+    /// wait for a slot (and so pulling slows down).
+    pub max_waiting: usize,
 }
 
 impl Default for PipelineConfig {
@@ -215,6 +224,9 @@ impl Default for PipelineConfig {
             pause_min: Duration::from_secs(5),
             pause_max: Duration::from_secs(300),
             delete_dry_run: false,
+            retry_delay_min: Duration::from_secs(15),
+            retry_delay_max: Duration::from_secs(300),
+            max_waiting: 1000,
         }
     }
 }

@@ -343,6 +343,13 @@ struct RawPipeline {
     pause_max_secs: Option<Spanned<u64>>,
     /// Log deletions instead of performing them. Default false.
     delete_dry_run: Option<bool>,
+    /// Retry delay after a message's first transient or systemic failure; doubles per
+    /// delivery. 0 hands failed messages back at once. Default 15.
+    retry_delay_min_secs: Option<Spanned<u64>>,
+    /// Longest retry delay, ≥ `retry_delay_min_secs`. Default 300.
+    retry_delay_max_secs: Option<Spanned<u64>>,
+    /// Most failed messages held while their retry delay runs, ≥ 1. Default 1000.
+    max_waiting: Option<Spanned<usize>>,
 }
 
 /// `[admin]`.

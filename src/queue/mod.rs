@@ -19,6 +19,8 @@ use crate::config::RejectMode;
 use crate::metrics;
 
 pub mod file;
+#[cfg(test)]
+pub mod memory;
 pub mod pubsub;
 pub mod servicebus;
 
@@ -130,15 +132,36 @@ pub trait Source: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Option<Result<Delivery, Error>>> + Send;
 
     /// Stop receiving and flush pending settlements to the broker. Call after every
-    /// handle has been settled or dropped, unless [`Source::closes_leased`] says otherwise.
+    /// handle has been settled or dropped.
     fn close(self) -> impl Future<Output = ()> + Send;
 
-    /// Does [`Source::close`] itself hand back every message still held, including those
-    /// whose handles are alive? Then the pipeline closes the source *before* cancelling work
-    /// that outlived the grace period (so the broker cannot redeliver those messages into
-    /// this process in between); otherwise it cancels first, and the dropped handles nack.
-    fn closes_leased(&self) -> bool {
-        false
+    /// The grace period is over but work is still running: hand every message still held
+    /// back to the broker and close. `cancel` stops the unfinished work (its dropped
+    /// handles nack); `drained` resolves once that work has ended.
+    ///
+    /// The default cancels, waits, then closes (which flushes the nacks). A source whose
+    /// close itself hands back every leased message overrides this to close *first*, so the
+    /// broker cannot redeliver the nacked messages into this process in between.
+    fn abort(
+        self,
+        cancel: tokio_util::sync::CancellationToken,
+        drained: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            cancel.cancel();
+            drained.await;
+            self.close().await;
+        }
+    }
+
+    /// Does a nacked message come back later (a broker)? Then the pipeline holds a failed
+    /// message for its retry delay before nacking it. A source without redelivery (the file
+    /// source: a nacked line has failed) is settled at once.
+    fn redelivers(&self) -> bool {
+        true
     }
 }
 

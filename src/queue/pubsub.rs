@@ -121,9 +121,13 @@ impl Source for PubSubSource {
         }))
     }
 
-    fn closes_leased(&self) -> bool {
-        // `ShutdownBehavior::NackImmediately`: everything under lease management is nacked.
-        true
+    async fn abort(self, cancel: tokio_util::sync::CancellationToken, drained: impl Future<Output = ()> + Send) {
+        // `ShutdownBehavior::NackImmediately`: closing nacks everything under lease
+        // management in one go, while the unfinished handles are still alive, so nothing is
+        // redelivered into this stream meanwhile. Then the copies are cancelled.
+        self.close().await;
+        cancel.cancel();
+        drained.await;
     }
 
     async fn close(self) {

@@ -345,8 +345,10 @@ impl ServiceBusSource {
     /// Build the client and start the receivers (they connect on their first poll).
     pub async fn connect(cfg: &ServiceBusConfig, reject: RejectMode) -> Result<ServiceBusSource, Error> {
         let auth: Arc<dyn TokenSource> = match &cfg.auth {
+            // Signed for the namespace's entity URI even behind an `endpoint` override
+            // (issue 9): the broker checks the audience, not where the request came in.
             ServiceBusAuth::Sas { key_name, key } => Arc::new(SasTokenSource::new(
-                format!("{}/{}", cfg.base_url(), cfg.entity.path()),
+                auth::sas_audience(&cfg.namespace, &cfg.entity.path()),
                 key_name.clone(),
                 key.clone(),
             )),

@@ -31,7 +31,7 @@ pub const COPIES: &str = "regrelay_copies_total";
 /// How long an end-to-end test waits for a state before it fails.
 pub const LONG: Duration = Duration::from_secs(60);
 
-/// A daemon config: `source`, then a quick `[pipeline]`, `[admin]` on `{ADMIN}`, the
+/// A daemon config: `source`, then a quick `[pipeline]` (1–2 s retry delays), `[admin]` on `{ADMIN}`, the
 /// registries `src` and `dst` (`read_timeout_secs`, two quick attempts) and one rule
 /// mirroring everything of `src` to `dst/mirror/{repository}` (push and delete;
 /// digest-only pushes replicated).
@@ -45,6 +45,8 @@ workers = 4
 shutdown_grace_secs = 4
 pause_min_secs = 1
 pause_max_secs = 2
+retry_delay_min_secs = 1
+retry_delay_max_secs = 2
 
 [admin]
 listen = "{{ADMIN}}"

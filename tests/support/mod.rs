@@ -44,7 +44,8 @@ pub use registry::TestRegistry;
 pub use reqwest::Method;
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use servicebus::{
-    Counts, EntityOptions, Message, MessageStats, NAMESPACE, ROOT_RULE, Request, Right, ServiceBusServer, sas, unix_now,
+    Counts, EntityOptions, Message, MessageStats, NAMESPACE, ROOT_RULE, Request, Right, ServiceBusServer, resource_uri,
+    sas, sas_for_sr, unix_now,
 };
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use token::{KeyHint, TokenOptions, TokenRequest, TokenServer};

@@ -3,8 +3,9 @@
 //! Role: follow the documented REST semantics (protocols.md §3) closely enough that
 //! regrelay's Service Bus source cannot tell it from the real service in the ways that
 //! matter: SAS validation (HMAC-SHA256 keyed with the UTF-8 bytes of the key, over
-//! `sr + "\n" + se`, `se` in the future, `sr` a prefix of the request URL) and bearer
-//! validation; send with `BrokerProperties` and custom property headers; peek-lock
+//! `sr + "\n" + se`, `se` in the future, and the audience checked strictly: `sr`
+//! percent-encoded and naming [`NAMESPACE`]'s URI for the entity or one of its parents,
+//! whatever address the request came in on) and bearer validation; send with `BrokerProperties` and custom property headers; peek-lock
 //! long-polls that honour `timeout` and wake on send; `Location` lock URLs; complete,
 //! abandon and renew with lock-token checks (404 when stale); lock expiry;
 //! `MaxDeliveryCount` dead-lettering into `PATH/$deadletterqueue`, readable with the same
@@ -41,6 +42,12 @@ pub use broker::{Counts, EntityOptions, Message, MessageStats};
 /// The namespace host name tests put in configs and connection strings (requests go to
 /// [`ServiceBusServer::url`]).
 pub const NAMESPACE: &str = "regrelay-test.servicebus.windows.net";
+
+/// `https://NAMESPACE/{entity}`: the resource URI a SAS token for `entity` is signed for
+/// (the namespace's URI, not [`ServiceBusServer::url`]). `""` gives the namespace root.
+pub fn resource_uri(entity: &str) -> String {
+    format!("https://{NAMESPACE}/{entity}")
+}
 
 /// The rule every server starts with, holding every right.
 pub const ROOT_RULE: &str = "RootManageSharedAccessKey";
@@ -179,7 +186,7 @@ impl ServiceBusServer {
     /// properties). Returns the HTTP status.
     pub async fn send(&self, entity: &str, body: &[u8], message_id: Option<&str>, headers: &[(&str, &str)]) -> u16 {
         let url = format!("{}/{entity}/messages", self.url());
-        let auth = sas(&url, ROOT_RULE, &self.root_key, unix_now() + 300);
+        let auth = sas(&resource_uri(entity), ROOT_RULE, &self.root_key, unix_now() + 300);
         let mut req = super::probe_client()
             .post(&url)
             .header("Authorization", auth)
@@ -323,7 +330,12 @@ fn decode(s: &str, plus: bool) -> String {
 /// `resource`, signed with `rule`'s `key`, expiring at `expiry` (Unix seconds); the
 /// harness's own signer.
 pub fn sas(resource: &str, rule: &str, key: &str, expiry: u64) -> String {
-    let sr = form_encode(resource);
+    sas_for_sr(&form_encode(resource), rule, key, expiry)
+}
+
+/// Like [`sas`] with `sr` given exactly as it goes on the wire (already encoded, or not),
+/// for tests of how the server reads it.
+pub fn sas_for_sr(sr: &str, rule: &str, key: &str, expiry: u64) -> String {
     let sig = B64.encode(hmac(key.as_bytes(), format!("{sr}\n{expiry}").as_bytes()));
     format!(
         "SharedAccessSignature sr={sr}&sig={}&se={expiry}&skn={rule}",
@@ -331,8 +343,8 @@ pub fn sas(resource: &str, rule: &str, key: &str, expiry: u64) -> String {
     )
 }
 
-/// Check the `Authorization` header for `target` (host + path, lowercase) and `need`.
-fn authorize(shared: &Shared, headers: &HeaderMap, target: &str, need: Right) -> Result<(), &'static str> {
+/// Check the `Authorization` header for a request on `entity` that needs `need`.
+fn authorize(shared: &Shared, headers: &HeaderMap, entity: &str, need: Right) -> Result<(), &'static str> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -363,21 +375,42 @@ fn authorize(shared: &Shared, headers: &HeaderMap, target: &str, need: Right) ->
     if se.parse::<u64>().map_err(|_| "se is not a number")? <= unix_now() {
         return Err("token expired");
     }
-    let resource = decode(sr, true).to_ascii_lowercase();
-    let resource = ["sb://", "https://", "http://"]
-        .iter()
-        .find_map(|p| resource.strip_prefix(p))
-        .unwrap_or(&resource)
-        .trim_end_matches('/')
-        .to_owned();
-    let under = target == resource || target.starts_with(&format!("{resource}/"));
-    if !under {
-        return Err("the token's sr does not cover this URL");
+    if !audience_covers(sr, entity) {
+        // The real service's words for it.
+        return Err("InvalidAudience: The authorization header contains a token with a wrong audience.");
     }
     if !rights.contains(&need) {
         return Err("the rule lacks the right for this operation");
     }
     Ok(())
+}
+
+/// Whether a token's `sr` (as sent) grants access to `entity` of [`NAMESPACE`], as the
+/// real service decides it (Microsoft's "Service Bus access control with Shared Access
+/// Signatures"): `sr` is the percent-encoded URI of the namespace, the entity, or one of
+/// the entity's hierarchical parents (a topic for its subscriptions), with an `https`,
+/// `http` or `sb` scheme, compared case-insensitively; the token is valid for everything
+/// under that URI, on path-segment boundaries. The address the request was sent to plays
+/// no part: behind a private endpoint or a proxy the audience is still the namespace.
+fn audience_covers(sr: &str, entity: &str) -> bool {
+    // Percent-encoded: a bare ':' or '/' means the client signed the URI unencoded.
+    if sr.contains([':', '/']) {
+        return false;
+    }
+    let resource = decode(sr, true).to_ascii_lowercase();
+    let Some(rest) = ["https://", "http://", "sb://"]
+        .iter()
+        .find_map(|scheme| resource.strip_prefix(scheme))
+    else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host != NAMESPACE {
+        return false;
+    }
+    let path = path.trim_end_matches('/');
+    let entity = entity.to_ascii_lowercase();
+    path.is_empty() || entity == path || entity.starts_with(&format!("{path}/"))
 }
 
 fn status(code: StatusCode, why: &str) -> Response {
@@ -423,13 +456,8 @@ async fn route(
     };
     let entity = segs[..i].join("/");
     let rest = &segs[i + 1..];
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let target = format!("{host}{path}").to_ascii_lowercase();
     let need = if rest.is_empty() { Right::Send } else { Right::Listen };
-    if let Err(why) = authorize(shared, headers, &target, need) {
+    if let Err(why) = authorize(shared, headers, &entity, need) {
         return status(StatusCode::UNAUTHORIZED, why);
     }
     let now = Instant::now();

@@ -87,6 +87,9 @@ pub fn render(config: &Config) -> String {
     let _ = writeln!(o, "shutdown_grace_secs = {}", p.shutdown_grace.as_secs());
     let _ = writeln!(o, "pause_min_secs = {}", p.pause_min.as_secs());
     let _ = writeln!(o, "pause_max_secs = {}", p.pause_max.as_secs());
+    let _ = writeln!(o, "retry_delay_min_secs = {}", p.retry_delay_min.as_secs());
+    let _ = writeln!(o, "retry_delay_max_secs = {}", p.retry_delay_max.as_secs());
+    let _ = writeln!(o, "max_waiting = {}", p.max_waiting);
     let _ = writeln!(o, "delete_dry_run = {}", p.delete_dry_run);
 
     let _ = writeln!(o, "\n[admin]");

@@ -47,6 +47,11 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .as_ref()
         .and_then(|s| s.get_ref().reject.as_ref())
         .map(|r| (*r.get_ref(), r.span()));
+    let retry_max_span = raw
+        .pipeline
+        .as_ref()
+        .and_then(|p| p.get_ref().retry_delay_max_secs.as_ref())
+        .map_or(0..0, Spanned::span);
     let mut pipeline = pipeline(raw.pipeline)?;
     let mut raw_source = raw.source;
     let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {
@@ -57,6 +62,19 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         Some(s) => source(s, pipeline.workers)?,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
+    // A held message must come back by our nack, not by its lease running out.
+    if let SourceConfig::PubSub(ps) = &source
+        && pipeline.retry_delay_max.mul_f64(1.2) >= ps.max_lease
+    {
+        return invalid(
+            retry_max_span,
+            "pipeline.retry_delay_max_secs",
+            format!(
+                "the longest retry delay (plus 20 % jitter) must stay below source.max_lease_secs ({})",
+                ps.max_lease.as_secs()
+            ),
+        );
+    }
     if matches!(source, SourceConfig::ServiceBus(_)) {
         pipeline.reject_mode = servicebus::reject_mode(source_reject, pipeline_reject)?;
     }
@@ -252,6 +270,25 @@ fn pipeline(p: Option<Spanned<RawPipeline>>) -> Result<PipelineConfig> {
         return invalid(at, "pipeline.pause_min_secs", "must not exceed pipeline.pause_max_secs");
     }
     c.delete_dry_run = p.delete_dry_run.unwrap_or(c.delete_dry_run);
+    c.retry_delay_min = ranged(&p.retry_delay_min_secs, "pipeline.retry_delay_min_secs", 0, Some(3600))?
+        .map_or(c.retry_delay_min, secs);
+    let floor = c.retry_delay_min.as_secs();
+    c.retry_delay_max = ranged(
+        &p.retry_delay_max_secs,
+        "pipeline.retry_delay_max_secs",
+        floor,
+        Some(3600),
+    )?
+    .map_or(c.retry_delay_max, secs);
+    if c.retry_delay_max < c.retry_delay_min {
+        let at = p.retry_delay_min_secs.as_ref().map_or(0..0, Spanned::span);
+        return invalid(
+            at,
+            "pipeline.retry_delay_min_secs",
+            "must not exceed pipeline.retry_delay_max_secs",
+        );
+    }
+    c.max_waiting = ranged(&p.max_waiting, "pipeline.max_waiting", 1, None)?.unwrap_or(c.max_waiting);
     Ok(c)
 }
 

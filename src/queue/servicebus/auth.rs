@@ -121,6 +121,17 @@ impl TokenSource for SasTokenSource {
     }
 }
 
+/// The resource URI a SAS token is signed for: `https://{namespace}/{entity_path}`.
+///
+/// Always the namespace's own URI, never the `endpoint` override: the broker checks the
+/// token's `sr` against the URI of the entity it serves (a token is valid for that URI and
+/// everything under it), whatever address the request was sent to (a private endpoint, a
+/// proxy). The override only decides where requests go. Microsoft's "Service Bus access
+/// control with Shared Access Signatures"; protocols.md §3.3.
+pub fn sas_audience(namespace: &str, entity_path: &str) -> String {
+    format!("https://{namespace}/{entity_path}")
+}
+
 /// `SharedAccessSignature sr=..&sig=..&se=..&skn=..` for `resource_uri`, valid until
 /// `expiry` (Unix seconds). The string to sign is `urlencode(uri) + "\n" + expiry`, the
 /// HMAC-SHA256 key is the UTF-8 bytes of `key` as shown in the portal (not base64-decoded),
@@ -197,6 +208,18 @@ mod tests {
             token,
             "SharedAccessSignature sr=https%3A%2F%2Fexample.servicebus.windows.net%2Facr-events\
              &sig=czYsLa%2FdpUNPCoA617urJLiym%2BaeKOwj%2F5LtSTc6xCE%3D&se=1767225600&skn=RootManageSharedAccessKey"
+        );
+    }
+
+    #[test]
+    fn audience_is_the_namespace_entity_uri() {
+        assert_eq!(
+            sas_audience("ex.servicebus.windows.net", "acr-events"),
+            "https://ex.servicebus.windows.net/acr-events"
+        );
+        assert_eq!(
+            sas_audience("ex.servicebus.windows.net", "acr/subscriptions/regrelay"),
+            "https://ex.servicebus.windows.net/acr/subscriptions/regrelay"
         );
     }
 

@@ -1,8 +1,8 @@
-//! Deduplication state of the pipeline: per-key locks, single-flight of copies, and the
+//! Deduplication state of the executor: per-key locks, single-flight of copies, and the
 //! short-lived memory of verified (target, digest) pairs.
 //!
 //! Must never: be the only proof that an image is present. A "recent" entry only lets the
-//! pipeline replace a copy with one manifest HEAD at the target.
+//! executor replace a copy with one manifest HEAD at the target.
 
 use std::collections::HashMap;
 use std::hash::Hash;

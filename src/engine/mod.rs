@@ -1,0 +1,513 @@
+//! The executor: one engine for desired state under every front end (events today;
+//! promotion manifests, reconcile sweeps and upstream watches build on it).
+//!
+//! Role: take an [`Item`] ("target repository T must hold digest D", "target tag T:X must
+//! hold whatever source tag S:X points at now", "this deletion, guarded") and make it true,
+//! verified, returning a typed [`ItemResult`]. It owns the per-(target, tag) locks, the
+//! single-flight per (target, digest), the recently-verified memory and the copy metrics.
+//! [`Guarded`] wraps any executor with registry health: a Systemic failure marks that
+//! registry unhealthy, and work that needs an unhealthy registry is refused without
+//! contacting it until its backoff ends.
+//!
+//! Must never: know about messages, brokers, acks or events (it imports neither `queue`
+//! nor `pipeline` nor `event`); report `Done` for anything not verified at the target.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::health::Health;
+use crate::metrics::{self, Class, CopyResult, DedupKind, DeleteResult};
+use crate::oci::{Digest, Locator, Reference};
+use crate::replicate::{self, Deletion, ErrorClass, Registries, Replicator, Side, Target, Task};
+
+mod dedup;
+
+use dedup::{KeyedLocks, Recent, SingleFlight};
+
+/// A repository on a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Repo {
+    /// Registry host.
+    pub registry: String,
+    /// Repository path.
+    pub repository: String,
+}
+
+impl Repo {
+    /// `registry/repository`.
+    pub fn new(registry: impl Into<String>, repository: impl Into<String>) -> Repo {
+        Repo {
+            registry: registry.into(),
+            repository: repository.into(),
+        }
+    }
+
+    fn reference(&self, locator: Option<Locator>) -> Reference {
+        let r = Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: None,
+        };
+        match locator {
+            Some(l) => r.with_locator(l),
+            None => r,
+        }
+    }
+}
+
+impl std::fmt::Display for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
+}
+
+/// A piece of desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// `target` holds `digest` copied from `source` (verified), and `tag` points at it
+    /// when given.
+    Digest {
+        /// Where the image comes from.
+        source: Repo,
+        /// The image.
+        digest: Digest,
+        /// Where it must be.
+        target: Repo,
+        /// A tag to point at it.
+        tag: Option<String>,
+    },
+    /// `target:tag` holds whatever `source:source_tag` points at *now*: re-resolved under
+    /// the per-(target, tag) lock, which is what keeps out-of-order requests from moving a
+    /// tag back to an older digest.
+    Tag {
+        /// Where the image comes from.
+        source: Repo,
+        /// The source tag.
+        source_tag: String,
+        /// The digest the caller saw (logged when the tag has moved since).
+        seen: Option<Digest>,
+        /// Where it must be.
+        target: Repo,
+        /// The target tag.
+        tag: String,
+    },
+    /// Remove `locator` at `target`, unless the source holds `source_locator` again; a
+    /// deletion only where the target still points at `expected` (when given). With
+    /// `dry_run` everything is checked and the deletion only logged.
+    Delete {
+        /// The source repository (the truth).
+        source: Repo,
+        /// What was deleted at the source.
+        source_locator: Locator,
+        /// The target repository.
+        target: Repo,
+        /// What to delete there.
+        locator: Locator,
+        /// The digest it must still point at.
+        expected: Option<Digest>,
+        /// Log instead of deleting.
+        dry_run: bool,
+    },
+}
+
+impl Item {
+    /// The source and target registry hosts.
+    pub fn registries(&self) -> (&str, &str) {
+        match self {
+            Item::Digest { source, target, .. }
+            | Item::Tag { source, target, .. }
+            | Item::Delete { source, target, .. } => (&source.registry, &target.registry),
+        }
+    }
+
+    /// The target reference, for logs.
+    pub fn target_ref(&self) -> String {
+        match self {
+            Item::Digest {
+                target, tag: Some(t), ..
+            }
+            | Item::Tag { target, tag: t, .. } => format!("{target}:{t}"),
+            Item::Digest { target, digest, .. } => format!("{target}@{digest}"),
+            Item::Delete { target, locator, .. } => target.reference(Some(locator.clone())).to_string(),
+        }
+    }
+}
+
+/// What was done to make an item true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// The image was copied (and the tag written, if any).
+    Copied {
+        /// Blob bytes streamed.
+        bytes: u64,
+    },
+    /// The image was there; only the tag was written.
+    TagWritten,
+    /// Everything was already in place.
+    InPlace,
+    /// The deletion was carried out.
+    Deleted,
+    /// The deletion was only logged (dry run).
+    DryRun,
+}
+
+/// The result of an item that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target verifiably holds the desired state.
+    Done(Done),
+    /// Nothing to do any more (the source moved on, or the target cannot); the reason.
+    Stale(String),
+}
+
+/// A failed item: its class decides what the caller does; the text is for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// How to treat it.
+    pub class: ErrorClass,
+    /// What failed (no secrets: registry errors are already redacted).
+    pub message: String,
+    /// The registry that failed, when known.
+    pub registry: Option<String>,
+}
+
+impl Failure {
+    /// A Permanent failure with `message`.
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            registry: None,
+        }
+    }
+
+    /// A replicate error, attributed to the side's registry.
+    fn of(e: &replicate::Error, source: &str, target: &str) -> Failure {
+        let registry = match e {
+            replicate::Error::Registry { side: Side::Source, .. } => Some(source.to_string()),
+            replicate::Error::Registry { side: Side::Target, .. } => Some(target.to_string()),
+            _ => None,
+        };
+        Failure {
+            class: e.class(),
+            message: e.to_string(),
+            registry,
+        }
+    }
+}
+
+/// The result of one item.
+pub type ItemResult = Result<Outcome, Failure>;
+
+/// Makes items true. The pipeline and every other front end depend on this trait, so a
+/// fake can stand in for the real [`Executor`] in tests.
+pub trait Execute: Send + Sync + 'static {
+    /// Make `item` true and verified, or say why not.
+    fn execute(&self, item: &Item) -> impl Future<Output = ItemResult> + Send;
+}
+
+/// How long a verified (target, digest) is remembered, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Time to live; zero disables the memory.
+    pub ttl: std::time::Duration,
+    /// Most entries.
+    pub max_entries: usize,
+}
+
+/// (target registry, target repository, digest)
+type DigestKey = (String, String, Digest);
+/// (target registry, target repository, tag)
+type TagKey = (String, String, String);
+
+/// The executor over the copy engine.
+pub struct Executor<S: Registries> {
+    replicator: Arc<Replicator<S>>,
+    tag_locks: KeyedLocks<TagKey>,
+    flights: SingleFlight<DigestKey, Result<bool, Failure>>,
+    recent: Recent<DigestKey>,
+}
+
+impl<S: Registries> std::fmt::Debug for Executor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+/// An executor behind registry health: work that needs an unhealthy registry is refused
+/// (Systemic, not contacted) until its backoff ends; a Systemic failure marks its
+/// registry unhealthy; a success marks both registries healthy.
+#[derive(Debug)]
+pub struct Guarded<E> {
+    inner: E,
+    health: Arc<Health>,
+}
+
+impl<E: Execute> Guarded<E> {
+    /// `inner` guarded by `health`.
+    pub fn new(inner: E, health: Arc<Health>) -> Guarded<E> {
+        Guarded { inner, health }
+    }
+}
+
+impl<E: Execute> Execute for Guarded<E> {
+    async fn execute(&self, item: &Item) -> ItemResult {
+        let (src, dst) = item.registries();
+        for registry in [src, dst] {
+            if let Err(u) = self.health.check(registry) {
+                return Err(Failure {
+                    class: ErrorClass::Systemic,
+                    message: u.to_string(),
+                    registry: Some(u.registry),
+                });
+            }
+        }
+        let result = self.inner.execute(item).await;
+        match &result {
+            Ok(_) => {
+                self.health.succeeded(src);
+                self.health.succeeded(dst);
+            }
+            Err(f) if f.class == ErrorClass::Systemic => {
+                if let Some(r) = &f.registry {
+                    self.health.failed(r, &f.message);
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+impl<S: Registries> Execute for Executor<S> {
+    async fn execute(&self, item: &Item) -> ItemResult {
+        let span = tracing::info_span!("item", target_ref = %item.target_ref());
+        match item {
+            Item::Digest {
+                source,
+                digest,
+                target,
+                tag,
+            } => {
+                self.digest(source, digest, target, tag.as_deref())
+                    .instrument(span)
+                    .await
+            }
+            Item::Tag {
+                source,
+                source_tag,
+                seen,
+                target,
+                tag,
+            } => {
+                self.tag(source, source_tag, seen.as_ref(), target, tag)
+                    .instrument(span)
+                    .await
+            }
+            Item::Delete {
+                source,
+                source_locator,
+                target,
+                locator,
+                expected,
+                dry_run,
+            } => {
+                self.delete(source, source_locator, target, locator, expected.as_ref(), *dry_run)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+}
+
+impl<S: Registries> Executor<S> {
+    /// An executor over `replicator`.
+    pub fn new(replicator: Arc<Replicator<S>>, memory: Memory) -> Executor<S> {
+        Executor {
+            replicator,
+            tag_locks: KeyedLocks::default(),
+            flights: SingleFlight::default(),
+            recent: Recent::new(memory.ttl, memory.max_entries),
+        }
+    }
+
+    async fn digest(&self, source: &Repo, digest: &Digest, target: &Repo, tag: Option<&str>) -> ItemResult {
+        let copied = self.ensure_digest(source, digest, target).await?;
+        let wrote = match tag {
+            Some(t) => self.ensure_tag(source, target, t, digest).await?,
+            None => false,
+        };
+        tracing::info!(source_ref = %source.reference(Some(Locator::Digest(digest.clone()))), %digest, tag_written = wrote, "verified");
+        Ok(Outcome::Done(done(copied, wrote)))
+    }
+
+    async fn tag(
+        &self,
+        source: &Repo,
+        source_tag: &str,
+        seen: Option<&Digest>,
+        target: &Repo,
+        tag: &str,
+    ) -> ItemResult {
+        let key = (target.registry.clone(), target.repository.clone(), tag.to_string());
+        let _tag_lock = self.tag_locks.lock(&key).await;
+        // Re-resolve now: the tag may have moved since the caller looked.
+        let src = source.reference(Some(Locator::Tag(source_tag.to_string())));
+        let current = match self.replicator.resolve(&src).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(Outcome::Stale(format!("{src} no longer exists at the source"))),
+            Err(e) => return Err(Failure::of(&e, &source.registry, &target.registry)),
+        };
+        if seen.is_some_and(|d| d != &current) {
+            tracing::info!(source_ref = %src, digest = %current, "tag has moved since the event; copying its current digest");
+        }
+        let copied = self.ensure_digest(source, &current, target).await?;
+        let wrote = self.ensure_tag(source, target, tag, &current).await?;
+        tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
+        Ok(Outcome::Done(done(copied, wrote)))
+    }
+
+    async fn ensure_tag(&self, source: &Repo, target: &Repo, tag: &str, digest: &Digest) -> Result<bool, Failure> {
+        self.replicator
+            .ensure_tag(&target.registry, &target.repository, tag, digest)
+            .await
+            .map_err(|e| Failure::of(&e, &source.registry, &target.registry))
+    }
+
+    /// Make sure `target` holds `digest` (verified), copying it if needed. `Some(bytes)`
+    /// when a copy streamed blobs, `None` when it was in place.
+    async fn ensure_digest(&self, source: &Repo, digest: &Digest, target: &Repo) -> Result<Option<u64>, Failure> {
+        let m = metrics::global();
+        let fail = |e: &replicate::Error| Failure::of(e, &source.registry, &target.registry);
+        let key = (target.registry.clone(), target.repository.clone(), digest.clone());
+        if self.recent.contains(&key) {
+            match self
+                .replicator
+                .present(&target.registry, &target.repository, digest)
+                .await
+            {
+                Ok(true) => {
+                    m.dedup_hit(DedupKind::Recent);
+                    return Ok(None);
+                }
+                Ok(false) => self.recent.remove(&key),
+                Err(e) => return Err(fail(&e)),
+            }
+        }
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let (result, joined) = self
+            .flights
+            .run(&key, || async {
+                let _in_flight = m.copy_in_flight();
+                let started = Instant::now();
+                let task = Task {
+                    source: source.reference(Some(Locator::Digest(digest.clone()))),
+                    target: Target {
+                        registry: target.registry.clone(),
+                        repository: target.repository.clone(),
+                        tags: Vec::new(),
+                    },
+                };
+                match self.replicator.replicate(&task).await {
+                    Ok(outcome) if outcome.digest() == digest => {
+                        let s = outcome.stats();
+                        let (result, copied) = match outcome {
+                            replicate::Outcome::Replicated { .. } => (CopyResult::Replicated, true),
+                            replicate::Outcome::AlreadyPresent { .. } => (CopyResult::AlreadyPresent, false),
+                        };
+                        m.copy_finished(result, started.elapsed());
+                        m.copy_stats(s.bytes_copied, s.blobs_uploaded, s.blobs_mounted, s.blobs_skipped);
+                        bytes.store(s.bytes_copied, std::sync::atomic::Ordering::Relaxed);
+                        self.recent.insert(key.clone());
+                        Ok(copied)
+                    }
+                    Ok(outcome) => {
+                        m.copy_finished(CopyResult::Failed(Class::Transient), started.elapsed());
+                        Err(Failure {
+                            class: ErrorClass::Transient,
+                            message: format!("target verified {}, expected {digest}", outcome.digest()),
+                            registry: None,
+                        })
+                    }
+                    Err(e) => {
+                        m.copy_finished(CopyResult::Failed(e.class().into()), started.elapsed());
+                        Err(fail(&e))
+                    }
+                }
+            })
+            .await;
+        if joined {
+            m.dedup_hit(DedupKind::InFlight);
+        }
+        // A caller that joined another's copy did not copy anything itself.
+        Ok(result?.then(|| bytes.into_inner()).filter(|_| !joined))
+    }
+
+    async fn delete(
+        &self,
+        source: &Repo,
+        source_locator: &Locator,
+        target: &Repo,
+        locator: &Locator,
+        expected: Option<&Digest>,
+        dry_run: bool,
+    ) -> ItemResult {
+        let m = metrics::global();
+        let src = source.reference(Some(source_locator.clone()));
+        // A delete may arrive after a newer push of the same tag: the source is the truth.
+        match self.replicator.resolve(&src).await {
+            Ok(Some(_)) => {
+                m.delete_finished(DeleteResult::Skipped);
+                return Ok(Outcome::Stale(format!("{src} exists again at the source; not deleted")));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Failure::of(&e, &source.registry, &target.registry)),
+        }
+        let result = self
+            .replicator
+            .delete(&target.registry, &target.repository, locator, expected, dry_run)
+            .await;
+        match result {
+            Ok(Deletion::Deleted) => {
+                m.delete_finished(DeleteResult::Deleted);
+                tracing::info!(source_ref = %src, "deleted at the target");
+                Ok(Outcome::Done(Done::Deleted))
+            }
+            Ok(Deletion::DryRun) => {
+                m.delete_finished(DeleteResult::DryRun);
+                tracing::info!(source_ref = %src, "dry run: would delete at the target");
+                Ok(Outcome::Done(Done::DryRun))
+            }
+            Ok(Deletion::Absent) => {
+                m.delete_finished(DeleteResult::Skipped);
+                Ok(Outcome::Stale("already absent at the target".into()))
+            }
+            Ok(Deletion::Mismatch { actual }) => {
+                m.delete_finished(DeleteResult::Skipped);
+                Ok(Outcome::Stale(format!(
+                    "the target points at {actual}, not at the deleted digest; kept"
+                )))
+            }
+            Ok(Deletion::Unsupported) => {
+                m.delete_finished(DeleteResult::Unsupported);
+                tracing::warn!("the target registry does not support this delete");
+                Ok(Outcome::Stale("delete unsupported by the target registry".into()))
+            }
+            Err(e) => {
+                m.delete_finished(DeleteResult::Failed);
+                Err(Failure::of(&e, &source.registry, &target.registry))
+            }
+        }
+    }
+}
+
+fn done(copied: Option<u64>, tag_written: bool) -> Done {
+    match (copied, tag_written) {
+        (Some(bytes), _) => Done::Copied { bytes },
+        (None, true) => Done::TagWritten,
+        (None, false) => Done::InPlace,
+    }
+}
