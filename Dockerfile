@@ -36,10 +36,14 @@ RUN mkdir src \
 
 # Then regrelay itself. COPY keeps the files' old modification times, which may be older
 # than the stub build: touch them so that cargo rebuilds the crate instead of the stubs.
+# The context has no .git: build.rs takes the commit for `regrelay --version` from
+# REVISION (--build-arg REVISION="$(git rev-parse --short=12 HEAD)"), else says unknown.
+ARG REVISION=unknown
+COPY build.rs ./
 COPY src ./src
-RUN find src -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked \
-    && ./target/release/regrelay version
+RUN find src build.rs -name '*.rs' -exec touch {} + \
+    && REGRELAY_GIT_COMMIT="${REVISION}" cargo build --release --locked \
+    && ./target/release/regrelay --version
 
 # ---- runtime ----------------------------------------------------------------------------
 FROM debian:bookworm-20261005-slim

@@ -1,6 +1,7 @@
 //! Composition root of `regrelay run`: build the registry clients, the copy engine, the
 //! pipeline, the admin server and the source from a validated [`Config`], run until the
-//! source ends or a signal arrives, and report how it went.
+//! source ends or a signal arrives, and report how it went. `regrelay copy`
+//! ([`crate::cli::copy`]) builds its engine here too ([`replicator`]).
 //!
 //! Must never: start anything before the configuration is fully validated (the caller
 //! passes a [`Config`], which only exists validated), or exit the process itself.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, RegistryConfig, SourceConfig};
 use crate::engine::{Executor, Guarded, Memory};
 use crate::health::Health;
 use crate::notify::Notifier;
@@ -117,6 +118,14 @@ fn health(config: &Config) -> Arc<Health> {
     ))
 }
 
+/// The copy engine over one client per registry in `registries` (each with its
+/// credentials), and no other host: what `regrelay run` and `regrelay copy` both build.
+/// An unusable registry configuration is an [`Error::Config`].
+pub fn replicator(registries: Vec<RegistryConfig>, opts: Options) -> Result<Arc<Replicator<RegistrySet>>, Error> {
+    let set = RegistrySet::from_configs(registries).map_err(|e| Error::Config(e.to_string()))?;
+    Ok(Arc::new(Replicator::new(Arc::new(set), opts)))
+}
+
 /// [`run`] with an external shutdown token (for embedding and tests).
 pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     let health = health(&config);
@@ -126,14 +135,13 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
 async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     metrics::global().set_ready(false);
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
-    let registries = RegistrySet::from_configs(config.registries.clone()).map_err(|e| Error::Config(e.to_string()))?;
     let opts = Options {
         platforms: Vec::new(),
         referrers: config.pipeline.referrers,
         blob_jobs: config.pipeline.blob_jobs,
         ..Options::default()
     };
-    let replicator = Arc::new(Replicator::new(Arc::new(registries), opts));
+    let replicator = replicator(config.registries.clone(), opts)?;
     let memory = Memory {
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,

@@ -419,7 +419,8 @@ impl Metrics {
                 &r,
                 "regrelay_deletes_total",
                 "Delete requests handled: deleted, dry_run (would delete), skipped (absent, moved or \
-                 not allowed), unsupported (the target refuses deletes) or failed.",
+                 not allowed), unsupported (the target refuses deletes, or cannot delete a tag and \
+                 its manifest is kept) or failed.",
                 &["outcome"],
             ),
             registry_requests: counter_vec(

@@ -62,6 +62,28 @@ async fn version_and_usage_errors() {
 }
 
 #[tokio::test]
+async fn version_flag_prints_the_crate_version_and_the_git_commit() {
+    let commit = env!("REGRELAY_GIT_COMMIT");
+    let want = format!("regrelay {} ({commit})\n", env!("CARGO_PKG_VERSION"));
+    for argv in [&["--version"][..], &["-V"], &["version"]] {
+        let o = run(argv, &[]).await;
+        assert!(o.status.success(), "{argv:?}: {}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{argv:?}");
+    }
+    // Built from a git checkout (CI builds from a clean clone), the commit is known.
+    let in_git = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        assert!(
+            commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "commit {commit:?} is not a short hash"
+        );
+    }
+}
+
+#[tokio::test]
 async fn missing_source_exits_1_with_one_clear_line() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);

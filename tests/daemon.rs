@@ -620,6 +620,103 @@ async fn deletes_propagate_only_when_the_source_no_longer_has_the_digest() {
     assert!(daemon.log().contains("would delete"), "log:\n{}", daemon.log());
 }
 
+/// Tag deletes at a target that cannot delete a tag (distribution 2.8 answers 400
+/// DIGEST_INVALID; issue 10): the manifest is deleted by digest when that tag was its
+/// only one, kept and counted `unsupported` when another tag still points at it, and
+/// kept with `tag_delete_fallback = "off"`. None of these messages is rejected.
+#[tokio::test]
+async fn tag_deletes_fall_back_to_the_manifest_only_when_no_other_tag_uses_it_10() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let emu = emulator().await;
+    let solo = image::push_simple(&s, "team/solo", "1", 30_000, 15).await;
+    let pair = image::push_simple(&s, "team/pair", "1", 30_000, 16).await;
+    s.put_manifest(
+        "team/pair",
+        &Locator::Tag("2".into()),
+        &pair.media_type,
+        pair.bytes.clone(),
+    )
+    .await
+    .unwrap();
+    let off = image::push_simple(&s, "team/off", "1", 30_000, 17).await;
+    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
+    let daemon = Daemon::start(&cfg).await;
+    for (repo, tag, img) in [
+        ("team/solo", "1", &solo),
+        ("team/pair", "1", &pair),
+        ("team/pair", "2", &pair),
+        ("team/off", "1", &off),
+    ] {
+        emu.publish(TOPIC, &ar_insert(&src.host(), repo, Some(tag), &img.digest.to_string()))
+            .await;
+    }
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 4.0)
+        .await;
+    // The tags go at the source (distribution deletes them with their manifest).
+    for (repo, img) in [("team/solo", &solo), ("team/pair", &pair), ("team/off", &off)] {
+        s.delete_manifest(repo, &Locator::Digest(img.digest.clone()))
+            .await
+            .unwrap();
+    }
+    let delete_tag = |repo: &str, tag: &str| {
+        serde_json::to_vec(&serde_json::json!({"action": "DELETE", "tag": format!("{}/{repo}:{tag}", src.host())}))
+            .unwrap()
+    };
+    let at_target = |repo: &'static str, digest: regrelay::oci::Digest| {
+        let d = &d;
+        async move { d.head_manifest(repo, &Locator::Digest(digest)).await.unwrap().is_some() }
+    };
+    const DELETES: &str = "regrelay_deletes_total";
+
+    // The only tag of its manifest: the manifest is deleted by digest.
+    emu.publish(TOPIC, &delete_tag("team/solo", "1")).await;
+    daemon
+        .wait_metric(DELETES, &[("outcome", "deleted")], LONG, |v| v == 1.0)
+        .await;
+    assert!(!at_target("mirror/team/solo", solo.digest.clone()).await);
+    assert!(
+        daemon.log().contains("this removes the manifest, not only the tag"),
+        "log:\n{}",
+        daemon.log()
+    );
+
+    // Another tag still points at it: kept, counted unsupported.
+    emu.publish(TOPIC, &delete_tag("team/pair", "1")).await;
+    daemon
+        .wait_metric(DELETES, &[("outcome", "unsupported")], LONG, |v| v == 1.0)
+        .await;
+    assert!(at_target("mirror/team/pair", pair.digest.clone()).await);
+    assert_eq!(
+        tag_digest(&d, "mirror/team/pair", "2").await.as_deref(),
+        Some(pair.digest.to_string().as_str())
+    );
+    assert!(
+        daemon.log().contains("would also remove tag 2"),
+        "log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 0.0);
+    drop(daemon);
+
+    // tag_delete_fallback = "off": kept, counted unsupported.
+    let daemon = Daemon::start(&cfg.replace("[pipeline]\n", "[pipeline]\ntag_delete_fallback = \"off\"\n")).await;
+    emu.publish(TOPIC, &delete_tag("team/off", "1")).await;
+    daemon
+        .wait_metric(DELETES, &[("outcome", "unsupported")], LONG, |v| v == 1.0)
+        .await;
+    assert!(at_target("mirror/team/off", off.digest.clone()).await);
+    assert_eq!(daemon.metric(DELETES, &[("outcome", "deleted")]).await, 0.0);
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 0.0);
+    assert!(
+        daemon.log().contains(r#"tag_delete_fallback = \"off\""#),
+        "log:\n{}",
+        daemon.log()
+    );
+}
+
 /// `run` reading events from stdin exits 0 on SIGTERM even though stdin stays open (the
 /// runtime must not wait for the blocked stdin read).
 #[tokio::test]

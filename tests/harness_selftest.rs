@@ -580,12 +580,65 @@ async fn concurrent_registries_get_different_ports() {
 
 #[test]
 fn missing_binary_skips_locally_and_fails_in_ci() {
-    let outcome =
-        std::panic::catch_unwind(|| support::require_bin("REGRELAY_TEST_NO_SUCH_VAR", "regrelay-no-such-binary-3f9a"));
+    let mut out = Vec::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        support::require_bin_reporting("REGRELAY_TEST_NO_SUCH_VAR", "regrelay-no-such-binary-3f9a", &mut out)
+    }));
+    let out = String::from_utf8(out).unwrap();
     if std::env::var_os("CI").is_some() {
         assert!(outcome.is_err(), "CI must fail instead of skipping");
+        assert!(out.is_empty(), "no skip line under CI: {out}");
     } else {
         assert_eq!(outcome.ok(), Some(None));
+        // One machine-readable line naming this test and the reason, for scripts/test.sh.
+        assert_eq!(
+            out,
+            "SKIPPED: harness_selftest::missing_binary_skips_locally_and_fails_in_ci: \
+             `regrelay-no-such-binary-3f9a` not found on PATH (set REGRELAY_TEST_NO_SUCH_VAR to its location)\n"
+        );
     }
-    assert!(support::require_bin("REGRELAY_TEST_NO_SUCH_VAR", "sh").is_some());
+    let mut out = Vec::new();
+    assert!(support::require_bin_reporting("REGRELAY_TEST_NO_SUCH_VAR", "sh", &mut out).is_some());
+    assert!(out.is_empty(), "a binary that is there is no skip");
+}
+
+/// scripts/test.sh's closing lines for `log` (its awk script, as test.sh runs it).
+fn test_sh_summary(log: &str, packaging_passed: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cargo-test.log");
+    std::fs::write(&path, log).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-summary.awk");
+    let out = std::process::Command::new("awk")
+        .arg("-v")
+        .arg(format!("pp={packaging_passed}"))
+        .args(["-v", "pf=0", "-f"])
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .expect("run awk");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn test_sh_counts_a_test_skipped_for_a_missing_tool_as_skipped_and_says_why() {
+    // A log shaped like `cargo test`'s, with the line the harness writes when a test skips
+    // (libtest still reports that test `ok`).
+    let skip = support::skip_line("`gcloud` not found on PATH (set TEST_GCLOUD_BIN to its location)");
+    let log = format!(
+        "running 3 tests\ntest a ... ok\n{skip}test b ... ok\ntest c ... ignored\n\
+         test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\n\
+         running 2 tests\ntest d ... ok\ntest e ... FAILED\n\
+         test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n"
+    );
+    assert_eq!(
+        test_sh_summary(&log, 2),
+        "skipped for a missing tool (1; under CI=true these fail instead):\n  \
+         harness_selftest::test_sh_counts_a_test_skipped_for_a_missing_tool_as_skipped_and_says_why: \
+         `gcloud` not found on PATH (set TEST_GCLOUD_BIN to its location)\n\
+         tests: 4 passed, 1 failed, 2 skipped\n"
+    );
+    // Without a skip line every `ok` is a pass, and the closing line is all there is.
+    let log = log.replace(&skip, "");
+    assert_eq!(test_sh_summary(&log, 0), "tests: 3 passed, 1 failed, 1 skipped\n");
 }

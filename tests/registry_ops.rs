@@ -4,10 +4,11 @@
 
 mod support;
 
+use regrelay::config::TagDeleteFallback::Manifest;
 use regrelay::config::{Auth, Secret};
 use regrelay::oci::{Digest, Locator, Reference};
 use regrelay::registry::{self, ErrorClass, Registry};
-use regrelay::replicate::{Deletion, Error, Options, Side};
+use regrelay::replicate::{Deletion, Error, Kept, Options, Side};
 use support::image::{self, cfg};
 use support::{Action, FaultProxy, Method, Rule, TestRegistry, TokenServer};
 
@@ -157,7 +158,7 @@ async fn delete_by_digest_when_expected_matches_removes_the_manifest() {
         r#"regrelay_registry_requests_total{{registry="{h}",status_class="2xx"}}"#
     ));
     let out = engine
-        .delete(&h, "mirror/app", &by_digest, Some(&img.digest), false)
+        .delete(&h, "mirror/app", &by_digest, Some(&img.digest), false, Manifest)
         .await
         .unwrap();
     assert_eq!(out, Deletion::Deleted);
@@ -179,12 +180,15 @@ async fn delete_by_digest_when_expected_matches_removes_the_manifest() {
 
     // Gone already: nothing to do, with or without an expected digest.
     let again = engine
-        .delete(&h, "mirror/app", &by_digest, Some(&img.digest), false)
+        .delete(&h, "mirror/app", &by_digest, Some(&img.digest), false, Manifest)
         .await
         .unwrap();
     assert_eq!(again, Deletion::Absent);
     assert_eq!(
-        engine.delete(&h, "mirror/app", &by_digest, None, false).await.unwrap(),
+        engine
+            .delete(&h, "mirror/app", &by_digest, None, false, Manifest)
+            .await
+            .unwrap(),
         Deletion::Absent
     );
 }
@@ -208,6 +212,7 @@ async fn delete_on_a_token_registry_asks_for_the_delete_action() {
             &Locator::Digest(img.digest.clone()),
             Some(&img.digest),
             false,
+            Manifest,
         )
         .await
         .unwrap();
@@ -231,7 +236,14 @@ async fn delete_with_a_mismatching_expected_digest_deletes_nothing() {
     let h = dst.host();
 
     let out = engine
-        .delete(&h, "mirror/app", &Locator::Tag("v1".into()), Some(&newer.digest), false)
+        .delete(
+            &h,
+            "mirror/app",
+            &Locator::Tag("v1".into()),
+            Some(&newer.digest),
+            false,
+            Manifest,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -247,6 +259,7 @@ async fn delete_with_a_mismatching_expected_digest_deletes_nothing() {
             &Locator::Digest(img.digest.clone()),
             Some(&newer.digest),
             false,
+            Manifest,
         )
         .await
         .unwrap();
@@ -274,7 +287,7 @@ async fn dry_run_checks_but_deletes_nothing() {
 
     for loc in [Locator::Digest(img.digest.clone()), Locator::Tag("v1".into())] {
         let out = engine
-            .delete(&h, "mirror/app", &loc, Some(&img.digest), true)
+            .delete(&h, "mirror/app", &loc, Some(&img.digest), true, Manifest)
             .await
             .unwrap();
         assert_eq!(out, Deletion::DryRun, "{loc}");
@@ -313,10 +326,10 @@ async fn registries_that_refuse_deletes_report_unsupported() {
     let loc = Locator::Digest(img.digest.clone());
     for _ in 0..2 {
         let out = engine
-            .delete(&h, "mirror/app", &loc, Some(&img.digest), false)
+            .delete(&h, "mirror/app", &loc, Some(&img.digest), false, Manifest)
             .await
             .unwrap();
-        assert_eq!(out, Deletion::Unsupported);
+        assert_eq!(out, Deletion::Unsupported(Kept::DeletesRefused));
     }
     assert!(engine.present(&h, "mirror/app", &img.digest).await.unwrap());
 
@@ -331,7 +344,7 @@ async fn registries_that_refuse_deletes_report_unsupported() {
         .times(1),
     );
     let err = engine
-        .delete(&h, "mirror/app", &loc, Some(&img.digest), false)
+        .delete(&h, "mirror/app", &loc, Some(&img.digest), false, Manifest)
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
@@ -451,7 +464,10 @@ async fn unknown_hosts_are_refused_without_contact() {
         Side::Target,
     );
     refused(
-        engine.delete(&h, "mirror/app", &loc, None, false).await.unwrap_err(),
+        engine
+            .delete(&h, "mirror/app", &loc, None, false, Manifest)
+            .await
+            .unwrap_err(),
         Side::Target,
     );
     assert!(proxy.requests().is_empty(), "no request reached the unconfigured host");

@@ -177,6 +177,32 @@ pub enum RejectMode {
     Nack,
 }
 
+/// What a tag delete does when the target registry cannot delete a tag (`DELETE
+/// /v2/NAME/manifests/TAG` is optional in the distribution spec; distribution 2.x answers
+/// `400 DIGEST_INVALID`, others `405 UNSUPPORTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagDeleteFallback {
+    /// Delete the manifest the tag points at, by digest, when no other tag in the
+    /// repository points at it or at an index holding it (default). Deleting by digest
+    /// removes the manifest itself, not only the tag.
+    #[default]
+    Manifest,
+    /// Never delete a manifest for a tag delete: keep it and count the delete as
+    /// `unsupported`.
+    Off,
+}
+
+impl TagDeleteFallback {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagDeleteFallback::Manifest => "manifest",
+            TagDeleteFallback::Off => "off",
+        }
+    }
+}
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -209,6 +235,8 @@ pub struct PipelineConfig {
     /// Most failed messages held at once while their retry delay runs; when full, workers
     /// wait for a slot (and so pulling slows down).
     pub max_waiting: usize,
+    /// What a tag delete does at a target that cannot delete a tag.
+    pub tag_delete_fallback: TagDeleteFallback,
 }
 
 impl Default for PipelineConfig {
@@ -227,6 +255,7 @@ impl Default for PipelineConfig {
             retry_delay_min: Duration::from_secs(15),
             retry_delay_max: Duration::from_secs(300),
             max_waiting: 1000,
+            tag_delete_fallback: TagDeleteFallback::Manifest,
         }
     }
 }

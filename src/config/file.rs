@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Config;
+use super::{Config, TagDeleteFallback};
 
 mod render;
 mod validate;
@@ -350,6 +350,9 @@ struct RawPipeline {
     retry_delay_max_secs: Option<Spanned<u64>>,
     /// Most failed messages held while their retry delay runs, ≥ 1. Default 1000.
     max_waiting: Option<Spanned<usize>>,
+    /// A tag delete at a target that cannot delete tags: `"manifest"` (delete the
+    /// manifest by digest when no other tag uses it; default) or `"off"`.
+    tag_delete_fallback: Option<TagDeleteFallback>,
 }
 
 /// `[admin]`.

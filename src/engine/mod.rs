@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use crate::config::TagDeleteFallback;
 use crate::health::Health;
 use crate::metrics::{self, Class, CopyResult, DedupKind, DeleteResult};
 use crate::oci::{Digest, Locator, Reference};
@@ -110,6 +111,8 @@ pub enum Item {
         expected: Option<Digest>,
         /// Log instead of deleting.
         dry_run: bool,
+        /// What a tag delete does at a target that cannot delete tags.
+        fallback: TagDeleteFallback,
     },
 }
 
@@ -314,8 +317,10 @@ impl<S: Registries> Execute for Executor<S> {
                 locator,
                 expected,
                 dry_run,
+                fallback,
             } => {
-                self.delete(source, source_locator, target, locator, expected.as_ref(), *dry_run)
+                let policy = (*dry_run, *fallback);
+                self.delete(source, source_locator, target, locator, expected.as_ref(), policy)
                     .instrument(span)
                     .await
             }
@@ -453,7 +458,7 @@ impl<S: Registries> Executor<S> {
         target: &Repo,
         locator: &Locator,
         expected: Option<&Digest>,
-        dry_run: bool,
+        (dry_run, fallback): (bool, TagDeleteFallback),
     ) -> ItemResult {
         let m = metrics::global();
         let src = source.reference(Some(source_locator.clone()));
@@ -468,10 +473,17 @@ impl<S: Registries> Executor<S> {
         }
         let result = self
             .replicator
-            .delete(&target.registry, &target.repository, locator, expected, dry_run)
+            .delete(
+                &target.registry,
+                &target.repository,
+                locator,
+                expected,
+                dry_run,
+                fallback,
+            )
             .await;
         match result {
-            Ok(Deletion::Deleted) => {
+            Ok(Deletion::Deleted | Deletion::ManifestDeleted { .. }) => {
                 m.delete_finished(DeleteResult::Deleted);
                 tracing::info!(source_ref = %src, "deleted at the target");
                 Ok(Outcome::Done(Done::Deleted))
@@ -491,10 +503,10 @@ impl<S: Registries> Executor<S> {
                     "the target points at {actual}, not at the deleted digest; kept"
                 )))
             }
-            Ok(Deletion::Unsupported) => {
+            Ok(Deletion::Unsupported(kept)) => {
                 m.delete_finished(DeleteResult::Unsupported);
-                tracing::warn!("the target registry does not support this delete");
-                Ok(Outcome::Stale("delete unsupported by the target registry".into()))
+                tracing::warn!(source_ref = %src, reason = %kept, "not deleted at the target: {kept}");
+                Ok(Outcome::Stale(format!("not deleted at the target: {kept}")))
             }
             Err(e) => {
                 m.delete_finished(DeleteResult::Failed);

@@ -302,7 +302,7 @@ impl<E: Execute> Pipeline<E> {
         }
         let results = join_all(work.iter().map(|(event, route)| {
             let span = tracing::info_span!("route", rule = %route.rule);
-            let item = settle::item(event, route, self.cfg.delete_dry_run);
+            let item = settle::item(event, route, &self.cfg);
             async move {
                 match item {
                     Ok(item) => self.executor.execute(&item).await,

@@ -3,6 +3,7 @@
 //!
 //! Must never: do I/O, or decide a settlement from anything but the results passed in.
 
+use crate::config::PipelineConfig;
 use crate::engine::{Failure, Item, ItemResult, Outcome, Repo};
 use crate::event::{Action, Event};
 use crate::oci::Locator;
@@ -22,7 +23,7 @@ pub enum Verdict {
 
 /// The item that carries out `route` for `event`; an error for an event that lacks what
 /// the route needs.
-pub fn item(event: &Event, route: &Route, delete_dry_run: bool) -> Result<Item, Failure> {
+pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, Failure> {
     let source = Repo::new(&event.registry, &event.repository);
     let target = Repo::new(&route.target_registry, &route.target_repository);
     match route.kind {
@@ -49,7 +50,8 @@ pub fn item(event: &Event, route: &Route, delete_dry_run: bool) -> Result<Item, 
                 target,
                 locator: Locator::Tag(target_tag.clone()),
                 expected: None,
-                dry_run: delete_dry_run,
+                dry_run: cfg.delete_dry_run,
+                fallback: cfg.tag_delete_fallback,
             }),
             (Action::DeleteManifest, Some(d), _, _) => Ok(Item::Delete {
                 source,
@@ -57,7 +59,8 @@ pub fn item(event: &Event, route: &Route, delete_dry_run: bool) -> Result<Item, 
                 target,
                 locator: Locator::Digest(d.clone()),
                 expected: Some(d.clone()),
-                dry_run: delete_dry_run,
+                dry_run: cfg.delete_dry_run,
+                fallback: cfg.tag_delete_fallback,
             }),
             _ => Err(Failure::permanent("delete event without the tag or digest it needs")),
         },
@@ -159,24 +162,29 @@ mod tests {
     #[test]
     fn routes_become_items() {
         let d: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let cfg = PipelineConfig::default();
+        let dry = PipelineConfig {
+            delete_dry_run: true,
+            ..PipelineConfig::default()
+        };
         let push = item(
             &event(Action::Push, Some("1.0"), Some(&d)),
             &route(RouteKind::Push, Some("1.0")),
-            false,
+            &cfg,
         );
         assert!(matches!(push, Ok(Item::Tag { ref tag, ref seen, .. }) if tag == "1.0" && seen.as_ref() == Some(&d)));
         let by_digest = item(
             &event(Action::Push, None, Some(&d)),
             &route(RouteKind::Push, None),
-            false,
+            &cfg,
         );
         assert!(matches!(by_digest, Ok(Item::Digest { tag: None, .. })));
-        let nothing = item(&event(Action::Push, None, None), &route(RouteKind::Push, None), false);
+        let nothing = item(&event(Action::Push, None, None), &route(RouteKind::Push, None), &cfg);
         assert_eq!(nothing.unwrap_err().class, ErrorClass::Permanent);
         let untag = item(
             &event(Action::DeleteTag, Some("1.0"), None),
             &route(RouteKind::Delete, Some("1.0")),
-            true,
+            &dry,
         );
         assert!(matches!(
             untag,
@@ -189,7 +197,7 @@ mod tests {
         let del = item(
             &event(Action::DeleteManifest, None, Some(&d)),
             &route(RouteKind::Delete, None),
-            false,
+            &cfg,
         );
         assert!(matches!(
             del,
@@ -202,7 +210,7 @@ mod tests {
         let bad = item(
             &event(Action::DeleteManifest, None, None),
             &route(RouteKind::Delete, None),
-            false,
+            &cfg,
         );
         assert!(bad.is_err());
     }

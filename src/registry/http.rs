@@ -677,6 +677,14 @@ impl Registry for HttpRegistry {
             Err(Error::Status { status: 400, codes, .. }) if codes.iter().any(|c| c == "UNSUPPORTED") => {
                 Ok(DeleteManifest::Unsupported)
             }
+            // A registry that deletes only by digest parses the tag as one: distribution
+            // 2.x answers a DELETE by tag with 400 DIGEST_INVALID (the spec makes deleting
+            // a tag optional).
+            Err(Error::Status { status: 400, codes, .. })
+                if matches!(locator, Locator::Tag(_)) && codes.iter().any(|c| c == "DIGEST_INVALID") =>
+            {
+                Ok(DeleteManifest::Unsupported)
+            }
             Err(e) => Err(e),
         }
     }

@@ -306,7 +306,9 @@ pub enum DeleteManifest {
     /// 404: there was nothing to delete (manifest or repository unknown).
     NotFound,
     /// 405, or 400 with code `UNSUPPORTED`: the registry does not allow deletes
-    /// (distribution with `storage.delete.enabled: false`, pull-through caches).
+    /// (distribution with `storage.delete.enabled: false`, pull-through caches). For a
+    /// tag locator also 400 `DIGEST_INVALID`: the registry deletes only by digest
+    /// (distribution 2.x with deletes enabled).
     Unsupported,
 }
 

@@ -21,7 +21,7 @@
 mod ops;
 pub mod verify;
 
-pub use ops::Deletion;
+pub use ops::{Deletion, Kept, MAX_OTHER_TAGS, TAG_CHECKS_IN_FLIGHT};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

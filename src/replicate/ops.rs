@@ -2,10 +2,18 @@
 //! source reference, check presence at a target, point a tag at a present digest, and
 //! delete at a target guarded by the digest the caller expects.
 //!
+//! Tag deletes on registries that cannot delete a tag (`DELETE /v2/NAME/manifests/TAG`
+//! is optional in the distribution spec; distribution 2.x answers `400 DIGEST_INVALID`,
+//! others `405 UNSUPPORTED`): with [`TagDeleteFallback::Manifest`] the manifest the tag
+//! points at is deleted by digest instead, which removes the manifest itself, and only
+//! when no other tag of the repository points at it or at an index listing it (at most
+//! [`MAX_OTHER_TAGS`] other tags are checked, [`TAG_CHECKS_IN_FLIGHT`] at a time).
+//!
 //! Must never: contact a host the [`Registries`] set does not hold (every operation looks
 //! the host up first, so an unknown host fails before any I/O); write a tag that would
 //! point at bytes that do not hash to the requested digest; delete when the locator no
-//! longer resolves to the expected digest; settle or know about messages.
+//! longer resolves to the expected digest; delete a manifest for a tag delete while
+//! another tag still uses it; settle or know about messages.
 //!
 //! Invariants: errors are [`Error::Registry`] with [`Side::Source`] for [`resolve`] and
 //! [`Side::Target`] for everything else, so `class()` works as for copies. Digests come
@@ -14,15 +22,35 @@
 //!
 //! [`resolve`]: Replicator::resolve
 
+use std::fmt;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+
 use super::{Error, Replicator, Side, dst_err, src_err};
-use crate::oci::{Digest, Locator, Reference};
+use crate::config::TagDeleteFallback;
+use crate::oci::{self, Digest, Locator, Manifest, Reference};
 use crate::registry::{self, DeleteManifest, Registries, Registry};
+
+/// Most other tags of a repository checked before a tag delete falls back to deleting
+/// the manifest by digest; with more, the manifest is kept ([`Kept::TooManyTags`]). Each
+/// costs a manifest HEAD (and a GET when it names an index).
+pub const MAX_OTHER_TAGS: usize = 1000;
+
+/// Other tags checked at a time during that check.
+pub const TAG_CHECKS_IN_FLIGHT: usize = 8;
 
 /// What [`Replicator::delete`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deletion {
-    /// The manifest was deleted.
+    /// The manifest (digest locator) or the tag (tag locator) was deleted.
     Deleted,
+    /// The target cannot delete a tag, so the manifest it pointed at, which no other tag
+    /// used, was deleted by digest: the manifest is gone, not only the tag.
+    ManifestDeleted {
+        /// The deleted manifest.
+        digest: Digest,
+    },
     /// Dry run: it resolved to the expected digest and would have been deleted.
     DryRun,
     /// Nothing to delete: the locator does not resolve at the target.
@@ -32,8 +60,112 @@ pub enum Deletion {
         /// What the locator resolves to now.
         actual: Digest,
     },
-    /// The target registry does not allow deletes.
-    Unsupported,
+    /// The target cannot do this delete; nothing was deleted.
+    Unsupported(Kept),
+}
+
+/// Why an unsupported delete left the target as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// The registry refuses deletes, by tag and by digest (405, or 400 `UNSUPPORTED`).
+    DeletesRefused,
+    /// The registry cannot delete a tag and `tag_delete_fallback = "off"`.
+    FallbackOff,
+    /// The registry cannot delete a tag, and another tag points at the same manifest:
+    /// deleting the manifest would remove that tag too.
+    SharedWith {
+        /// That other tag.
+        tag: String,
+    },
+    /// The registry cannot delete a tag, and another tag names an index listing the
+    /// manifest: deleting it would break that index.
+    ListedBy {
+        /// The index's tag.
+        tag: String,
+    },
+    /// The registry cannot delete a tag, and the repository has more other tags than
+    /// regrelay checks ([`MAX_OTHER_TAGS`]) before deleting a manifest.
+    TooManyTags {
+        /// How many other tags there are.
+        tags: usize,
+    },
+}
+
+impl fmt::Display for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NO_TAG: &str = "the target registry cannot delete a tag";
+        match self {
+            Kept::DeletesRefused => write!(f, "the target registry refuses deletes"),
+            Kept::FallbackOff => write!(f, "{NO_TAG}, and tag_delete_fallback = \"off\" keeps its manifest"),
+            Kept::SharedWith { tag } => write!(
+                f,
+                "{NO_TAG}, and deleting its manifest by digest would also remove tag {tag}, which points at it; kept"
+            ),
+            Kept::ListedBy { tag } => write!(
+                f,
+                "{NO_TAG}, and deleting its manifest by digest would break the index tagged {tag}, which lists it; kept"
+            ),
+            Kept::TooManyTags { tags } => write!(
+                f,
+                "{NO_TAG}, and the repository has {tags} other tags, more than the {MAX_OTHER_TAGS} checked before a manifest is deleted by digest; kept"
+            ),
+        }
+    }
+}
+
+/// How another tag uses a manifest.
+enum Use {
+    /// It points at it.
+    Points,
+    /// It points at an index that lists it.
+    Lists,
+}
+
+/// Does `tag` in `repository` point at `digest`, or at an index listing it? One HEAD;
+/// a GET when the HEAD names an index, an unknown type, or no digest in `digest`'s
+/// algorithm. `None` when the tag is gone.
+async fn tag_use<'a, R: Registry>(
+    reg: &R,
+    repository: &str,
+    tag: &'a str,
+    digest: &Digest,
+) -> (&'a str, Result<Option<Use>, registry::Error>) {
+    (tag, tag_use_inner(reg, repository, tag, digest).await)
+}
+
+async fn tag_use_inner<R: Registry>(
+    reg: &R,
+    repository: &str,
+    tag: &str,
+    digest: &Digest,
+) -> Result<Option<Use>, registry::Error> {
+    let loc = Locator::Tag(tag.to_owned());
+    let Some(head) = reg.head_manifest(repository, &loc).await? else {
+        return Ok(None);
+    };
+    if let Some(d) = &head.digest
+        && d.algorithm() == digest.algorithm()
+    {
+        if d == digest {
+            return Ok(Some(Use::Points));
+        }
+        if head.media_type == oci::OCI_MANIFEST || head.media_type == oci::DOCKER_MANIFEST {
+            return Ok(None);
+        }
+    }
+    // An index (it may list the manifest), another type, or no usable header: read it.
+    let m = match reg.get_manifest(repository, &loc).await {
+        Ok(m) => m,
+        Err(registry::Error::ManifestUnknown { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if digest.matches(&m.bytes) {
+        return Ok(Some(Use::Points));
+    }
+    Ok(match Manifest::parse(&m.media_type, &m.bytes) {
+        Ok(Manifest::Index { manifests, .. }) if manifests.iter().any(|c| &c.digest == digest) => Some(Use::Lists),
+        _ => None,
+    })
 }
 
 /// What `locator` resolves to in `repository`, or `None` when it does not exist.
@@ -148,12 +280,17 @@ impl<S: Registries> Replicator<S> {
     }
 
     /// Delete `locator` at the target, only if it currently resolves to `expected` when
-    /// given. With `dry_run`, check everything but do not delete.
+    /// given. With `dry_run`, check everything but send no DELETE.
     ///
     /// A digest locator deletes the manifest and every tag pointing at it. A tag locator
-    /// untags where the registry supports it (distribution 2.8 does not); for a tag the
-    /// check and the delete are two requests, so a tag moved in between is deleted at its
-    /// new digest; callers that must not race delete by digest.
+    /// untags where the registry supports it; for a tag the check and the delete are two
+    /// requests, so a tag moved in between is deleted at its new digest; callers that
+    /// must not race delete by digest.
+    ///
+    /// Where the registry cannot delete a tag, `fallback` decides:
+    /// [`TagDeleteFallback::Manifest`] deletes the manifest by digest
+    /// ([`Deletion::ManifestDeleted`]) when no other tag uses it, else keeps it
+    /// ([`Deletion::Unsupported`], saying why); [`TagDeleteFallback::Off`] keeps it.
     pub async fn delete(
         &self,
         registry: &str,
@@ -161,6 +298,7 @@ impl<S: Registries> Replicator<S> {
         locator: &Locator,
         expected: Option<&Digest>,
         dry_run: bool,
+        fallback: TagDeleteFallback,
     ) -> Result<Deletion, Error> {
         let dst = self.registries.get(registry).map_err(dst_err)?;
         let want = expected.or(match locator {
@@ -183,12 +321,91 @@ impl<S: Registries> Replicator<S> {
             tracing::info!(%target_ref, locator = %locator, digest = %actual, "dry run: would delete");
             return Ok(Deletion::DryRun);
         }
-        let outcome = match dst.delete_manifest(repository, locator).await.map_err(dst_err)? {
-            DeleteManifest::Deleted => Deletion::Deleted,
-            DeleteManifest::NotFound => Deletion::Absent,
-            DeleteManifest::Unsupported => Deletion::Unsupported,
+        let outcome = match (
+            dst.delete_manifest(repository, locator).await.map_err(dst_err)?,
+            locator,
+        ) {
+            (DeleteManifest::Deleted, _) => Deletion::Deleted,
+            (DeleteManifest::NotFound, _) => Deletion::Absent,
+            (DeleteManifest::Unsupported, Locator::Digest(_)) => Deletion::Unsupported(Kept::DeletesRefused),
+            (DeleteManifest::Unsupported, Locator::Tag(_)) if fallback == TagDeleteFallback::Off => {
+                Deletion::Unsupported(Kept::FallbackOff)
+            }
+            (DeleteManifest::Unsupported, Locator::Tag(tag)) => {
+                self.delete_tag_by_manifest(&*dst, registry, repository, tag, &actual)
+                    .await?
+            }
         };
         tracing::info!(%target_ref, locator = %locator, digest = %actual, outcome = ?outcome, "delete");
         Ok(outcome)
+    }
+
+    /// The fallback for a registry that cannot delete `tag`, which points at `digest`:
+    /// delete the manifest by digest, unless another tag (of at most [`MAX_OTHER_TAGS`])
+    /// points at it or at an index listing it. The tag is resolved again right before the
+    /// DELETE; a tag or index written between that check and the DELETE is the one race
+    /// left (the registry offers no conditional delete).
+    async fn delete_tag_by_manifest(
+        &self,
+        dst: &S::Registry,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<Deletion, Error> {
+        let target_ref = format!("{registry}/{repository}:{tag}");
+        let tags = dst.list_tags(repository).await.map_err(dst_err)?;
+        let others: Vec<&String> = tags.iter().filter(|t| *t != tag).collect();
+        if others.len() > MAX_OTHER_TAGS {
+            return Ok(Deletion::Unsupported(Kept::TooManyTags { tags: others.len() }));
+        }
+        tracing::info!(
+            %target_ref, %digest, other_tags = others.len(),
+            "the target cannot delete a tag; checking that no other tag uses its manifest before deleting the manifest by digest"
+        );
+        // A FuturesUnordered refilled by hand, not `buffer_unordered` over a closure: the
+        // closure's borrowed futures trip rustc's "Send is not general enough" limitation.
+        let mut pending = others.into_iter();
+        let mut checks = FuturesUnordered::new();
+        loop {
+            while checks.len() < TAG_CHECKS_IN_FLIGHT
+                && let Some(other) = pending.next()
+            {
+                checks.push(tag_use(dst, repository, other, digest));
+            }
+            let Some((other, used)) = checks.next().await else {
+                break;
+            };
+            match used.map_err(dst_err)? {
+                Some(Use::Points) => return Ok(Deletion::Unsupported(Kept::SharedWith { tag: other.to_owned() })),
+                Some(Use::Lists) => return Ok(Deletion::Unsupported(Kept::ListedBy { tag: other.to_owned() })),
+                None => {}
+            }
+        }
+        // The tag may have moved (or gone) while the other tags were checked.
+        let loc = Locator::Tag(tag.to_owned());
+        match current_digest(dst, repository, &loc, Some(digest))
+            .await
+            .map_err(dst_err)?
+        {
+            None => return Ok(Deletion::Absent),
+            Some(now) if &now != digest => return Ok(Deletion::Mismatch { actual: now }),
+            Some(_) => {}
+        }
+        tracing::info!(
+            %target_ref, %digest,
+            "no other tag uses the manifest; deleting it by digest (this removes the manifest, not only the tag)"
+        );
+        Ok(
+            match dst
+                .delete_manifest(repository, &Locator::Digest(digest.clone()))
+                .await
+                .map_err(dst_err)?
+            {
+                DeleteManifest::Deleted => Deletion::ManifestDeleted { digest: digest.clone() },
+                DeleteManifest::NotFound => Deletion::Absent,
+                DeleteManifest::Unsupported => Deletion::Unsupported(Kept::DeletesRefused),
+            },
+        )
     }
 }

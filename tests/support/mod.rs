@@ -11,7 +11,8 @@
 //! Invariants: every type is a guard (dropping it stops the server and reaps
 //! the child); readiness is polled every [`POLL_INTERVAL`] up to
 //! [`READY_DEADLINE`]; a missing registry binary skips the test with a printed
-//! reason locally and fails it when `CI` is set (see [`registry_bin_or_skip!`]).
+//! reason locally and fails it when `CI` is set (see [`registry_bin_or_skip!`] and
+//! [`skip_or_fail`], whose `SKIPPED:` line `scripts/test.sh` counts).
 //!
 //! Each integration test binary compiles this module separately and may use
 //! only part of it, hence the module-wide `dead_code` allowance below.
@@ -20,6 +21,7 @@
     reason = "shared by several test binaries; each one uses only part of the harness"
 )]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,18 +66,56 @@ pub const HTPASSWD_BIN_ENV: &str = "TEST_HTPASSWD_BIN";
 /// looked up on `PATH`.
 ///
 /// When it is missing: panics if env `CI` is set (CI must not silently skip
-/// process tests), otherwise prints a skip reason to stderr and returns `None`.
+/// process tests), otherwise reports the skip (see [`skip_or_fail`]) and returns `None`.
 pub fn require_bin(env_override: &str, default_name: &str) -> Option<PathBuf> {
+    require_bin_reporting(env_override, default_name, &mut std::io::stderr())
+}
+
+/// [`require_bin`] writing its skip line to `out` instead of stderr (for tests of the
+/// policy itself, which must not count as skipped).
+pub fn require_bin_reporting(env_override: &str, default_name: &str, out: &mut dyn Write) -> Option<PathBuf> {
     match find_bin(env_override, default_name) {
         Ok(path) => Some(path),
         Err(reason) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{reason} (CI is set, so this test fails instead of skipping)");
-            }
-            eprintln!("SKIPPED: {reason}");
+            skip_or_fail(&reason, out);
             None
         }
     }
+}
+
+/// The prefix of a skip line: `SKIPPED: <test binary>::<test>: <reason>`.
+pub const SKIP_PREFIX: &str = "SKIPPED: ";
+
+/// Reports that the running test skips for `reason` (a missing tool), or panics when env
+/// `CI` is set: CI must fail rather than skip.
+///
+/// The line is `SKIPPED: <test binary>::<test>: <reason>`, written straight to `out` in
+/// one write: not through `eprintln!`, which libtest captures and shows only for failing
+/// tests. `scripts/test.sh` reads these lines to count such tests as skipped instead of
+/// passed (libtest reports them `ok`) and lists them with their reasons.
+pub fn skip_or_fail(reason: &str, out: &mut dyn Write) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason} (CI is set, so this test fails instead of skipping)");
+    }
+    // A lost skip line only makes the summary count the test as passed.
+    let _ = out.write_all(skip_line(reason).as_bytes());
+    let _ = out.flush();
+}
+
+/// The skip line for the running test: `SKIPPED: <test binary>::<test>: <reason>\n`.
+pub fn skip_line(reason: &str) -> String {
+    format!("{SKIP_PREFIX}{}: {reason}\n", current_test())
+}
+
+/// `<test binary>::<test path>` of the running test: libtest runs each test on a thread
+/// named after it (`tests::name` for a test in a module).
+pub fn current_test() -> String {
+    let thread = std::thread::current();
+    format!(
+        "{}::{}",
+        env!("CARGO_CRATE_NAME"),
+        thread.name().unwrap_or("unnamed-thread")
+    )
 }
 
 /// The registry binary (`TEST_REGISTRY_BIN`, default `docker-registry`), with

@@ -91,6 +91,7 @@ pub fn render(config: &Config) -> String {
     let _ = writeln!(o, "retry_delay_max_secs = {}", p.retry_delay_max.as_secs());
     let _ = writeln!(o, "max_waiting = {}", p.max_waiting);
     let _ = writeln!(o, "delete_dry_run = {}", p.delete_dry_run);
+    let _ = writeln!(o, "tag_delete_fallback = \"{}\"", p.tag_delete_fallback.as_str());
 
     let _ = writeln!(o, "\n[admin]");
     let _ = match config.admin_listen {

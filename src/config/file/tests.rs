@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{LoadError, load, load_str, render};
-use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, Untagged};
+use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, TagDeleteFallback, Untagged};
 
 /// `kind = "google"` and `kind = "acr_entra"` registry auth.
 mod cloud;
@@ -78,6 +78,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
     assert_eq!(c.pipeline.workers, 8);
     assert_eq!(c.pipeline.reject_mode, RejectMode::Ack);
+    assert_eq!(c.pipeline.tag_delete_fallback, TagDeleteFallback::Manifest);
     let r = &c.rules[0];
     assert_eq!(r.name, "rules[0]");
     assert!(r.on_push && !r.on_delete);
@@ -114,6 +115,7 @@ shutdown_grace_secs = 7
 pause_min_secs = 2
 pause_max_secs = 20
 delete_dry_run = true
+tag_delete_fallback = "off"
 
 [admin]
 listen = "127.0.0.1:9191"
@@ -172,6 +174,7 @@ repository = "backup/{{repository}}"
         (Duration::from_secs(2), Duration::from_secs(20))
     );
     assert!(pl.delete_dry_run);
+    assert_eq!(pl.tag_delete_fallback, TagDeleteFallback::Off);
     assert_eq!(c.admin_listen, Some("127.0.0.1:9191".parse().unwrap()));
     // Registries come sorted by host.
     let local = &c.registries[0];
@@ -273,6 +276,12 @@ fn wrong_types_and_unknown_variants_name_the_field() {
         "reject",
         "pipeline.reject",
         "unknown variant",
+    );
+    expect(
+        &format!("{BASE}\n[pipeline]\ntag_delete_fallback = \"untag\"\n"),
+        "tag_delete_fallback",
+        "pipeline.tag_delete_fallback",
+        "unknown variant `untag`, expected `manifest` or `off`",
     );
     let text = BASE.replace(
         "repository = \"**\"",

@@ -289,6 +289,7 @@ fn pipeline(p: Option<Spanned<RawPipeline>>) -> Result<PipelineConfig> {
         );
     }
     c.max_waiting = ranged(&p.max_waiting, "pipeline.max_waiting", 1, None)?.unwrap_or(c.max_waiting);
+    c.tag_delete_fallback = p.tag_delete_fallback.unwrap_or(c.tag_delete_fallback);
     Ok(c)
 }
 
