@@ -147,13 +147,20 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         max_entries: config.pipeline.dedup_max_entries,
     };
     let executor = Arc::new(Guarded::new(Executor::new(replicator, memory), health.clone()));
-    let pipeline = Arc::new(Pipeline::new(
-        executor,
-        health.clone(),
-        config.rules.clone(),
-        hosts,
-        config.pipeline.clone(),
-    ));
+    let origin = match &config.origin {
+        Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
+        None => crate::event::Origin::none(),
+    };
+    let pipeline = Arc::new(
+        Pipeline::new(
+            executor,
+            health.clone(),
+            config.rules.clone(),
+            hosts,
+            config.pipeline.clone(),
+        )
+        .with_origin(origin),
+    );
 
     let admin_stop = CancellationToken::new();
     let admin_task = match config.admin_listen {

@@ -21,7 +21,7 @@
 //! | [`health`] | per-registry health, pause and readiness of one run | `metrics` |
 //! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics`, `health` |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
-//! | [`event`] | pure decoders: GAR/GCR, ACR (Event Grid, CloudEvents), generic → [`event::Event`] | `oci` |
+//! | [`event`] | pure decoders: GAR/GCR, ACR, Artifactory, Harbor, distribution, Pub/Sub push envelopes, generic → [`event::Event`]s | `oci` |
 //! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |

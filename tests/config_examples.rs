@@ -70,3 +70,22 @@ fn quickstart_routes_demo_images_to_the_mirror() {
     };
     assert!(matches!(rules::plan(&cfg.rules, &other), Plan::Ignore(_)));
 }
+
+#[test]
+fn artifactory_example_places_a_webhook_on_its_rule() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/artifactory-to-ar.toml");
+    let cfg = config::load(&path).unwrap();
+    let o = cfg.origin.as_ref().expect("[source.origin]");
+    let origin = regrelay::event::Origin::new(&o.registry, &o.repository);
+    let payload = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/artifactory-docker-tag-pushed.json"),
+    )
+    .unwrap();
+    let decoded = regrelay::event::decode(&payload, &origin).unwrap();
+    let Plan::Work(routes) = rules::plan(&cfg.rules, &decoded.events[0]) else {
+        panic!("the webhook matches no rule")
+    };
+    assert_eq!(routes[0].target_registry, "us-docker.pkg.dev");
+    assert_eq!(routes[0].target_repository, "acme-prod/mirror/docker-local/team/app");
+    assert_eq!(routes[0].target_tag.as_deref(), Some("1.4.2"));
+}

@@ -13,6 +13,10 @@ use super::RegistryConfig;
 pub struct Config {
     /// Where events come from.
     pub source: SourceConfig,
+    /// `[source.origin]`: the registry of events whose payload names no registry host
+    /// (Artifactory webhooks, bridges that name only `team/app`). `None`: such events are
+    /// rejected.
+    pub origin: Option<OriginConfig>,
     /// Every registry regrelay may contact, sources and targets alike. An event naming
     /// any other host is rejected without a connection.
     pub registries: Vec<RegistryConfig>,
@@ -44,6 +48,19 @@ impl SourceConfig {
             SourceConfig::ServiceBus(_) => "servicebus",
         }
     }
+}
+
+/// `[source.origin]`: how events that name no registry host are placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginConfig {
+    /// Registry host, or a template over `{repo_key}` (Artifactory's per-repository
+    /// subdomain method, `{repo_key}.acme.jfrog.io`). The hosts it yields must be
+    /// configured registries, or the events are rejected without a connection.
+    pub registry: String,
+    /// Repository template over `{repository}` (the path the payload names; Artifactory's
+    /// `image_name`), `{repo_key}` and `{image_name}`: `{repo_key}/{image_name}` for
+    /// Artifactory's repository-path method. Default `{repository}`.
+    pub repository: String,
 }
 
 /// Pub/Sub settings.

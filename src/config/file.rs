@@ -222,6 +222,25 @@ struct RawSource {
     max_lease_secs: Option<Spanned<u64>>,
     /// file: the JSON-lines file to read; absent or `"-"` = standard input.
     path: Option<Spanned<String>>,
+    /// `[source.origin]`, any kind: which registry events come from when their payload
+    /// names no registry host. Without it such events are rejected.
+    origin: Option<Spanned<RawOrigin>>,
+}
+
+/// `[source.origin]`: where events that name no registry host come from: Artifactory
+/// webhooks (a repository key, no host), bridges whose CloudEvents name only `team/app`,
+/// distribution events without `request.host`. Payloads that do name a host keep it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    /// Required: the registry host, a key of `[registries]`; or a template over
+    /// `{repo_key}` (Artifactory's subdomain method, `"{repo_key}.acme.jfrog.io"`), whose
+    /// hosts must each be configured (others are rejected at runtime, never contacted).
+    registry: Spanned<String>,
+    /// Repository template over `{repository}` (the path the payload names; Artifactory's
+    /// `image_name`), `{repo_key}` and `{image_name}` (Artifactory only). Default
+    /// `"{repository}"`; Artifactory's repository-path method is `"{repo_key}/{image_name}"`.
+    repository: Option<Spanned<String>>,
 }
 
 /// `source.reject` (servicebus).

@@ -1,20 +1,51 @@
-//! Pure decoders from registry event payloads to one normalised [`Event`]:
-//! Artifact Registry / Container Registry (`gcr` Pub/Sub topic), ACR through Event Grid
-//! (Event Grid schema and CloudEvents 1.0), and a generic JSON / CloudEvents form for
-//! bridges from other registries.
+//! Pure decoders from registry event payloads to normalised [`Event`]s, one file per
+//! payload family:
 //!
-//! Role: turn untrusted bytes into a typed hint ("something changed at
+//! | file | payloads |
+//! |---|---|
+//! | `google.rs` | Artifact Registry / Container Registry (`gcr` Pub/Sub topic) |
+//! | `azure.rs` | ACR through Event Grid (Event Grid schema and CloudEvents 1.0) |
+//! | `artifactory.rs` | JFrog Artifactory Docker webhooks (`domain = "docker"`) |
+//! | `harbor.rs` | Harbor webhooks, default JSON and CloudEvents |
+//! | `distribution.rs` | Docker distribution notification envelopes (`{"events": [...]}`) |
+//! | `generic.rs` | generic JSON / CloudEvents for bridges from other registries |
+//! | `envelope.rs` | Pub/Sub push envelopes (`{"message": {"data": …}}`) put on a queue by a bridge |
+//! | `origin.rs` | [`Origin`]: the registry of payloads that name no registry host |
+//!
+//! Role: turn untrusted bytes into typed hints ("something changed at
 //! host/repository[:tag][@digest]"). The daemon re-reads the source registry before acting.
+//! One payload may carry several events (a distribution envelope, an Event Grid batch, a
+//! Harbor event with several resources); the pipeline acks the message only when all of
+//! them are verified.
 //!
-//! Must never: panic on any input, perform I/O, or trust a host it has not checked
-//! (the caller checks the host against its configuration before any connection).
-//! Every failure is a [`DecodeError`], which the pipeline treats as Permanent.
+//! Must never: panic on any input, perform I/O, guess a registry host (a payload without
+//! one is placed only by the configured [`Origin`], else refused), or trust a host it has
+//! not checked (the caller checks every host against its configuration before any
+//! connection). Every failure is a [`DecodeError`], which the pipeline treats as Permanent.
+//!
+//! Invariants: a decoded [`Event`]'s registry, repository and tag form a valid reference;
+//! envelopes are unwrapped at most one level deep.
 
 use serde_json::Value;
 
-use crate::oci::{Digest, Reference, valid_tag};
+use crate::oci::{Digest, Locator, Reference};
 
-/// Largest payload accepted; registry events are a few hundred bytes.
+mod artifactory;
+mod azure;
+mod distribution;
+mod envelope;
+mod generic;
+mod google;
+mod harbor;
+mod origin;
+
+#[cfg(test)]
+mod tests;
+
+pub use origin::Origin;
+
+/// Largest payload accepted; registry events are a few hundred bytes, a distribution
+/// envelope a few kilobytes.
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 
 /// What happened.
@@ -47,13 +78,38 @@ pub struct Event {
     pub event_id: Option<String>,
 }
 
-/// The result of decoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
-    /// An event to act on.
-    Event(Event),
-    /// A well-formed event that regrelay does not act on, with the reason.
-    Ignored(&'static str),
+/// The result of decoding one payload: the events to act on and, for the parts of the
+/// payload that ask for nothing (blob pushes, pulls, scans, ...), why.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decoded {
+    /// The events to act on, in payload order. Empty when the whole payload is ignored.
+    pub events: Vec<Event>,
+    /// Why the other parts of the payload are not acted on (for logs).
+    pub ignored: Vec<String>,
+}
+
+impl Decoded {
+    /// One event.
+    pub fn one(event: Event) -> Decoded {
+        Decoded {
+            events: vec![event],
+            ignored: Vec::new(),
+        }
+    }
+
+    /// A well-formed payload that asks for nothing, with the reason.
+    pub fn ignored(reason: impl Into<String>) -> Decoded {
+        Decoded {
+            events: Vec::new(),
+            ignored: vec![reason.into()],
+        }
+    }
+
+    /// Append the events and reasons of `other`.
+    fn extend(&mut self, other: Decoded) {
+        self.events.extend(other.events);
+        self.ignored.extend(other.ignored);
+    }
 }
 
 /// Why a payload could not be decoded.
@@ -76,6 +132,12 @@ pub enum DecodeError {
         /// What is wrong.
         reason: String,
     },
+    /// The payload names no registry host and the source configures no
+    /// `[source.origin]` to place it.
+    #[error(
+        "{0} names no registry host; set [source.origin] registry (and repository) to say which registry such events come from"
+    )]
+    NoHost(&'static str),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
@@ -91,45 +153,31 @@ fn reference_in(field: &'static str, text: &str) -> Result<Reference, DecodeErro
         .map_err(|e: crate::oci::Error| invalid(field, e.to_string()))
 }
 
-/// Decode any supported payload, detecting its shape.
-pub fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(DecodeError::TooLarge(payload.len()));
-    }
-    let v: Value = serde_json::from_slice(payload).map_err(|_| DecodeError::NotJson)?;
-    // Event Grid delivers one object to Service Bus, an array to webhooks: accept both.
-    let v = match v {
-        Value::Array(mut items) if items.len() == 1 => items.remove(0),
-        Value::Array(items) => {
-            return Err(DecodeError::Unrecognised(format!(
-                "an array of {} events; expected one",
-                items.len()
-            )));
-        }
-        other => other,
-    };
-    let kind = str_at(&v, &["eventType"])
-        .or_else(|| str_at(&v, &["type"]))
-        .unwrap_or_default();
-    if kind.contains("Microsoft.ContainerRegistry.") || kind.starts_with("Image") || kind.starts_with("Chart") {
-        return decode_acr(&v, kind);
-    }
-    if v.get("specversion").is_some() {
-        let data = v
-            .get("data")
-            .ok_or_else(|| invalid("data", "a CloudEvent without data"))?;
-        let id = str_at(&v, &["id"]).map(str::to_owned);
-        return decode_generic(data, Some(kind), id);
-    }
-    match str_at(&v, &["action"]) {
-        Some("INSERT" | "DELETE") => decode_gcr(&v),
-        Some(_) => decode_generic(&v, None, None),
-        None => Err(DecodeError::Unrecognised(
-            "no action, eventType or specversion field".into(),
-        )),
+/// Check that `registry/repository[:tag]` is a valid reference (hosts and paths from
+/// payloads and templates alike go through this before they become an [`Event`]).
+fn check_reference(
+    field: &'static str,
+    registry: &str,
+    repository: &str,
+    tag: Option<&str>,
+) -> Result<(), DecodeError> {
+    // Each part is checked as what it is (not re-parsed from text, where a '/' in a host
+    // would shift into the path). Without a tag, "latest" stands in for validation only.
+    let locator = Locator::Tag(tag.unwrap_or("latest").to_owned());
+    Reference::new(registry, repository, locator)
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+/// The digest in `field`, when present.
+fn digest_in(v: &Value, path: &[&str], field: &'static str) -> Result<Option<Digest>, DecodeError> {
+    match str_at(v, path) {
+        Some(d) => d.parse::<Digest>().map(Some).map_err(|e| invalid(field, e.to_string())),
+        None => Ok(None),
     }
 }
 
+/// The non-empty string at `path`.
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
@@ -138,297 +186,91 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str().filter(|s| !s.is_empty())
 }
 
-/// Artifact Registry / Container Registry message data: `{action, digest?, tag?}` where
-/// `digest` is `HOST/REPO@sha256:…` and `tag` is `HOST/REPO:TAG` (or, in some third-party
-/// fixtures, a bare tag).
-fn decode_gcr(v: &Value) -> Result<Decoded, DecodeError> {
-    let action = str_at(v, &["action"]).unwrap_or_default();
-    let by_digest = match str_at(v, &["digest"]) {
-        Some(d) => {
-            let r = reference_in("digest", d)?;
-            if r.digest.is_none() {
-                return Err(invalid("digest", "expected HOST/REPOSITORY@sha256:…"));
-            }
-            Some(r)
-        }
-        None => None,
-    };
-    let by_tag = match str_at(v, &["tag"]) {
-        Some(t) if !t.contains('/') => {
-            // A bare tag: it belongs to the repository named by `digest`.
-            let base = by_digest
-                .as_ref()
-                .ok_or_else(|| invalid("tag", "a bare tag needs a digest reference"))?;
-            if !valid_tag(t) {
-                return Err(invalid("tag", "not a valid tag"));
-            }
-            Some(Reference {
-                tag: Some(t.into()),
-                digest: None,
-                ..base.clone()
-            })
-        }
-        Some(t) => {
-            let r = reference_in("tag", t)?;
-            if r.tag.is_none() {
-                return Err(invalid("tag", "expected HOST/REPOSITORY:TAG"));
-            }
-            Some(r)
-        }
-        None => None,
-    };
-    if let (Some(d), Some(t)) = (&by_digest, &by_tag)
-        && (d.registry != t.registry || d.repository != t.repository)
-    {
-        return Err(invalid("tag", "names another repository than digest"));
-    }
-    let base = by_digest
-        .as_ref()
-        .or(by_tag.as_ref())
-        .ok_or_else(|| invalid("digest", "neither digest nor tag given"))?;
-    let tag = by_tag.as_ref().and_then(|t| t.tag.clone());
-    let digest = by_digest.as_ref().and_then(|d| d.digest.clone());
-    let action = match (action, &digest) {
-        // A tag-only INSERT is a push too: the daemon re-resolves the tag.
-        ("INSERT", _) => Action::Push,
-        ("DELETE", Some(_)) => Action::DeleteManifest,
-        ("DELETE", None) => Action::DeleteTag,
-        _ => return Err(invalid("action", "expected INSERT or DELETE")),
-    };
-    Ok(Decoded::Event(Event {
-        action,
-        registry: base.registry.clone(),
-        repository: base.repository.clone(),
-        tag,
-        digest,
-        media_type: None,
-        event_id: None,
-    }))
+/// At most this much of an untrusted string goes into an error or a reason.
+fn shown(s: &str) -> String {
+    s.chars().take(100).collect()
 }
 
-/// ACR events, Event Grid or CloudEvents schema (same `data`).
-fn decode_acr(v: &Value, kind: &str) -> Result<Decoded, DecodeError> {
-    let suffix = kind.rsplit('.').next().unwrap_or(kind);
-    let action = match suffix {
-        "ImagePushed" => Action::Push,
-        "ImageDeleted" => Action::DeleteManifest,
-        "ChartPushed" | "ChartDeleted" => return Ok(Decoded::Ignored("legacy ACR Helm chart repository event")),
-        _ => {
-            return Err(DecodeError::Unrecognised(format!(
-                "ACR event type {:?}",
-                kind.chars().take(100).collect::<String>()
-            )));
-        }
-    };
-    let data = v.get("data").ok_or_else(|| invalid("data", "missing"))?;
-    let host = str_at(data, &["request", "host"]).ok_or_else(|| invalid("data.request.host", "missing"))?;
-    let repository =
-        str_at(data, &["target", "repository"]).ok_or_else(|| invalid("data.target.repository", "missing"))?;
-    let digest = match str_at(data, &["target", "digest"]) {
-        Some(d) => Some(
-            d.parse::<Digest>()
-                .map_err(|e| invalid("data.target.digest", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let tag = str_at(data, &["target", "tag"]).map(str::to_owned);
-    if digest.is_none() && tag.is_none() {
-        return Err(invalid("data.target", "neither digest nor tag given"));
+/// Decode any supported payload, detecting its shape. Payloads that name no registry
+/// host are placed by `origin` (`[source.origin]`), or refused when it is not set.
+pub fn decode(payload: &[u8], origin: &Origin) -> Result<Decoded, DecodeError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(DecodeError::TooLarge(payload.len()));
     }
-    let check = Reference {
-        registry: host.into(),
-        repository: repository.into(),
-        tag: tag.clone(),
-        digest: None,
-    };
-    let check: Result<Reference, _> = check.to_string().parse();
-    check.map_err(|e| invalid("data.target", e.to_string()))?;
-    Ok(Decoded::Event(Event {
-        action,
-        registry: host.into(),
-        repository: repository.into(),
-        tag,
-        digest,
-        media_type: str_at(data, &["target", "mediaType"]).map(str::to_owned),
-        event_id: str_at(v, &["id"]).map(str::to_owned),
-    }))
+    let v: Value = serde_json::from_slice(payload).map_err(|_| DecodeError::NotJson)?;
+    decode_value(&v, origin, Nesting::Top)
 }
 
-/// Generic form for bridges: `{action, repository | ref, digest?, tag?}` where
-/// `repository` is `HOST/REPO` and `ref` a full reference. `action` is `push`/`insert`
-/// or `delete` (case-insensitive); a CloudEvent's type suffix (`.pushed`, `.deleted`)
-/// also works.
-fn decode_generic(v: &Value, ce_type: Option<&str>, event_id: Option<String>) -> Result<Decoded, DecodeError> {
-    let action_text = str_at(v, &["action"])
-        .map(str::to_ascii_lowercase)
-        .or_else(|| ce_type.map(|t| t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase()))
-        .ok_or_else(|| invalid("action", "missing"))?;
-    let base: Reference = match (str_at(v, &["ref"]), str_at(v, &["repository"])) {
-        (Some(r), _) => reference_in("ref", r)?,
-        (None, Some(repo)) => reference_in("repository", repo)?,
-        (None, None) => return Err(invalid("repository", "missing (or give ref)")),
-    };
-    let digest = match str_at(v, &["digest"]) {
-        Some(d) => Some(d.parse::<Digest>().map_err(|e| invalid("digest", e.to_string()))?),
-        None => base.digest.clone(),
-    };
-    // Harbor puts the digest in `tag` for digest-only pushes.
-    let tag = match str_at(v, &["tag"]) {
-        Some(t) if t.starts_with("sha256:") => None,
-        Some(t) if valid_tag(t) => Some(t.to_owned()),
-        Some(_) => return Err(invalid("tag", "not a valid tag")),
-        None => base.tag.clone(),
-    };
-    let action = match action_text.as_str() {
-        "push" | "pushed" | "insert" => Action::Push,
-        "delete" | "deleted" if digest.is_some() => Action::DeleteManifest,
-        "delete" | "deleted" => Action::DeleteTag,
-        "pull" | "pulled" | "mount" => return Ok(Decoded::Ignored("a read, not a change")),
-        _ => return Err(invalid("action", "expected push or delete")),
-    };
-    if digest.is_none() && tag.is_none() {
-        return Err(invalid("digest", "neither digest nor tag given"));
-    }
-    Ok(Decoded::Event(Event {
-        action,
-        registry: base.registry,
-        repository: base.repository,
-        tag,
-        digest,
-        media_type: str_at(v, &["mediaType"]).map(str::to_owned),
-        event_id,
-    }))
+/// Where a value sits: envelopes and arrays are unwrapped once, never recursively, so a
+/// hostile payload cannot nest its way into deep recursion or a blow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nesting {
+    /// The payload itself.
+    Top,
+    /// The data of a Pub/Sub push envelope.
+    InEnvelope,
+    /// An element of a top-level (or enveloped) array.
+    InArray,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const D: &str = "sha256:2c983205795bbf038b585fa925adeb03a8d47c4d2729ea7a4a6fdba32d9ef752";
-
-    fn event(p: &str) -> Event {
-        match decode(p.as_bytes()).unwrap() {
-            Decoded::Event(e) => e,
-            other => panic!("expected an event, got {other:?}"),
+fn decode_value(v: &Value, origin: &Origin, at: Nesting) -> Result<Decoded, DecodeError> {
+    if let Value::Array(items) = v {
+        // Event Grid delivers an array to webhooks (one object to Service Bus); CloudEvents
+        // batch mode is an array too. Each element is one event.
+        if at == Nesting::InArray {
+            return Err(DecodeError::Unrecognised("an array inside an array of events".into()));
         }
-    }
-
-    #[test]
-    fn artifact_registry_insert_with_tag() {
-        let e = event(&format!(
-            r#"{{"action":"INSERT","digest":"us-west1-docker.pkg.dev/proj/repo/team/app@{D}","tag":"us-west1-docker.pkg.dev/proj/repo/team/app:1.1"}}"#
-        ));
-        assert_eq!(e.action, Action::Push);
-        assert_eq!(e.registry, "us-west1-docker.pkg.dev");
-        assert_eq!(e.repository, "proj/repo/team/app");
-        assert_eq!(e.tag.as_deref(), Some("1.1"));
-        assert_eq!(e.digest.unwrap().to_string(), D);
-    }
-
-    #[test]
-    fn gcr_digest_only_insert_tag_only_delete_and_digest_delete() {
-        let e = event(&format!(r#"{{"action":"INSERT","digest":"gcr.io/proj/app@{D}"}}"#));
-        assert_eq!((e.action, e.tag), (Action::Push, None));
-        let e = event(r#"{"action":"DELETE","tag":"us-docker.pkg.dev/p/r/app:old"}"#);
-        assert_eq!(e.action, Action::DeleteTag);
-        assert_eq!(e.tag.as_deref(), Some("old"));
-        let e = event(&format!(r#"{{"action":"DELETE","digest":"gcr.io/proj/app@{D}"}}"#));
-        assert_eq!(e.action, Action::DeleteManifest);
-    }
-
-    #[test]
-    fn bare_tag_belongs_to_the_digest_repository_and_ports_are_not_tags() {
-        let e = event(&format!(
-            r#"{{"action":"INSERT","digest":"localhost:5000/app@{D}","tag":"v1.0.0"}}"#
-        ));
-        assert_eq!((e.registry.as_str(), e.repository.as_str()), ("localhost:5000", "app"));
-        assert_eq!(e.tag.as_deref(), Some("v1.0.0"));
-        let e = event(r#"{"action":"DELETE","tag":"localhost:5000/team/app:v2"}"#);
-        assert_eq!(e.registry, "localhost:5000");
-        assert_eq!(e.repository, "team/app");
-    }
-
-    #[test]
-    fn acr_event_grid_and_cloudevents_schemas() {
-        let data = format!(
-            r#"{{"id":"1","action":"push","target":{{"mediaType":"application/vnd.oci.image.index.v1+json","size":1609,"digest":"{D}","repository":"team/app","tag":"1.4.2"}},"request":{{"host":"exampleregistry.azurecr.io"}}}}"#
-        );
-        let eg = format!(
-            r#"{{"id":"e1","eventType":"Microsoft.ContainerRegistry.ImagePushed","data":{data},"dataVersion":"2.0"}}"#
-        );
-        let ce = format!(
-            r#"{{"specversion":"1.0","id":"e1","type":"Microsoft.ContainerRegistry.ImagePushed","source":"/subscriptions/x","data":{data}}}"#
-        );
-        for p in [eg.clone(), ce, format!("[{eg}]")] {
-            let e = event(&p);
-            assert_eq!(e.action, Action::Push);
-            assert_eq!(e.registry, "exampleregistry.azurecr.io");
-            assert_eq!(e.repository, "team/app");
-            assert_eq!(e.tag.as_deref(), Some("1.4.2"));
-            assert_eq!(e.event_id.as_deref(), Some("e1"));
+        if items.is_empty() {
+            return Err(DecodeError::Unrecognised("an empty array of events".into()));
         }
-        let del = format!(
-            r#"{{"eventType":"Microsoft.ContainerRegistry.ImageDeleted","data":{{"target":{{"digest":"{D}","repository":"team/app"}},"request":{{"host":"exampleregistry.azurecr.io"}}}}}}"#
-        );
-        assert_eq!(event(&del).action, Action::DeleteManifest);
-        let chart = r#"{"eventType":"Microsoft.ContainerRegistry.ChartPushed","data":{"target":{"repository":"c"}}}"#;
-        assert!(matches!(decode(chart.as_bytes()).unwrap(), Decoded::Ignored(_)));
-    }
-
-    #[test]
-    fn generic_and_harbor_style_forms() {
-        let e = event(&format!(
-            r#"{{"action":"push","ref":"harbor.example.com/team/app:1.0","digest":"{D}"}}"#
-        ));
-        assert_eq!((e.action, e.tag.as_deref()), (Action::Push, Some("1.0")));
-        let e = event(&format!(
-            r#"{{"action":"push","repository":"reg.example/app","tag":"{D}","digest":"{D}"}}"#
-        ));
-        assert_eq!(e.tag, None, "a digest in the tag field means no tag");
-        let ce = format!(
-            r#"{{"specversion":"1.0","id":"x","type":"harbor.artifact.deleted","data":{{"repository":"reg.example/app","digest":"{D}"}}}}"#
-        );
-        let e = event(&ce);
-        assert_eq!(e.action, Action::DeleteManifest);
-        assert_eq!(e.event_id.as_deref(), Some("x"));
-        assert!(matches!(
-            decode(br#"{"action":"pull","ref":"r.example/a:1"}"#).unwrap(),
-            Decoded::Ignored(_)
-        ));
-    }
-
-    #[test]
-    fn malformed_payloads_are_errors_never_panics() {
-        let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert_eq!(decode(&huge), Err(DecodeError::TooLarge(MAX_PAYLOAD_BYTES + 1)));
-        let cases: Vec<String> = vec![
-            "not json".into(),
-            "{}".into(),
-            "[]".into(),
-            "[{},{}]".into(),
-            "42".into(),
-            r#"{"action":"INSERT"}"#.into(),
-            r#"{"action":"INSERT","digest":"gcr.io/p/app:latest"}"#.into(),
-            r#"{"action":"INSERT","digest":"gcr.io/p/app@sha256:abc"}"#.into(),
-            format!(r#"{{"action":"INSERT","digest":"gcr.io/p/a@{D}","tag":"gcr.io/p/b:1"}}"#),
-            r#"{"action":"UPSERT","tag":"gcr.io/p/a:1"}"#.into(),
-            r#"{"action":"DELETE","tag":"../../etc:1"}"#.into(),
-            r#"{"eventType":"Microsoft.ContainerRegistry.ImagePushed","data":{}}"#.into(),
-            r#"{"eventType":"Microsoft.ContainerRegistry.ImagePushed","data":{"target":{"repository":"Bad Repo","tag":"1"},"request":{"host":"r.azurecr.io"}}}"#.into(),
-            r#"{"eventType":"Microsoft.ContainerRegistry.Something","data":{}}"#.into(),
-            r#"{"specversion":"1.0","type":"x"}"#.into(),
-            r#"{"action":"push","repository":"noslash"}"#.into(),
-            r#"{"action":["push"]}"#.into(),
-        ];
-        for c in cases {
-            assert!(decode(c.as_bytes()).is_err(), "{c} should not decode");
+        let mut all = Decoded::default();
+        for item in items {
+            all.extend(decode_value(item, origin, Nesting::InArray)?);
         }
-        // Arbitrary bytes: no panic.
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..2000 {
-            let len = rng.usize(0..200);
-            let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-            let _ = decode(&bytes);
+        return Ok(all);
+    }
+    if !v.is_object() {
+        return Err(DecodeError::Unrecognised("not a JSON object".into()));
+    }
+    if envelope::is_push_envelope(v) {
+        if at != Nesting::Top {
+            return Err(DecodeError::Unrecognised(
+                "a Pub/Sub push envelope inside another envelope or array; only one level is unwrapped".into(),
+            ));
         }
+        let inner = envelope::unwrap(v)?;
+        return decode_value(&inner, origin, Nesting::InEnvelope);
+    }
+    if v.get("events").is_some_and(Value::is_array) {
+        return distribution::decode(v, origin);
+    }
+    if v.get("domain").is_some_and(Value::is_string) && v.get("event_type").is_some() {
+        return artifactory::decode(v, origin);
+    }
+    if v.get("event_data").is_some_and(Value::is_object) && v.get("type").is_some_and(Value::is_string) {
+        return harbor::decode_default(v, origin);
+    }
+    let kind = str_at(v, &["eventType"])
+        .or_else(|| str_at(v, &["type"]))
+        .unwrap_or_default();
+    if kind.contains("Microsoft.ContainerRegistry.") || kind.starts_with("Image") || kind.starts_with("Chart") {
+        return azure::decode(v, kind);
+    }
+    if v.get("specversion").is_some() {
+        let data = v
+            .get("data")
+            .ok_or_else(|| invalid("data", "a CloudEvent without data"))?;
+        let id = str_at(v, &["id"]).map(str::to_owned);
+        if harbor::is_cloudevent_type(kind) {
+            return harbor::decode_cloudevent(data, kind, id, origin);
+        }
+        return generic::decode(data, Some(kind), id, origin);
+    }
+    match str_at(v, &["action"]) {
+        Some("INSERT" | "DELETE") => google::decode(v),
+        Some(_) => generic::decode(v, None, None, origin),
+        None => Err(DecodeError::Unrecognised(
+            "no action, eventType, specversion, events, domain or event_data field".into(),
+        )),
     }
 }

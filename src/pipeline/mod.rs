@@ -2,10 +2,14 @@
 //! and settle the message. **The only place that settles a message.**
 //!
 //! Per message:
-//! 1. Decode the payload ([`crate::event::decode`]); undecodable → Permanent (rejected).
-//! 2. Refuse a registry host that is not configured → Permanent, with no connection.
-//! 3. Plan routes with [`crate::rules::plan`]; none → acked and counted as `ignored`.
-//! 4. Turn each route into an [`Item`](crate::engine::Item) ([`settle::item`]) and run the
+//! 1. Decode the payload ([`crate::event::decode`]) into one or more events (a
+//!    distribution envelope or an Event Grid batch carries several); undecodable →
+//!    Permanent (rejected).
+//! 2. Refuse a registry host that is not configured (any event's) → Permanent, with no
+//!    connection.
+//! 3. Plan routes with [`crate::rules::plan`] for every event; none → acked and counted as
+//!    `ignored`.
+//! 4. Turn each route of each event into an [`Item`](crate::engine::Item) ([`settle::item`]) and run the
 //!    items through the executor ([`Execute`]), in parallel. The executor owns the
 //!    replication policy (re-resolving tags under a lock, single-flight, the recent
 //!    memory, guarded deletes, registry health).
@@ -34,7 +38,7 @@ use tracing::Instrument as _;
 
 use crate::config::{PipelineConfig, Rule};
 use crate::engine::{Execute, Failure};
-use crate::event::{self, Decoded};
+use crate::event;
 use crate::health::Health;
 use crate::metrics::{self, Settle};
 use crate::queue::{Delivery, Source};
@@ -55,6 +59,8 @@ pub struct Pipeline<E: Execute> {
     allowed: HashSet<String>,
     cfg: PipelineConfig,
     handback: HandBack,
+    /// Where events without a registry host come from (`[source.origin]`).
+    origin: event::Origin,
 }
 
 impl<E: Execute> std::fmt::Debug for Pipeline<E> {
@@ -78,8 +84,16 @@ impl<E: Execute> Pipeline<E> {
             rules,
             allowed: allowed_hosts.into_iter().collect(),
             handback: HandBack::new(cfg.retry_delay_min, cfg.retry_delay_max, cfg.max_waiting),
+            origin: event::Origin::none(),
             cfg,
         }
+    }
+
+    /// Place events whose payload names no registry host with `origin`
+    /// (`[source.origin]`); without it they are rejected.
+    pub fn with_origin(mut self, origin: event::Origin) -> Pipeline<E> {
+        self.origin = origin;
+        self
     }
 
     /// Pull from `source` with at most `workers` messages in flight until `shutdown` is
@@ -248,24 +262,47 @@ impl<E: Execute> Pipeline<E> {
     }
 
     async fn handle_payload(&self, payload: &[u8]) -> Verdict {
-        let event = match event::decode(payload) {
-            Ok(Decoded::Event(e)) => e,
-            Ok(Decoded::Ignored(reason)) => return Verdict::Ignored(reason.to_string()),
+        // One message may carry several image events (a distribution envelope, an Event
+        // Grid batch): the items of all of them run, and the message settles on the worst
+        // result, so it is acked only when every event is verified.
+        let decoded = match event::decode(payload, &self.origin) {
+            Ok(d) => d,
             Err(e) => return Verdict::Failed(Failure::permanent(format!("undecodable message: {e}"))),
         };
-        if !self.allowed.contains(&event.registry) {
+        if decoded.events.is_empty() {
+            return Verdict::Ignored(decoded.ignored.join("; "));
+        }
+        for reason in &decoded.ignored {
+            tracing::debug!(%reason, "part of the message not acted on");
+        }
+        // Every event's host is checked before anything is contacted.
+        if let Some(e) = decoded.events.iter().find(|e| !self.allowed.contains(&e.registry)) {
             return Verdict::Failed(Failure::permanent(format!(
                 "event names registry {:?}, which is not in the configuration; not contacted",
-                event.registry
+                e.registry
             )));
         }
-        let routes = match rules::plan(&self.rules, &event) {
-            Plan::Ignore(reason) => return Verdict::Ignored(reason),
-            Plan::Work(routes) => routes,
-        };
-        let results = join_all(routes.iter().map(|route| {
+        let mut work = Vec::new();
+        let mut skipped = Vec::new();
+        for event in &decoded.events {
+            match rules::plan(&self.rules, event) {
+                Plan::Ignore(reason) => skipped.push(reason),
+                Plan::Work(routes) => work.extend(routes.into_iter().map(|route| (event, route))),
+            }
+        }
+        if work.is_empty() {
+            return Verdict::Ignored(skipped.join("; "));
+        }
+        if decoded.events.len() > 1 {
+            tracing::info!(
+                events = decoded.events.len(),
+                items = work.len(),
+                "message carries several image events"
+            );
+        }
+        let results = join_all(work.iter().map(|(event, route)| {
             let span = tracing::info_span!("route", rule = %route.rule);
-            let item = settle::item(&event, route, &self.cfg);
+            let item = settle::item(event, route, &self.cfg);
             async move {
                 match item {
                     Ok(item) => self.executor.execute(&item).await,

@@ -331,3 +331,57 @@ async fn shutdown_past_the_grace_period_nacks_unfinished_work_once() {
     }
     assert_eq!(broker.outstanding(), 0);
 }
+
+/// A distribution notification envelope from `SRC`: a manifest push of `team/a:1.0` and
+/// of `team/b:2.0`, with a blob push between them (issue 10).
+fn envelope_of_two_images() -> Vec<u8> {
+    let (da, db) = (
+        format!("sha256:{}", "a".repeat(64)),
+        format!("sha256:{}", "b".repeat(64)),
+    );
+    let push = |repo: &str, tag: &str, digest: &str| {
+        format!(
+            r#"{{"id":"{repo}","action":"push","target":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":1,"repository":"{repo}","tag":"{tag}"}},"request":{{"host":"{SRC}"}}}}"#
+        )
+    };
+    let blob = format!(
+        r#"{{"action":"push","target":{{"mediaType":"application/octet-stream","digest":"{da}","size":1,"repository":"team/a"}},"request":{{"host":"{SRC}"}}}}"#
+    );
+    format!(
+        r#"{{"events":[{},{blob},{}]}}"#,
+        push("team/a", "1.0", &da),
+        push("team/b", "2.0", &db)
+    )
+    .into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_envelope_of_several_events_is_acked_only_when_all_of_them_are_verified() {
+    // team/b fails once (Transient) while team/a is verified: the message goes back, and
+    // is acked only on the delivery where both are verified.
+    let fake = Arc::new(Fake::new(|item, n| {
+        if item.target_ref().contains("team/b") && n == 1 {
+            fail(ErrorClass::Transient, A)
+        } else {
+            done()
+        }
+    }));
+    let run = start(fake.clone(), &[A], cfg(1));
+    run.broker.send("env", envelope_of_two_images());
+    run.until("env acked", |b| b.settlements_of("env").contains(&Settlement::Ack))
+        .await;
+    let broker = run.stop().await;
+    assert_eq!(broker.settlements_of("env"), [Settlement::Nack, Settlement::Ack]);
+    let targets: Vec<String> = fake.calls.lock().unwrap().iter().map(|i| i.target_ref()).collect();
+    assert_eq!(
+        targets.len(),
+        4,
+        "both images on each delivery, the blob never: {targets:?}"
+    );
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.contains("mirror/team/a:1.0") || t.contains("mirror/team/b:2.0")),
+        "{targets:?}"
+    );
+}

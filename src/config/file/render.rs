@@ -66,6 +66,11 @@ pub fn render(config: &Config) -> String {
             };
         }
     }
+    if let Some(origin) = &config.origin {
+        let _ = writeln!(o, "\n[source.origin]");
+        let _ = writeln!(o, "registry = {}", quote(&origin.registry));
+        let _ = writeln!(o, "repository = {}", quote(&origin.repository));
+    }
 
     let p = &config.pipeline;
     let _ = writeln!(o, "\n[pipeline]");

@@ -9,6 +9,8 @@ use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, TagDeleteFa
 
 /// `kind = "google"` and `kind = "acr_entra"` registry auth.
 mod cloud;
+/// `[source.origin]`: the registry of events that name no host.
+mod origin;
 
 const FILE: &str = "conf/t.toml";
 

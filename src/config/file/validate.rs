@@ -23,6 +23,7 @@ use crate::config::{
 
 mod cloud_auth;
 mod entra;
+mod origin;
 mod servicebus;
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -52,7 +53,12 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .and_then(|p| p.get_ref().retry_delay_max_secs.as_ref())
         .map_or(0..0, Spanned::span);
     let mut pipeline = pipeline(raw.pipeline)?;
-    let source = match raw.source {
+    let mut raw_source = raw.source;
+    let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {
+        Some(o) => Some(origin::origin(o, &hosts)?),
+        None => None,
+    };
+    let source = match raw_source {
         Some(s) => source(s, pipeline.workers)?,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
@@ -91,6 +97,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
     }
     Ok(Config {
         source,
+        origin,
         registries,
         rules,
         pipeline,
