@@ -100,14 +100,15 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
     let m = metrics::global();
     m.set_ready(false);
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
-    let registries = RegistrySet::from_configs(config.registries.clone()).map_err(|e| Error::Config(e.to_string()))?;
+    let registries =
+        Arc::new(RegistrySet::from_configs(config.registries.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let opts = Options {
         platforms: Vec::new(),
         referrers: config.pipeline.referrers,
         blob_jobs: config.pipeline.blob_jobs,
         ..Options::default()
     };
-    let replicator = Arc::new(Replicator::new(Arc::new(registries), opts));
+    let replicator = Arc::new(Replicator::new(registries.clone(), opts));
     let pipeline = Arc::new(Pipeline::new(
         replicator,
         config.rules.clone(),
@@ -168,6 +169,9 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
             }
         }
     };
+    // Copies dropped at shutdown cancel their upload sessions in the background: let those
+    // DELETEs out (bounded) before the runtime goes away (issue 9).
+    registries.wait_for_cancels(crate::registry::CANCEL_TIMEOUT).await;
     admin_stop.cancel();
     if let Some(t) = admin_task {
         let _ = t.await;
