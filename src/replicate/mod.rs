@@ -868,17 +868,17 @@ impl<S: Registries> Replicator<S> {
         let what = format!("blob {}/{}@{}", job.src.host(), job.src_repo, desc.digest);
         match (verdict.mismatch(), result) {
             (Some(m), _) => Err(src_err(match m {
-                    verify::Mismatch::Digest { actual } => registry::Error::DigestMismatch {
-                        what,
-                        expected: desc.digest.clone(),
-                        actual,
-                    },
-                    verify::Mismatch::Size { actual } => registry::Error::SizeMismatch {
-                        what,
-                        expected: desc.size,
-                        actual,
-                    },
-                })),
+                verify::Mismatch::Digest { actual } => registry::Error::DigestMismatch {
+                    what,
+                    expected: desc.digest.clone(),
+                    actual,
+                },
+                verify::Mismatch::Size { actual } => registry::Error::SizeMismatch {
+                    what,
+                    expected: desc.size,
+                    actual,
+                },
+            })),
             (None, Ok(())) => Ok(moved.load(Ordering::Relaxed)),
             (None, Err(e)) => Err(dst_err(e)),
         }

@@ -78,7 +78,10 @@ pub enum Action {
     CorruptBody,
     /// Answer 413 without forwarding when the request's `Content-Length`
     /// exceeds `bytes` (the body is discarded). The rule only matches such
-    /// requests, so smaller ones neither fire it nor use up its `times`.
+    /// requests, so smaller ones neither fire it nor use up its `times`. A
+    /// streamed body (`Transfer-Encoding`, no length) matches, is read up to
+    /// `bytes`, and is answered 413 once it grows past them, or forwarded when
+    /// it ends first (then it has used up one of the rule's `times`).
     Reject413IfBodyOver {
         /// Largest accepted `Content-Length`.
         bytes: u64,
@@ -270,7 +273,13 @@ impl Shared {
     }
 
     /// The action of the first matching rule with remaining `times`, if any.
-    fn pick(&self, method: &Method, path_and_query: &str, content_length: Option<u64>) -> Option<Action> {
+    fn pick(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        content_length: Option<u64>,
+        streamed: bool,
+    ) -> Option<Action> {
         let mut rules = self.rules.lock().expect("rules lock");
         let active = rules.iter_mut().find(|a| {
             let r = &a.rule;
@@ -280,7 +289,7 @@ impl Shared {
                     .as_deref()
                     .is_none_or(|needle| path_and_query.contains(needle))
                 && match r.action {
-                    Action::Reject413IfBodyOver { bytes } => content_length.is_some_and(|n| n > bytes),
+                    Action::Reject413IfBodyOver { bytes } => content_length.map_or(streamed, |n| n > bytes),
                     _ => true,
                 }
         })?;
@@ -302,10 +311,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
+    let streamed = content_length.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING);
     let action = if shared.down.load(Ordering::SeqCst) {
         Some(Action::Down)
     } else {
-        shared.pick(&method, &pq, content_length)
+        shared.pick(&method, &pq, content_length, streamed)
     };
 
     match action {
@@ -328,6 +338,25 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             discard_body(req).await;
             shared.record(&method, &pq, Some(code), Some(format!("status {code}")));
             canned(&method, code, retry_after.as_deref(), body)
+        }
+        Some(Action::Reject413IfBodyOver { bytes }) if streamed => {
+            let (parts, body) = req.into_parts();
+            let mut stream = body.into_data_stream();
+            let mut head = BytesMut::new();
+            while head.len() as u64 <= bytes {
+                match stream.next().await {
+                    Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            if head.len() as u64 <= bytes {
+                // It ended within the limit: forward what was read.
+                let req = Request::from_parts(parts, Body::from(head.freeze()));
+                return forward(&shared, req, &pq, None, None).await;
+            }
+            while let Some(Ok(_)) = stream.next().await {}
+            shared.record(&method, &pq, Some(413), Some("reject413".to_owned()));
+            canned(&method, 413, None, None)
         }
         Some(Action::Reject413IfBodyOver { .. }) => {
             discard_body(req).await;
@@ -420,7 +449,9 @@ async fn forward(
         // Streamed; hyper honours the forwarded Content-Length (or chunks).
         let stream = body.into_data_stream().map(|c| c.map_err(io_err));
         upstream_req = match body_fault {
-            Some(BodyFault::ResetRequest(limit)) => upstream_req.body(reqwest::Body::wrap_stream(reset_after(stream, limit))),
+            Some(BodyFault::ResetRequest(limit)) => {
+                upstream_req.body(reqwest::Body::wrap_stream(reset_after(stream, limit)))
+            }
             _ => upstream_req.body(reqwest::Body::wrap_stream(stream)),
         };
     }

@@ -155,7 +155,14 @@ impl TestRegistry {
 
     /// The upload sessions the registry holds, as `repository/uuid`, sorted. distribution
     /// keeps each one under `docker/registry/v2/repositories/<name>/_uploads/<uuid>/`
-    /// until it is committed or cancelled (upload purging is off in these registries).
+    /// (`startedat`, `data`, `hashstates/`) until it is committed or cancelled; upload
+    /// purging is off in these registries.
+    ///
+    /// A directory holding neither `startedat` nor `data` is not counted: distribution 2.8
+    /// leaves such a husk (`hashstates/sha256/0`, a few hundred bytes) after *every*
+    /// successful `DELETE`, because its handler closes the cancelled writer once more and
+    /// that stores a hash state again. The API treats it as no upload (404), and no
+    /// client can remove it.
     pub fn upload_sessions(&self) -> Vec<String> {
         fn walk(dir: &Path, repo: &str, out: &mut Vec<String>) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -165,10 +172,21 @@ impl TestRegistry {
                     continue;
                 }
                 if name == "_uploads" {
-                    let Ok(sessions) = std::fs::read_dir(entry.path()) else { continue };
-                    out.extend(sessions.flatten().map(|s| format!("{repo}/{}", s.file_name().to_string_lossy())));
+                    let Ok(sessions) = std::fs::read_dir(entry.path()) else {
+                        continue;
+                    };
+                    out.extend(
+                        sessions
+                            .flatten()
+                            .filter(|s| s.path().join("startedat").exists() || s.path().join("data").exists())
+                            .map(|s| format!("{repo}/{}", s.file_name().to_string_lossy())),
+                    );
                 } else if !name.starts_with('_') {
-                    let child = if repo.is_empty() { name } else { format!("{repo}/{name}") };
+                    let child = if repo.is_empty() {
+                        name
+                    } else {
+                        format!("{repo}/{name}")
+                    };
                     walk(&entry.path(), &child, out);
                 }
             }
@@ -186,7 +204,10 @@ impl TestRegistry {
         std::fs::read_to_string(self.log_path())
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.split_once(&needle).is_some_and(|(_, rest)| rest.split(' ').next().is_some_and(|p| p.contains(path))))
+            .filter(|l| {
+                l.split_once(&needle)
+                    .is_some_and(|(_, rest)| rest.split(' ').next().is_some_and(|p| p.contains(path)))
+            })
             .map(str::to_owned)
             .collect()
     }

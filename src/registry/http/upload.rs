@@ -1,5 +1,11 @@
-//! Blob upload sessions over HTTP: stream a blob into an open session (one monolithic
-//! `PUT`, or `PATCH` chunks and a closing `PUT`) and cancel every session regrelay gives up.
+//! Blob upload sessions over HTTP: stream a blob into an open session (one streamed
+//! `PATCH`, or buffered `PATCH` chunks once a registry refused a large body), commit it with
+//! a closing `PUT ?digest=`, and cancel every session regrelay gives up.
+//!
+//! No request body is ever cut off by regrelay: distribution accepts a cancel only with
+//! the upload state (`_state`) of the bytes it holds, and a body aborted half-way leaves it
+//! holding bytes no state describes. So a streamed body *ends* when its source fails or
+//! the copy is dropped, and the registry's answer carries the state to cancel with.
 //!
 //! A session is armed from the moment the registry opens it (`POST …/blobs/uploads/`,
 //! or a mount answered 202) until its closing `PUT` is answered 201. On every other way
@@ -17,14 +23,15 @@
 //! the `DELETE` could not reach, or one left by a process killed with `SIGKILL`, is
 //! removed by the registry's own upload purging).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
@@ -124,7 +131,14 @@ impl UploadSession {
     /// Cancel the session now (bounded by [`CANCEL_TIMEOUT`]); a no-op once committed.
     pub(in crate::registry) async fn cancel(mut self) {
         if let Some(c) = self.canceller.take() {
-            c.cancel(self.location.clone(), self.repository.clone()).await;
+            let (location, repository) = (self.location.clone(), std::mem::take(&mut self.repository));
+            // In a task of its own, so that a caller dropped meanwhile (a sibling transfer
+            // failed first) does not cut the DELETE short.
+            let task = c.background.spawn({
+                let c = c.clone();
+                async move { c.cancel(location, repository).await }
+            });
+            let _ = task.await;
         }
     }
 
@@ -163,15 +177,21 @@ impl HttpRegistry {
     /// runs cancels the session in the background (see [`UploadSession`]'s `Drop`).
     pub(super) async fn upload(
         &self,
-        mut session: UploadSession,
+        session: UploadSession,
         digest: &Digest,
         size: u64,
         body: ByteStream,
     ) -> Result<(), Error> {
-        let result = if self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed) {
-            self.upload_chunked(&mut session, digest, size, body).await
+        let (session, sent) = if self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed) {
+            let mut session = session;
+            let sent = self.upload_chunked(&mut session, digest, size, body).await;
+            (session, sent)
         } else {
-            self.upload_monolithic(&session, digest, size, body).await
+            self.upload_streamed(session, size, body).await
+        };
+        let result = match sent {
+            Ok(()) => self.commit(&session, digest).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => session.committed(),
@@ -180,35 +200,96 @@ impl HttpRegistry {
         result
     }
 
-    async fn upload_monolithic(
+    /// The default upload: the whole blob in one streamed `PATCH` (no `Content-Length`,
+    /// as `docker push` sends it), committed afterwards by [`HttpRegistry::commit`].
+    ///
+    /// Why not one `PUT` with the body: a request body cut off in the middle leaves the
+    /// registry holding bytes that no upload state regrelay has describes, and
+    /// distribution refuses a `DELETE` whose `_state` offset is not the stored size, so
+    /// such a session could never be cancelled. Here the body is never cut by regrelay:
+    /// when the source fails (a digest mismatch withheld by the verifier, a reset) or the
+    /// copy is dropped, the body just ends, the registry answers 202 with a fresh
+    /// location, and the cancel names exactly what it holds. The request runs in a task
+    /// of its own so that it can finish after a drop (bounded by [`CANCEL_TIMEOUT`]).
+    async fn upload_streamed(
         &self,
-        session: &UploadSession,
-        digest: &Digest,
+        mut session: UploadSession,
         size: u64,
         body: ByteStream,
-    ) -> Result<(), Error> {
+    ) -> (UploadSession, Result<(), Error>) {
         let step = "upload blob";
-        let mut url = session.location.clone();
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let url = session.location.clone();
         let scopes = [RepoScope::push(&session.repository)];
+        let stop = CancellationToken::new();
+        // Dropping this future (the copy was cancelled) ends the body cleanly.
+        let _stop_on_drop = stop.clone().drop_guard();
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let body = ends_cleanly(body, stop.clone(), failure.clone());
         let _permit = self.limiter.acquire().await;
         let rb = self
             .client
-            .put(url.clone())
+            .patch(url.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));
-        let rb = self.authorize(rb, &url, &scopes).await?;
-        let resp = self.send(rb).await.map_err(|e| Error::Transport {
-            step,
-            url: redact(&url),
-            detail: without_url(&e),
-        })?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
+        let rb = match self.authorize(rb, &url, &scopes).await {
+            Ok(rb) => rb,
+            Err(e) => return (session, Err(e)),
+        };
+        let host = self.cfg.host.clone();
+        let task = self.canceller.background.spawn(async move {
+            let sent = tokio::select! {
+                sent = rb.send() => sent,
+                // Stopped: the body has ended; give the answer a bounded time to come.
+                () = async { stop.cancelled().await; tokio::time::sleep(CANCEL_TIMEOUT).await } => {
+                    return (session, None);
+                }
+            };
+            metrics::global().registry_request(&host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+            if let Ok(resp) = &sent
+                && resp.status().as_u16() == 202
+                && let Some(next) = header_str(resp.headers(), "location").and_then(|l| session.location.join(&l).ok())
+            {
+                session.location = next;
+            }
+            (session, Some(sent))
+        });
+        let (session, sent) = match task.await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let resp = match sent {
+            Some(Ok(resp)) => resp,
+            Some(Err(e)) => {
+                let err = Error::Transport {
+                    step,
+                    url: redact(&url),
+                    detail: without_url(&e),
+                };
+                return (session, Err(err));
+            }
+            None => unreachable!("the upload is stopped only when this future is dropped"),
+        };
+        let result = match resp.status().as_u16() {
+            202 => {
+                let failed = failure.lock().expect("failure slot poisoned").take();
+                let received = header_str(resp.headers(), "range").and_then(|r| range_len(&r));
+                match (failed, received) {
+                    (Some(detail), _) => Err(Error::Transport {
+                        step: "read source blob",
+                        url: redact(&url),
+                        detail,
+                    }),
+                    (None, Some(n)) if size > 0 && n != size => Err(Error::SizeMismatch {
+                        what: format!("upload to {}", redact(&url)),
+                        expected: size,
+                        actual: n,
+                    }),
+                    (None, _) => Ok(()),
+                }
+            }
             413 => {
                 self.force_chunked.store(true, Ordering::Relaxed);
-                tracing::warn!(registry = %self.cfg.host, size, "monolithic upload refused (413); using chunked uploads for this registry");
+                tracing::warn!(registry = %self.cfg.host, size, "upload refused as too large (413); using chunked uploads for this registry");
                 Err(Error::UploadTooLarge {
                     url: redact(&url),
                     size,
@@ -218,17 +299,21 @@ impl HttpRegistry {
                 // The token expired while streaming: refresh it for the retry.
                 let challenge = header_str(resp.headers(), "www-authenticate");
                 self.auth.invalidate(&scopes);
-                self.auth
+                match self
+                    .auth
                     .on_unauthorized(&self.client, challenge.as_deref(), &scopes)
-                    .await?;
-                Err(Error::TokenExpired {
-                    step,
-                    url: redact(&url),
-                })
+                    .await
+                {
+                    Ok(_) => Err(Error::TokenExpired {
+                        step,
+                        url: redact(&url),
+                    }),
+                    Err(e) => Err(e.into()),
+                }
             }
             _ => {
                 let req = Req {
-                    method: Method::PUT,
+                    method: Method::PATCH,
                     url,
                     step,
                     scopes: &scopes,
@@ -238,12 +323,32 @@ impl HttpRegistry {
                 };
                 Err(self.status_error(&req, resp).await)
             }
-        }
+        };
+        (session, result)
     }
 
-    /// Chunked upload (PATCH with `Content-Range`), then a closing PUT with the digest.
-    /// Chunks are buffered one at a time, so memory stays at one chunk. The session's
-    /// location follows each answer, so a cancel names the session's latest state.
+    /// Close an upload whose bytes are all in: `PUT ?digest=` with an empty body.
+    async fn commit(&self, session: &UploadSession, digest: &Digest) -> Result<(), Error> {
+        let scopes = [RepoScope::push(&session.repository)];
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let req = Req {
+            method: Method::PUT,
+            url,
+            step: "commit upload",
+            scopes: &scopes,
+            headers: vec![],
+            body: Some(Bytes::new()),
+            ok: &[201, 204],
+        };
+        self.execute(req).await?;
+        Ok(())
+    }
+
+    /// Chunked upload (PATCHes with `Content-Range`), committed afterwards by
+    /// [`HttpRegistry::commit`]. Chunks are buffered one at a time, so memory stays at one
+    /// chunk; a failing source fails while a chunk is being filled, never mid-request. The
+    /// session's location follows each answer, so a cancel names the latest state.
     async fn upload_chunked(
         &self,
         session: &mut UploadSession,
@@ -314,18 +419,88 @@ impl HttpRegistry {
                 actual: offset,
             });
         }
-        let mut url = session.location.clone();
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let req = Req {
-            method: Method::PUT,
-            url,
-            step: "commit chunked upload",
-            scopes: &scopes,
-            headers: vec![],
-            body: Some(Bytes::new()),
-            ok: &[201, 204],
-        };
-        self.execute(req).await?;
         Ok(())
+    }
+}
+
+/// The body of a streamed upload: `body` until it ends, fails or `stop` fires. It never
+/// fails itself: a source error is put in `failure` and the body just ends, so the
+/// registry finishes the request and answers with the state of the session.
+fn ends_cleanly(
+    body: ByteStream,
+    stop: CancellationToken,
+    failure: Arc<Mutex<Option<String>>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(Some(body), move |body| {
+        let (stop, failure) = (stop.clone(), failure.clone());
+        async move {
+            let mut body = body?;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                next = body.next() => match next {
+                    Some(Ok(bytes)) => Some((Ok(bytes), Some(body))),
+                    Some(Err(e)) => {
+                        *failure.lock().expect("failure slot poisoned") = Some(e.to_string());
+                        None
+                    }
+                    None => None,
+                },
+            }
+        }
+    })
+}
+
+/// The number of bytes a `Range: 0-<last>` answer says the registry holds.
+fn range_len(range: &str) -> Option<u64> {
+    let (first, last) = range.trim().trim_start_matches("bytes=").split_once('-')?;
+    let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+    (first == 0).then_some(last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_header() {
+        assert_eq!(range_len("0-99"), Some(100));
+        assert_eq!(range_len("bytes=0-0"), Some(1));
+        assert_eq!(range_len("5-9"), None);
+        assert_eq!(range_len("junk"), None);
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_ends_cleanly_and_keeps_the_cause() {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(std::io::Error::other("digest mismatch")),
+            Ok(Bytes::from_static(b"never")),
+        ];
+        let failure = Arc::default();
+        let out: Vec<_> = ends_cleanly(
+            Box::pin(futures_util::stream::iter(chunks)),
+            CancellationToken::new(),
+            Arc::clone(&failure),
+        )
+        .collect()
+        .await;
+        assert_eq!(out.len(), 1, "the bytes before the failure, then the end");
+        assert_eq!(failure.lock().unwrap().as_deref(), Some("digest mismatch"));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_body_ends_while_the_source_waits() {
+        let stop = CancellationToken::new();
+        let failure = Arc::default();
+        let body = ends_cleanly(
+            Box::pin(futures_util::stream::pending()),
+            stop.clone(),
+            Arc::clone(&failure),
+        );
+        let collect = tokio::spawn(body.collect::<Vec<_>>());
+        stop.cancel();
+        assert!(collect.await.unwrap().is_empty());
+        assert!(failure.lock().unwrap().is_none(), "a stop is not a source failure");
     }
 }
