@@ -142,6 +142,7 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         ..Options::default()
     };
     let replicator = replicator(config.registries.clone(), opts)?;
+    let registries = replicator.registries().clone();
     let memory = Memory {
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,
@@ -216,6 +217,9 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             }
         }
     };
+    // Copies dropped at shutdown cancel their upload sessions in the background: let those
+    // DELETEs out (bounded) before the runtime goes away (issue 9).
+    registries.wait_for_cancels(crate::registry::CANCEL_TIMEOUT).await;
     admin_stop.cancel();
     if let Some(t) = admin_task {
         let _ = t.await;

@@ -7,6 +7,9 @@
 //! attempts. Streaming uploads cannot be replayed, so they are sent once and their
 //! failures are retried by the copy engine with a fresh source stream.
 //!
+//! Upload sessions (monolithic and chunked uploads, cancelling what is given up) live in
+//! the `upload` submodule.
+//!
 //! Metrics: every request to the registry goes out through [`HttpRegistry::send`], which
 //! counts its answer (or its absence) in `regrelay_registry_requests_total`; `execute`
 //! counts each decided retry in `regrelay_registry_retries_total`.
@@ -16,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::BackoffBuilder as _;
-use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
@@ -32,6 +35,8 @@ use super::{
 use crate::config::{self, RegistryConfig};
 use crate::metrics;
 use crate::oci::{self, Digest, Locator};
+
+pub(super) mod upload;
 
 /// Largest manifest regrelay reads (distribution's own default limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
@@ -98,8 +103,10 @@ pub struct HttpRegistry {
     cfg: RegistryConfig,
     base: Url,
     client: reqwest::Client,
-    auth: Authenticator,
-    limiter: Limiter,
+    auth: Arc<Authenticator>,
+    limiter: Arc<Limiter>,
+    /// Cancels the upload sessions this client gives up (see `upload`).
+    canceller: upload::Canceller,
     /// Set once the host refused a monolithic upload with 413.
     force_chunked: AtomicBool,
     /// Chunk size in use; halved each time the host refuses a chunk with 413.
@@ -144,9 +151,12 @@ impl HttpRegistry {
                 field: format!("registries.{}", cfg.host),
                 reason: format!("cannot build an HTTP client: {e}"),
             })?;
+        let auth = Arc::new(Authenticator::new(&cfg.host, cfg.auth.clone()));
+        let limiter = Arc::new(Limiter::new(cfg.max_in_flight, cfg.requests_per_second));
         Ok(HttpRegistry {
-            auth: Authenticator::new(&cfg.host, cfg.auth.clone()),
-            limiter: Limiter::new(cfg.max_in_flight, cfg.requests_per_second),
+            canceller: upload::Canceller::new(&cfg.host, client.clone(), auth.clone(), limiter.clone()),
+            auth,
+            limiter,
             force_chunked: AtomicBool::new(false),
             chunk_size: AtomicU64::new(cfg.chunk_size.unwrap_or(DEFAULT_CHUNK)),
             no_referrers_api: AtomicBool::new(false),
@@ -155,6 +165,12 @@ impl HttpRegistry {
             client,
             cfg,
         })
+    }
+
+    /// Wait, at most `timeout`, for the cancels of dropped upload sessions that are still
+    /// running in the background (for a clean exit after shutdown dropped copies).
+    pub async fn wait_for_cancels(&self, timeout: Duration) {
+        self.canceller.wait(timeout).await;
     }
 
     fn url(&self, path: &str) -> Url {
@@ -354,170 +370,6 @@ impl HttpRegistry {
             url: redact(req_url),
             detail: "the Location header is not a URL".into(),
         })
-    }
-
-    fn session_from(
-        &self,
-        step: &'static str,
-        repository: &str,
-        req_url: &Url,
-        resp: &Response,
-    ) -> Result<UploadSession, Error> {
-        Ok(UploadSession {
-            location: self.location(step, req_url, resp.headers())?,
-            min_chunk: header_str(resp.headers(), "oci-chunk-min-length").and_then(|v| v.parse().ok()),
-            repository: repository.into(),
-        })
-    }
-
-    async fn upload_monolithic(
-        &self,
-        session: UploadSession,
-        digest: &Digest,
-        size: u64,
-        body: ByteStream,
-    ) -> Result<(), Error> {
-        let step = "upload blob";
-        let mut url = session.location.clone();
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let scopes = [RepoScope::push(&session.repository)];
-        let _permit = self.limiter.acquire().await;
-        let rb = self
-            .client
-            .put(url.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(body));
-        let rb = self.authorize(rb, &url, &scopes).await?;
-        let resp = self.send(rb).await.map_err(|e| Error::Transport {
-            step,
-            url: redact(&url),
-            detail: without_url(&e),
-        })?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
-            413 => {
-                self.force_chunked.store(true, Ordering::Relaxed);
-                tracing::warn!(registry = %self.cfg.host, size, "monolithic upload refused (413); using chunked uploads for this registry");
-                Err(Error::UploadTooLarge {
-                    url: redact(&url),
-                    size,
-                })
-            }
-            401 => {
-                // The token expired while streaming: refresh it for the retry.
-                let challenge = header_str(resp.headers(), "www-authenticate");
-                self.auth.invalidate(&scopes);
-                self.auth
-                    .on_unauthorized(&self.client, challenge.as_deref(), &scopes)
-                    .await?;
-                Err(Error::TokenExpired {
-                    step,
-                    url: redact(&url),
-                })
-            }
-            _ => {
-                let req = Req {
-                    method: Method::PUT,
-                    url,
-                    step,
-                    scopes: &scopes,
-                    headers: vec![],
-                    body: None,
-                    ok: &[],
-                };
-                Err(self.status_error(&req, resp).await)
-            }
-        }
-    }
-
-    /// Chunked upload (PATCH with `Content-Range`), then a closing PUT with the digest.
-    /// Chunks are buffered one at a time, so memory stays at one chunk.
-    async fn upload_chunked(
-        &self,
-        session: UploadSession,
-        digest: &Digest,
-        size: u64,
-        mut body: ByteStream,
-    ) -> Result<(), Error> {
-        let min_chunk = session.min_chunk.unwrap_or(0);
-        let mut chunk = self.chunk_size.load(Ordering::Relaxed).max(min_chunk) as usize;
-        // After a 413, chunks shrink, but not below MIN_CHUNK or the registry's minimum.
-        let shrink_floor = min_chunk.max(MIN_CHUNK);
-        let scopes = [RepoScope::push(&session.repository)];
-        let mut location = session.location.clone();
-        let mut offset: u64 = 0;
-        let mut buf = BytesMut::new();
-        let mut eof = false;
-        loop {
-            while !eof && buf.len() < chunk {
-                match body.next().await {
-                    Some(Ok(b)) => buf.extend_from_slice(&b),
-                    Some(Err(e)) => {
-                        let url = redact(&location);
-                        return Err(Error::Transport {
-                            step: "read source blob",
-                            url,
-                            detail: e.to_string(),
-                        });
-                    }
-                    None => eof = true,
-                }
-            }
-            if buf.is_empty() {
-                break;
-            }
-            let part = buf.split_to(buf.len().min(chunk)).freeze();
-            let end = offset + part.len() as u64 - 1;
-            let req = Req {
-                method: Method::PATCH,
-                url: location.clone(),
-                step: "upload blob chunk",
-                scopes: &scopes,
-                headers: vec![
-                    (CONTENT_TYPE, "application/octet-stream".into()),
-                    (reqwest::header::CONTENT_RANGE, format!("{offset}-{end}")),
-                ],
-                body: Some(part.clone()),
-                ok: &[202],
-            };
-            match self.execute(req).await {
-                Ok(resp) => {
-                    location = self.location("upload blob chunk", &location, resp.headers())?;
-                    offset = end + 1;
-                }
-                // The chunk is still in memory: shrink and send it again in smaller parts.
-                Err(e) if e.status() == Some(413) && chunk as u64 / 2 >= shrink_floor => {
-                    chunk /= 2;
-                    self.chunk_size.store(chunk as u64, Ordering::Relaxed);
-                    tracing::warn!(registry = %self.cfg.host, chunk, "chunk refused (413); using smaller chunks");
-                    let mut again = BytesMut::from(&part[..]);
-                    again.extend_from_slice(&buf);
-                    buf = again;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if offset != size {
-            return Err(Error::SizeMismatch {
-                what: format!("blob {digest}"),
-                expected: size,
-                actual: offset,
-            });
-        }
-        let mut url = location;
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let req = Req {
-            method: Method::PUT,
-            url,
-            step: "commit chunked upload",
-            scopes: &scopes,
-            headers: vec![],
-            body: Some(Bytes::new()),
-            ok: &[201, 204],
-        };
-        self.execute(req).await?;
-        Ok(())
     }
 }
 
@@ -788,20 +640,11 @@ impl Registry for HttpRegistry {
         size: u64,
         body: ByteStream,
     ) -> Result<(), Error> {
-        if self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed) {
-            self.upload_chunked(session, digest, size, body).await
-        } else {
-            self.upload_monolithic(session, digest, size, body).await
-        }
+        self.upload(session, digest, size, body).await
     }
 
     async fn cancel_upload(&self, session: UploadSession) {
-        let scopes = [RepoScope::push(&session.repository)];
-        let _permit = self.limiter.acquire().await;
-        let rb = self.client.delete(session.location.clone());
-        if let Ok(rb) = self.authorize(rb, &session.location, &scopes).await {
-            let _ = self.send(rb).await;
-        }
+        session.cancel().await;
     }
 
     async fn list_tags(&self, repository: &str) -> Result<Vec<String>, Error> {

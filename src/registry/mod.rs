@@ -27,6 +27,7 @@ use crate::metrics;
 use crate::oci::{self, Digest, Locator};
 
 pub use http::HttpRegistry;
+pub use http::upload::CANCEL_TIMEOUT;
 
 /// A stream of blob bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -312,15 +313,21 @@ pub enum DeleteManifest {
     Unsupported,
 }
 
-/// An open upload session.
-#[derive(Debug, Clone)]
+/// An open upload session, armed until the registry commits it: a session given up in
+/// any way (an upload error, [`Registry::cancel_upload`], or simply being dropped, e.g.
+/// with a copy cancelled at shutdown) is cancelled on the registry with a `DELETE`,
+/// best effort and bounded in time. Neither `Clone` nor `Copy`: one owner decides.
+#[derive(Debug)]
 pub struct UploadSession {
-    /// Where to send the data (absolute; opaque query parameters preserved).
+    /// Where to send the data (absolute; opaque query parameters preserved). Chunked
+    /// uploads move it along with each answer.
     pub location: url::Url,
     /// `OCI-Chunk-Min-Length`, if the registry asked for one.
     pub min_chunk: Option<u64>,
     /// Repository the session belongs to.
     pub repository: String,
+    /// Cancels the session unless it was committed; `None` once settled.
+    canceller: Option<http::upload::Canceller>,
 }
 
 /// Result of a cross-repository mount attempt.
@@ -399,7 +406,8 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Stream `size` bytes into the session and commit them as `digest`. The registry
     /// commits only if the whole body arrives; the caller's stream fails before its last
-    /// chunk when the content does not verify, so a bad blob is never committed.
+    /// chunk when the content does not verify, so a bad blob is never committed. On any
+    /// error the session is cancelled before the error is returned.
     fn upload_blob(
         &self,
         session: UploadSession,
@@ -408,7 +416,7 @@ pub trait Registry: Send + Sync + 'static {
         body: ByteStream,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Abandon an upload session (best effort).
+    /// Abandon an upload session: `DELETE` it on the registry (best effort, bounded).
     fn cancel_upload(&self, session: UploadSession) -> impl Future<Output = ()> + Send;
 
     /// All tags of a repository (paginated); empty when the repository does not exist.
@@ -454,6 +462,13 @@ impl RegistrySet {
     /// The configured hosts.
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
         self.by_host.keys().map(String::as_str)
+    }
+
+    /// Wait, at most `timeout` in all, for the upload cancels still running in the
+    /// background on every host (sessions dropped with their copies at shutdown).
+    pub async fn wait_for_cancels(&self, timeout: Duration) {
+        let waits = self.by_host.values().map(|r| r.wait_for_cancels(timeout));
+        futures_util::future::join_all(waits).await;
     }
 }
 

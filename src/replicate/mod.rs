@@ -346,6 +346,11 @@ impl<S: Registries> Replicator<S> {
         }
     }
 
+    /// The registry clients this engine copies between.
+    pub fn registries(&self) -> &Arc<S> {
+        &self.registries
+    }
+
     /// Live totals.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
@@ -824,6 +829,10 @@ impl<S: Registries> Replicator<S> {
     }
 
     /// Stream one blob from source to target through the verifier. Returns bytes moved.
+    ///
+    /// Upload sessions are never left open on the target: `upload_blob` cancels its
+    /// session when it fails, a session this function gives up before uploading is
+    /// cancelled here, and one dropped with this future cancels itself (issue 9).
     async fn transfer(
         &self,
         job: &Job<S::Registry>,
@@ -835,7 +844,15 @@ impl<S: Registries> Replicator<S> {
             .acquire()
             .await
             .expect("transfer semaphore is never closed");
-        let reader = job.src.get_blob(&job.src_repo, &desc.digest).await.map_err(src_err)?;
+        let reader = match job.src.get_blob(&job.src_repo, &desc.digest).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(s) = session {
+                    job.dst.cancel_upload(s).await;
+                }
+                return Err(src_err(e));
+            }
+        };
         let session = match session {
             Some(s) => s,
             None => job.dst.start_upload(&job.dst_repo).await.map_err(dst_err)?,
@@ -848,31 +865,27 @@ impl<S: Registries> Replicator<S> {
         };
         let result = job
             .dst
-            .upload_blob(session.clone(), &desc.digest, desc.size, Box::pin(counted))
+            .upload_blob(session, &desc.digest, desc.size, Box::pin(counted))
             .await;
-        // A mismatch caught by the verifier is the real cause, whatever the upload says.
+        // A mismatch caught by the verifier is the real cause, whatever the upload says
+        // (the verifier fails the stream before its last chunk, so nothing was committed
+        // and `upload_blob` has cancelled the session).
         let what = format!("blob {}/{}@{}", job.src.host(), job.src_repo, desc.digest);
         match (verdict.mismatch(), result) {
-            (Some(m), _) => {
-                job.dst.cancel_upload(session).await;
-                Err(src_err(match m {
-                    verify::Mismatch::Digest { actual } => registry::Error::DigestMismatch {
-                        what,
-                        expected: desc.digest.clone(),
-                        actual,
-                    },
-                    verify::Mismatch::Size { actual } => registry::Error::SizeMismatch {
-                        what,
-                        expected: desc.size,
-                        actual,
-                    },
-                }))
-            }
+            (Some(m), _) => Err(src_err(match m {
+                verify::Mismatch::Digest { actual } => registry::Error::DigestMismatch {
+                    what,
+                    expected: desc.digest.clone(),
+                    actual,
+                },
+                verify::Mismatch::Size { actual } => registry::Error::SizeMismatch {
+                    what,
+                    expected: desc.size,
+                    actual,
+                },
+            })),
             (None, Ok(())) => Ok(moved.load(Ordering::Relaxed)),
-            (None, Err(e)) => {
-                job.dst.cancel_upload(session).await;
-                Err(dst_err(e))
-            }
+            (None, Err(e)) => Err(dst_err(e)),
         }
     }
 }

@@ -75,6 +75,14 @@ pub async fn push_blob(reg: &HttpRegistry, repo: &str, media_type: &str, data: V
     serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size})
 }
 
+/// Read a whole (small) blob into memory.
+pub async fn read_blob(reg: &HttpRegistry, repo: &str, digest: &Digest) -> Vec<u8> {
+    use futures_util::TryStreamExt as _;
+    let reader = reg.get_blob(repo, digest).await.unwrap();
+    let chunks: Vec<Bytes> = reader.stream.try_collect().await.unwrap();
+    chunks.concat()
+}
+
 /// Random bytes (deterministic per seed).
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);

@@ -57,13 +57,31 @@ pub enum Action {
         /// How long to wait before forwarding.
         delay: Duration,
     },
+    /// Forward, but pause the response body for `delay` after its first `bytes`
+    /// bytes (a source that stops sending mid-blob).
+    StallAfter {
+        /// Bytes of the response body delivered before the pause.
+        bytes: u64,
+        /// How long the body pauses.
+        delay: Duration,
+    },
+    /// Forward the first `bytes` bytes of the *request* body upstream, then abort
+    /// the upstream request and close the client's connection without an answer:
+    /// a connection reset in the middle of an upload, seen from both ends.
+    ResetRequestAfter {
+        /// Bytes of the request body that reach the upstream before the abort.
+        bytes: u64,
+    },
     /// Forward, but invert all bits of the byte at `Content-Length / 2` of the
     /// response body (length unchanged). Without a `Content-Length` the first
     /// byte is flipped.
     CorruptBody,
     /// Answer 413 without forwarding when the request's `Content-Length`
     /// exceeds `bytes` (the body is discarded). The rule only matches such
-    /// requests, so smaller ones neither fire it nor use up its `times`.
+    /// requests, so smaller ones neither fire it nor use up its `times`. A
+    /// streamed body (`Transfer-Encoding`, no length) matches, is read up to
+    /// `bytes`, and is answered 413 once it grows past them, or forwarded when
+    /// it ends first (then it has used up one of the rule's `times`).
     Reject413IfBodyOver {
         /// Largest accepted `Content-Length`.
         bytes: u64,
@@ -255,7 +273,13 @@ impl Shared {
     }
 
     /// The action of the first matching rule with remaining `times`, if any.
-    fn pick(&self, method: &Method, path_and_query: &str, content_length: Option<u64>) -> Option<Action> {
+    fn pick(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        content_length: Option<u64>,
+        streamed: bool,
+    ) -> Option<Action> {
         let mut rules = self.rules.lock().expect("rules lock");
         let active = rules.iter_mut().find(|a| {
             let r = &a.rule;
@@ -265,7 +289,7 @@ impl Shared {
                     .as_deref()
                     .is_none_or(|needle| path_and_query.contains(needle))
                 && match r.action {
-                    Action::Reject413IfBodyOver { bytes } => content_length.is_some_and(|n| n > bytes),
+                    Action::Reject413IfBodyOver { bytes } => content_length.map_or(streamed, |n| n > bytes),
                     _ => true,
                 }
         })?;
@@ -287,10 +311,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
+    let streamed = content_length.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING);
     let action = if shared.down.load(Ordering::SeqCst) {
         Some(Action::Down)
     } else {
-        shared.pick(&method, &pq, content_length)
+        shared.pick(&method, &pq, content_length, streamed)
     };
 
     match action {
@@ -314,6 +339,25 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             shared.record(&method, &pq, Some(code), Some(format!("status {code}")));
             canned(&method, code, retry_after.as_deref(), body)
         }
+        Some(Action::Reject413IfBodyOver { bytes }) if streamed => {
+            let (parts, body) = req.into_parts();
+            let mut stream = body.into_data_stream();
+            let mut head = BytesMut::new();
+            while head.len() as u64 <= bytes {
+                match stream.next().await {
+                    Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            if head.len() as u64 <= bytes {
+                // It ended within the limit: forward what was read.
+                let req = Request::from_parts(parts, Body::from(head.freeze()));
+                return forward(&shared, req, &pq, None, None).await;
+            }
+            while let Some(Ok(_)) = stream.next().await {}
+            shared.record(&method, &pq, Some(413), Some("reject413".to_owned()));
+            canned(&method, 413, None, None)
+        }
         Some(Action::Reject413IfBodyOver { .. }) => {
             discard_body(req).await;
             shared.record(&method, &pq, Some(413), Some("reject413".to_owned()));
@@ -331,6 +375,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             let fault = Some("corrupt_body".to_owned());
             forward(&shared, req, &pq, Some(BodyFault::Corrupt), fault).await
         }
+        Some(Action::StallAfter { bytes, delay }) => {
+            let fault = Some(format!("stall_after {bytes} {delay:?}"));
+            forward(&shared, req, &pq, Some(BodyFault::StallAfter(bytes, delay)), fault).await
+        }
+        Some(Action::ResetRequestAfter { bytes }) => {
+            let fault = Some(format!("reset_request_after {bytes}"));
+            forward(&shared, req, &pq, Some(BodyFault::ResetRequest(bytes)), fault).await
+        }
     }
 }
 
@@ -338,6 +390,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 enum BodyFault {
     ResetAfter(u64),
     Corrupt,
+    StallAfter(u64, Duration),
+    /// Applies to the request body, not the response.
+    ResetRequest(u64),
 }
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 7.6.1),
@@ -392,10 +447,21 @@ async fn forward(
         .headers(headers);
     if has_body {
         // Streamed; hyper honours the forwarded Content-Length (or chunks).
-        upstream_req = upstream_req.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        let stream = body.into_data_stream().map(|c| c.map_err(io_err));
+        upstream_req = match body_fault {
+            Some(BodyFault::ResetRequest(limit)) => {
+                upstream_req.body(reqwest::Body::wrap_stream(reset_after(stream, limit)))
+            }
+            _ => upstream_req.body(reqwest::Body::wrap_stream(stream)),
+        };
     }
     let upstream = match upstream_req.send().await {
         Ok(resp) => resp,
+        Err(_) if matches!(body_fault, Some(BodyFault::ResetRequest(_))) => {
+            // The upstream saw its request cut off; the client sees its connection closed.
+            shared.record(&method, pq, None, fault);
+            return close_without_response();
+        }
         Err(err) => {
             shared.record(&method, pq, Some(502), Some("upstream_error".to_owned()));
             return Response::builder()
@@ -430,6 +496,8 @@ async fn forward(
                 let target = content_length.map_or(0, |n| n / 2);
                 Body::from_stream(corrupt_at(stream, target))
             }
+            Some(BodyFault::StallAfter(limit, delay)) => Body::from_stream(stall_after(stream, limit, delay)),
+            Some(BodyFault::ResetRequest(_)) => Body::from_stream(stream),
         }
     };
     let mut response = Response::new(body);
@@ -445,9 +513,9 @@ fn io_err(err: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// Passes `limit` bytes, then fails the body (after a short delay so the
-/// bytes before the cut are flushed to the client first).
-fn reset_after(
-    upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+/// bytes before the cut are flushed to the receiver first).
+fn reset_after<E: std::fmt::Display>(
+    upstream: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     limit: u64,
 ) -> impl Stream<Item = Chunk> + Send + 'static {
     let upstream = Box::pin(upstream);
@@ -474,6 +542,35 @@ fn reset_after(
                 Some((Ok(chunk), (up, sent, false)))
             }
         }
+    })
+}
+
+/// Passes `limit` bytes, then pauses for `delay` before passing the rest.
+fn stall_after(
+    upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    limit: u64,
+    delay: Duration,
+) -> impl Stream<Item = Chunk> + Send + 'static {
+    let up: futures_util::stream::BoxStream<'static, Chunk> = Box::pin(upstream.map(|c| c.map_err(io_err)));
+    futures_util::stream::unfold((up, 0u64, false), move |(mut up, sent, stalled)| async move {
+        let stalled = stalled || {
+            if sent >= limit {
+                tokio::time::sleep(delay).await;
+            }
+            sent >= limit
+        };
+        let mut chunk = match up.next().await? {
+            Ok(chunk) => chunk,
+            Err(err) => return Some((Err(err), (up, sent, true))),
+        };
+        let room = usize::try_from(limit.saturating_sub(sent)).unwrap_or(usize::MAX);
+        if !stalled && chunk.len() > room {
+            // Hold the rest back until after the pause.
+            let rest = chunk.split_off(room);
+            up = Box::pin(futures_util::stream::once(async move { Ok(rest) }).chain(up));
+        }
+        let sent = sent + chunk.len() as u64;
+        Some((Ok(chunk), (up, sent, stalled)))
     })
 }
 

@@ -153,6 +153,65 @@ impl TestRegistry {
         &self.storage
     }
 
+    /// The upload sessions the registry holds, as `repository/uuid`, sorted. distribution
+    /// keeps each one under `docker/registry/v2/repositories/<name>/_uploads/<uuid>/`
+    /// (`startedat`, `data`, `hashstates/`) until it is committed or cancelled; upload
+    /// purging is off in these registries.
+    ///
+    /// A directory holding neither `startedat` nor `data` is not counted: distribution 2.8
+    /// leaves such a husk (`hashstates/sha256/0`, a few hundred bytes) after *every*
+    /// successful `DELETE`, because its handler closes the cancelled writer once more and
+    /// that stores a hash state again. The API treats it as no upload (404), and no
+    /// client can remove it.
+    pub fn upload_sessions(&self) -> Vec<String> {
+        fn walk(dir: &Path, repo: &str, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !entry.path().is_dir() {
+                    continue;
+                }
+                if name == "_uploads" {
+                    let Ok(sessions) = std::fs::read_dir(entry.path()) else {
+                        continue;
+                    };
+                    out.extend(
+                        sessions
+                            .flatten()
+                            .filter(|s| s.path().join("startedat").exists() || s.path().join("data").exists())
+                            .map(|s| format!("{repo}/{}", s.file_name().to_string_lossy())),
+                    );
+                } else if !name.starts_with('_') {
+                    let child = if repo.is_empty() {
+                        name
+                    } else {
+                        format!("{repo}/{name}")
+                    };
+                    walk(&entry.path(), &child, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.storage.join("docker/registry/v2/repositories"), "", &mut out);
+        out.sort();
+        out
+    }
+
+    /// The access-log lines (combined log format, e.g. `"DELETE /v2/app/blobs/uploads/…
+    /// HTTP/1.1" 204`) whose request line starts with `method` and contains `path`.
+    pub fn access_log(&self, method: &str, path: &str) -> Vec<String> {
+        let needle = format!("\"{method} ");
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.split_once(&needle)
+                    .is_some_and(|(_, rest)| rest.split(' ').next().is_some_and(|p| p.contains(path)))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The generated `config.yml`.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yml")
