@@ -26,7 +26,7 @@ pub use ops::{Deletion, Kept, MAX_OTHER_TAGS, TAG_CHECKS_IN_FLIGHT};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -542,14 +542,30 @@ impl<S: Registries> Replicator<S> {
                     self.progress
                         .blobs_total
                         .fetch_add(blobs.len() as u64, Ordering::Relaxed);
+                    // A failed blob does not drop its siblings mid-transfer (a dropped upload
+                    // can leave a session the registry never learns to cancel): the ones
+                    // running finish, the ones not started yet are skipped, and then the
+                    // first error is returned. Finished siblings also spare the retry work.
+                    let failed = AtomicBool::new(false);
                     let mut futs: Vec<BoxFut<'_, Result<(), Error>>> = Vec::with_capacity(blobs.len());
                     for d in blobs {
-                        futs.push(Box::pin(self.copy_blob(job, d)));
+                        let failed = &failed;
+                        futs.push(Box::pin(async move {
+                            if failed.load(Ordering::Relaxed) {
+                                return Ok(());
+                            }
+                            let r = self.copy_blob(job, d).await;
+                            if r.is_err() {
+                                failed.store(true, Ordering::Relaxed);
+                            }
+                            r
+                        }));
                     }
-                    futures_util::stream::iter(futs)
+                    let results: Vec<Result<(), Error>> = futures_util::stream::iter(futs)
                         .buffer_unordered(self.opts.blob_jobs.max(1))
-                        .try_collect::<Vec<()>>()
-                        .await?;
+                        .collect()
+                        .await;
+                    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
                 }
                 Manifest::Index { manifests, .. } => {
                     let mut futs = Vec::with_capacity(manifests.len());
