@@ -28,6 +28,7 @@
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
+//! | [`retry`] | the one retry schedule (exponential, jittered) of every retry loop | — (leaf) |
 //!
 //! The layering tests (`src/layering.rs`) enforce the direction: they resolve every
 //! in-crate path a module names (plain, grouped and nested imports, paths in code,
@@ -51,6 +52,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod registry;
 pub mod replicate;
+pub mod retry;
 pub mod rules;
 pub mod shutdown;
 

@@ -370,6 +370,38 @@ async fn transient_500s_and_429s_are_retried_and_retry_after_is_waited() {
     assert_eq!(faults, 4, "every injected fault fired and was retried");
 }
 
+/// Blob-level retries never multiply with request-level ones: a target whose every
+/// upload start answers 503 gets exactly `retry.attempts` POSTs per blob (10 in tests),
+/// not `retry.attempts × blob_attempts` (30), and the copy fails Transient.
+#[tokio::test]
+async fn exhausted_request_retries_are_not_retried_again_per_blob() {
+    support::registry_bin_or_skip!();
+    let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
+    let s = image::client(&src.host(), Auth::Anonymous);
+    image::push_simple(&s, "app", "v1", 20_000, 61).await;
+    let proxy = FaultProxy::start(&dst.url()).await;
+    proxy.add_rule(Rule::status(503).method(Method::POST).times(usize::MAX));
+    let mut opts = no_refs();
+    opts.blob_jobs = 1;
+    let engine = image::engine(vec![anon(&src.host()), anon(&proxy.host())], opts);
+    let err = engine
+        .replicate(&task(
+            &format!("{}/app:v1", src.host()),
+            &format!("{}/app", proxy.host()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    let posts = proxy.requests().iter().filter(|r| r.method == Method::POST).count();
+    assert_eq!(
+        posts,
+        image::test_retry().attempts as usize,
+        "one blob, its request attempts only (blob-level retries would make it {})",
+        image::test_retry().attempts * Options::default().blob_attempts
+    );
+}
+
 #[tokio::test]
 async fn target_down_then_up_completes() {
     support::registry_bin_or_skip!();

@@ -43,12 +43,17 @@ use crate::health::Health;
 use crate::metrics::{self, Settle};
 use crate::queue::{Delivery, Source};
 use crate::replicate::ErrorClass;
+use crate::retry::{Jitter, Schedule};
 use crate::rules::{self, Plan};
 
 pub mod handback;
 pub mod settle;
 
 use handback::HandBack;
+
+/// Reconnect delays after a source error: 0.5 s doubling to 60 s, in [d/2, d].
+const SOURCE_BACKOFF: Schedule =
+    Schedule::new(Duration::from_millis(500), Duration::from_secs(60)).jitter(Jitter::Half);
 use settle::Verdict;
 
 /// The message-processing loop, shared by all workers.
@@ -107,7 +112,7 @@ impl<E: Execute> Pipeline<E> {
         let permits = Arc::new(Semaphore::new(self.cfg.workers.max(1)));
         let tracker = TaskTracker::new();
         let hard = CancellationToken::new();
-        let mut source_backoff = Duration::from_millis(500);
+        let mut source_backoff = SOURCE_BACKOFF.start();
         self.health.set_running(true);
         let mirror = {
             let health = self.health.clone();
@@ -144,15 +149,15 @@ impl<E: Execute> Pipeline<E> {
                 Some(Err(e)) => {
                     self.health.source_failed();
                     self.health.mirror();
-                    tracing::error!(error = %e, retry_in = ?source_backoff, "source not available");
+                    let retry_in = source_backoff.next_delay().unwrap_or(Duration::from_secs(60));
+                    tracing::error!(error = %e, ?retry_in, "source not available");
                     tokio::select! {
-                        () = tokio::time::sleep(jitter(source_backoff)) => {}
+                        () = tokio::time::sleep(retry_in) => {}
                         () = shutdown.cancelled() => break,
                     }
-                    source_backoff = (source_backoff * 2).min(Duration::from_secs(60));
                 }
                 Some(Ok(delivery)) => {
-                    source_backoff = Duration::from_millis(500);
+                    source_backoff.reset();
                     self.health.source_ok();
                     m.message_received(kind);
                     let this = self.clone();
@@ -314,11 +319,6 @@ impl<E: Execute> Pipeline<E> {
         .await;
         settle::verdict(&results)
     }
-}
-
-/// Full jitter: a random delay in [d/2, d].
-fn jitter(d: Duration) -> Duration {
-    d / 2 + d.mul_f64(fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ use super::{AckHandle, Delivery, Settlement, Source, reject_as};
 use crate::config::{RejectMode, ServiceBusAuth, ServiceBusConfig};
 use crate::credentials::EntraTokens;
 use crate::metrics;
+use crate::retry::{Jitter, Schedule};
 
 mod auth;
 
@@ -54,6 +55,13 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// In-process attempts of one settle request (STYLE.md 3: 3 attempts, 100 ms to 2 s).
 const SETTLE_ATTEMPTS: u32 = 3;
+/// Delays between the attempts of one settle request.
+const SETTLE_BACKOFF: Schedule = Schedule::new(Duration::from_millis(100), Duration::from_secs(2))
+    .attempts(SETTLE_ATTEMPTS)
+    .jitter(Jitter::Half);
+/// Delays between failed receives (reset by a success).
+const RECEIVE_BACKOFF: Schedule =
+    Schedule::new(Duration::from_millis(100), Duration::from_secs(30)).jitter(Jitter::Half);
 /// Transient receive failures retried quietly before they surface from `next()`.
 const QUIET_RECEIVE_FAILURES: u32 = 2;
 /// The shortest wait between two renewals.
@@ -439,24 +447,22 @@ impl Source for ServiceBusSource {
     }
 }
 
-/// Jittered exponential backoff: 100 ms doubling per failure, at most `cap`.
-fn backoff(failures: u32, cap: Duration) -> Duration {
-    let exp = Duration::from_millis(100).saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let d = exp.min(cap);
-    d / 2 + d.mul_f64(fastrand::f64() / 2.0)
-}
-
 async fn receiver(shared: Arc<Shared>, tx: mpsc::Sender<Result<Delivery, super::Error>>) {
     let mut failures = 0u32;
+    let mut backoff = RECEIVE_BACKOFF.start();
     loop {
         let received = tokio::select! {
             r = shared.wire.receive() => r,
             () = shared.stop.cancelled() => return,
         };
         match received {
-            Ok(None) => failures = 0,
+            Ok(None) => {
+                failures = 0;
+                backoff.reset();
+            }
             Ok(Some(locked)) => {
                 failures = 0;
+                backoff.reset();
                 let delivery = shared.delivery(locked);
                 tokio::select! {
                     permit = tx.reserve() => match permit {
@@ -479,7 +485,7 @@ async fn receiver(shared: Arc<Shared>, tx: mpsc::Sender<Result<Delivery, super::
                     }));
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff(failures, Duration::from_secs(30))) => {}
+                    () = tokio::time::sleep(backoff.next_delay().unwrap_or(Duration::from_secs(30))) => {}
                     () = shared.stop.cancelled() => return,
                 }
             }
@@ -619,7 +625,8 @@ async fn settle(wire: Arc<Wire>, req: SettleRequest) {
         Op::Abandon => (Method::PUT, "abandon"),
     };
     let message_id = req.message_id.as_str();
-    for attempt in 1..=SETTLE_ATTEMPTS {
+    let mut backoff = SETTLE_BACKOFF.start();
+    loop {
         let error = match wire.send(method.clone(), &req.url, REQUEST_TIMEOUT).await {
             Ok(r) if r.status() == StatusCode::OK => {
                 tracing::debug!(message_id, during, "settled with Service Bus");
@@ -638,11 +645,11 @@ async fn settle(wire: Arc<Wire>, req: SettleRequest) {
             Ok(r) => r.status().to_string(),
             Err(f) => f.reason,
         };
-        if attempt == SETTLE_ATTEMPTS {
+        let Some(delay) = backoff.next_delay() else {
             tracing::warn!(message_id, during, %error, "settlement failed; the lock will expire and the message come back");
             return;
-        }
-        tokio::time::sleep(backoff(attempt, Duration::from_secs(2))).await;
+        };
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::BackoffBuilder as _;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
@@ -35,6 +34,7 @@ use super::{
 use crate::config::{self, RegistryConfig};
 use crate::metrics;
 use crate::oci::{self, Digest, Locator};
+use crate::retry::Schedule;
 
 pub(super) mod upload;
 
@@ -233,12 +233,9 @@ impl HttpRegistry {
     /// Send one request through limiter, auth and retries.
     async fn execute(&self, req: Req<'_>) -> Result<Response, Error> {
         let policy = &self.cfg.retry;
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(policy.min_delay)
-            .with_max_delay(policy.max_delay)
-            .with_factor(2.0)
-            .with_max_times(policy.attempts.saturating_sub(1) as usize)
-            .build();
+        let mut backoff = Schedule::new(policy.min_delay, policy.max_delay)
+            .attempts(policy.attempts)
+            .start();
         let mut attempt: u32 = 1;
         let mut refreshed_auth = false;
         loop {
@@ -265,12 +262,19 @@ impl HttpRegistry {
             if err.class() != super::ErrorClass::Transient {
                 return Err(err);
             }
-            let Some(delay) = backoff.next() else {
-                return Err(self.escalate(err));
+            let Some(jittered) = backoff.next_delay() else {
+                let err = self.escalate(err);
+                return Err(if attempt > 1 {
+                    Error::RetriesExhausted {
+                        attempts: attempt,
+                        last: Box::new(err),
+                    }
+                } else {
+                    err
+                });
             };
             metrics::global().registry_retry(&self.cfg.host, err.class().into());
             // Full jitter over the exponential step, but never sooner than the server asked.
-            let jittered = delay.mul_f64(fastrand::f64());
             let wait = match err.retry_after() {
                 Some(ra) => jittered.max(ra.min(policy.max_retry_after)),
                 None => jittered,

@@ -78,6 +78,16 @@ pub enum Error {
         /// The transport error text (URLs removed).
         detail: String,
     },
+    /// A request failed after every in-process attempt of its retry policy. Reads as the
+    /// last failure; [`Error::retried`] tells callers (the blob transfer loop) not to retry
+    /// it once more on top, so retries never multiply.
+    #[error("{last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<Error>,
+    },
     /// The host has not answered at all for longer than its `unreachable_after`: every
     /// message needing it would fail the same way, so this is Systemic.
     #[error("{host} unreachable for {secs} s; last failure: {last}")]
@@ -222,6 +232,7 @@ impl Error {
     /// Classify this error for the pipeline's settle policy.
     pub fn class(&self) -> ErrorClass {
         match self {
+            Error::RetriesExhausted { last, .. } => last.class(),
             Error::Transport { .. }
             | Error::TokenExpired { .. }
             | Error::DigestMismatch { .. }
@@ -247,14 +258,21 @@ impl Error {
     /// The server-requested delay, when the error carries one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
+            Error::RetriesExhausted { last, .. } => last.retry_after(),
             Error::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
 
+    /// Was this error already retried in-process by the request's retry policy?
+    pub fn retried(&self) -> bool {
+        matches!(self, Error::RetriesExhausted { .. })
+    }
+
     /// The HTTP status, when the error is an HTTP answer.
     pub fn status(&self) -> Option<u16> {
         match self {
+            Error::RetriesExhausted { last, .. } => last.status(),
             Error::Status { status, .. } | Error::Unauthorized { status, .. } => Some(*status),
             _ => None,
         }

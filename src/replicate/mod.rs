@@ -36,6 +36,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::oci::{self, Descriptor, Digest, Locator, Manifest, Reference};
 use crate::registry::{self, ManifestBytes, Mount, Registry};
+use crate::retry::Schedule;
 
 pub use crate::registry::{ErrorClass, Registries};
 
@@ -817,9 +818,15 @@ impl<S: Registries> Replicator<S> {
                 Err(e) => return Err(dst_err(e)),
             }
         }
-        let mut delay = self.opts.blob_retry_delay;
-        let attempts = self.opts.blob_attempts.max(1);
-        for attempt in 1..=attempts {
+        // Blob-level retries only for failures the request level could not retry (a stream
+        // cut mid-body, a digest mismatch in transit, a token expiring mid-upload): an
+        // error that already used up its request's attempts is not retried again on top.
+        let mut backoff = Schedule::new(self.opts.blob_retry_delay, Duration::from_secs(30))
+            .attempts(self.opts.blob_attempts.max(1))
+            .start();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             match self.transfer(job, desc, session.take()).await {
                 Ok(bytes) => {
                     job.stats.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
@@ -827,21 +834,25 @@ impl<S: Registries> Replicator<S> {
                     self.remember(&dst_host, digest, &job.dst_repo);
                     return Ok(());
                 }
-                Err(e) if e.class() == ErrorClass::Transient && attempt < attempts => {
+                Err(e)
+                    if e.class() == ErrorClass::Transient
+                        && !e.registry_error().is_some_and(registry::Error::retried) =>
+                {
+                    let Some(delay) = backoff.next_delay() else {
+                        return Err(e);
+                    };
                     inc(&job.stats.blob_retries);
-                    let wait = delay.mul_f64(fastrand::f64()).max(
+                    let wait = delay.max(
                         e.registry_error()
                             .and_then(registry::Error::retry_after)
                             .unwrap_or_default(),
                     );
                     tracing::warn!(%digest, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "blob transfer failed; retrying");
                     tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Stream one blob from source to target through the verifier. Returns bytes moved.

@@ -64,11 +64,21 @@ fn renewals_come_at_half_the_lock_time_left_or_sooner() {
 #[test]
 fn backoff_grows_and_is_capped() {
     for _ in 0..20 {
-        let b = backoff(1, Duration::from_secs(30));
+        let b = RECEIVE_BACKOFF.start().next_delay().unwrap();
         assert!(
             b >= Duration::from_millis(50) && b <= Duration::from_millis(100),
             "{b:?}"
         );
-        assert!(backoff(30, Duration::from_secs(2)) <= Duration::from_secs(2));
+        let mut settle = SETTLE_BACKOFF.start();
+        let mut delays = 0;
+        while let Some(d) = settle.next_delay() {
+            assert!(d <= Duration::from_secs(2));
+            delays += 1;
+        }
+        assert_eq!(delays, SETTLE_ATTEMPTS - 1);
+        let mut receive = RECEIVE_BACKOFF.start();
+        for _ in 0..30 {
+            assert!(receive.next_delay().unwrap() <= Duration::from_secs(30));
+        }
     }
 }
