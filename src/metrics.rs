@@ -135,16 +135,19 @@ pub enum DedupKind {
     InFlight,
     /// The same image was copied recently.
     Recent,
+    /// The target tag already pointed at the source tag's current digest.
+    InPlace,
 }
 
 impl DedupKind {
-    const ALL: [DedupKind; 2] = [DedupKind::InFlight, DedupKind::Recent];
+    const ALL: [DedupKind; 3] = [DedupKind::InFlight, DedupKind::Recent, DedupKind::InPlace];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             DedupKind::InFlight => "in_flight",
             DedupKind::Recent => "recent",
+            DedupKind::InPlace => "in_place",
         }
     }
 }

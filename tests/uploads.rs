@@ -160,7 +160,8 @@ async fn dropped_copy_cancels_its_upload_session_issue_9() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
     let s = image::client(&src.host(), Auth::Anonymous);
-    let img = image::push_simple(&s, "app", "v1", 500_000, 29).await;
+    // Larger than the 1 MiB small-blob limit, so the layer streams through a PATCH.
+    let img = image::push_simple(&s, "app", "v1", 2_000_000, 29).await;
     // Only the layer is uploaded. (A copy dropped while a closing PUT is in flight can
     // collide with the registry's own commit; see docs/design.md.)
     seed_config(&src, &dst, &img).await;

@@ -369,6 +369,20 @@ impl<S: Registries> Executor<S> {
         if seen.is_some_and(|d| d != &current) {
             tracing::info!(source_ref = %src, digest = %current, "tag has moved since the event; copying its current digest");
         }
+        // The target tag already at the current digest: in place (a registry only lets a
+        // tag point at a manifest it holds whole). Two requests for a repeat event.
+        // A failed look is not an answer: the copy below meets the same failure, counts it
+        // and reports it.
+        if let Ok(Some(d)) = self
+            .replicator
+            .target_tag(&target.registry, &target.repository, tag)
+            .await
+            && d == current
+        {
+            metrics::global().dedup_hit(DedupKind::InPlace);
+            tracing::info!(source_ref = %src, digest = %current, "verified: the target tag is in place");
+            return Ok(Outcome::Done(Done::InPlace));
+        }
         let copied = self.ensure_digest(source, &current, target).await?;
         let wrote = self.ensure_tag(source, target, tag, &current).await?;
         tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");

@@ -217,6 +217,15 @@ impl<S: Registries> Replicator<S> {
             .map_err(src_err)
     }
 
+    /// The digest `tag` points at in the target `registry`/`repository` (one manifest
+    /// HEAD); `None` when the tag is absent. Errors are the target's.
+    pub async fn target_tag(&self, registry: &str, repository: &str, tag: &str) -> Result<Option<Digest>, Error> {
+        let dst = self.registries.get(registry).map_err(dst_err)?;
+        current_digest(&*dst, repository, &Locator::Tag(tag.to_owned()), None)
+            .await
+            .map_err(dst_err)
+    }
+
     /// Is `digest` present in `registry`/`repository`? (one manifest HEAD)
     pub async fn present(&self, registry: &str, repository: &str, digest: &Digest) -> Result<bool, Error> {
         let dst = self.registries.get(registry).map_err(dst_err)?;

@@ -41,6 +41,10 @@ use crate::oci::Digest;
 use crate::registry::auth::{Authenticator, RepoScope, without_url};
 use crate::registry::{ByteStream, Error, UploadSession};
 
+/// Blobs up to this size (configs, small layers) are uploaded and committed with one
+/// `PUT` carrying the verified bytes; larger ones stream through a `PATCH` (or chunks).
+pub(super) const SMALL_BLOB: u64 = 1 << 20;
+
 /// Longest a cancel may take, token, limiter slot and `DELETE` included.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -177,21 +181,28 @@ impl HttpRegistry {
     /// runs cancels the session in the background (see [`UploadSession`]'s `Drop`).
     pub(super) async fn upload(
         &self,
-        session: UploadSession,
+        mut session: UploadSession,
         digest: &Digest,
         size: u64,
         body: ByteStream,
     ) -> Result<(), Error> {
-        let (session, sent) = if self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed) {
-            let mut session = session;
-            let sent = self.upload_chunked(&mut session, digest, size, body).await;
-            (session, sent)
+        let chunked = self.cfg.chunk_size.is_some() || self.force_chunked.load(Ordering::Relaxed);
+        let result = if !chunked && size <= SMALL_BLOB {
+            // Committed by the same request.
+            self.upload_small(&session, digest, size, body).await
         } else {
-            self.upload_streamed(session, size, body).await
-        };
-        let result = match sent {
-            Ok(()) => self.commit(&session, digest).await,
-            Err(e) => Err(e),
+            let (s, sent) = if chunked {
+                let mut session = session;
+                let sent = self.upload_chunked(&mut session, digest, size, body).await;
+                (session, sent)
+            } else {
+                self.upload_streamed(session, size, body).await
+            };
+            session = s;
+            match sent {
+                Ok(()) => self.commit(&session, digest).await,
+                Err(e) => Err(e),
+            }
         };
         match result {
             Ok(()) => session.committed(),
@@ -325,6 +336,64 @@ impl HttpRegistry {
             }
         };
         (session, result)
+    }
+
+    /// A small blob: read whole (through the verifier, so a mismatch fails here, before
+    /// anything is sent), then one `PUT ?digest=` carrying it, which uploads and commits
+    /// in one request. The body is in memory, so the request is replayable (retried at the
+    /// request level) and never cut off mid-body; memory stays at [`SMALL_BLOB`] per
+    /// transfer.
+    async fn upload_small(
+        &self,
+        session: &UploadSession,
+        digest: &Digest,
+        size: u64,
+        mut body: ByteStream,
+    ) -> Result<(), Error> {
+        let mut buf = BytesMut::with_capacity(size as usize);
+        while let Some(next) = body.next().await {
+            match next {
+                Ok(b) if (buf.len() + b.len()) as u64 <= size => buf.extend_from_slice(&b),
+                Ok(b) => {
+                    return Err(Error::SizeMismatch {
+                        what: format!("blob {digest}"),
+                        expected: size,
+                        actual: (buf.len() + b.len()) as u64,
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::Transport {
+                        step: "read source blob",
+                        url: redact(&session.location),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        let scopes = [RepoScope::push(&session.repository)];
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let req = Req {
+            method: Method::PUT,
+            url,
+            step: "upload blob",
+            scopes: &scopes,
+            headers: vec![(CONTENT_TYPE, "application/octet-stream".into())],
+            body: Some(buf.freeze()),
+            ok: &[201, 204],
+        };
+        match self.execute(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(413) => {
+                self.force_chunked.store(true, Ordering::Relaxed);
+                tracing::warn!(registry = %self.cfg.host, size, "upload refused as too large (413); using chunked uploads for this registry");
+                Err(Error::UploadTooLarge {
+                    url: redact(&session.location),
+                    size,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Close an upload whose bytes are all in: `PUT ?digest=` with an empty body.
