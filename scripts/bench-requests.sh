@@ -6,7 +6,7 @@
 #   bash scripts/bench-requests.sh        # prints a Markdown table; raw logs in bench-out/
 #
 # Cases (each tool copies into its own fresh, empty target registry):
-#   single   a new single-platform image (config + 2 layers of 2 MiB + 1 small layer)
+#   single   a new single-platform image (config + 2 layers of 2 MiB)
 #   index    a new two-platform index (two manifests, one small layer each)
 #   mounts   the single image copied to repository `a`, then to repository `b` of the same
 #            target (one regrelay process with both pairs; two skopeo runs, whose blob-info

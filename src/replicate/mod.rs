@@ -442,13 +442,17 @@ impl<S: Registries> Replicator<S> {
         })
     }
 
-    /// Read the target back by digest and by every tag; each must hash to `digest`.
+    /// Read the target back by every tag (or by digest when there is no tag); each must
+    /// hash to `digest`. A tag read back that hashes to the digest proves the manifest is
+    /// stored under the digest too, so a tagged copy costs one GET per tag, no more.
     async fn verify(&self, job: &Job<S::Registry>, digest: &Digest, target: &Target) -> Result<(), Error> {
-        // get_manifest by digest fails unless the bytes hash to the digest.
-        job.dst
-            .get_manifest(&job.dst_repo, &Locator::Digest(digest.clone()))
-            .await
-            .map_err(dst_err)?;
+        if target.tags.is_empty() {
+            // get_manifest by digest fails unless the bytes hash to the digest.
+            job.dst
+                .get_manifest(&job.dst_repo, &Locator::Digest(digest.clone()))
+                .await
+                .map_err(dst_err)?;
+        }
         for tag in &target.tags {
             let got = job
                 .dst
