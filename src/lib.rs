@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod notify;
 pub mod oci;
 pub mod pipeline;
+pub mod promote;
 pub mod queue;
 pub mod registry;
 pub mod replicate;
