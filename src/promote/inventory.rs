@@ -12,29 +12,18 @@ use std::collections::{BTreeSet, HashMap};
 
 use futures_util::StreamExt as _;
 
-use super::plan::{Edge, Inventory};
+use super::plan::{Edge, Inventory, Unreadable};
 use crate::oci::{Digest, Locator};
 use crate::registry::{self, Registries, Registry};
 
 /// Lookups in flight at once.
 const CONCURRENCY: usize = 16;
 
-/// A lookup that failed: the edges that needed it fail (their scope only).
-#[derive(Debug, Clone)]
-pub struct LookupFailure {
-    /// (host, repository) the lookup was about.
-    pub host: String,
-    /// Repository.
-    pub repository: String,
-    /// What failed.
-    pub message: String,
-}
-
-/// Gather what `edges` need. Failed lookups are returned beside the inventory; the edges
-/// touching them are to be failed by the caller.
-pub async fn gather<S: Registries>(registries: &S, edges: &[Edge]) -> (Inventory, Vec<LookupFailure>) {
+/// Gather what `edges` need. Failed lookups are returned beside the inventory, by
+/// repository: the planner fails the edges that needed them (their scope only).
+pub async fn gather<S: Registries>(registries: &S, edges: &[Edge]) -> (Inventory, Unreadable) {
     let mut inv = Inventory::default();
-    let mut failures = Vec::new();
+    let mut failures = Unreadable::new();
 
     // 1. List the tags of every destination repository.
     let repos: BTreeSet<(String, String)> = edges
@@ -60,7 +49,7 @@ pub async fn gather<S: Registries>(registries: &S, edges: &[Edge]) -> (Inventory
                 inv.listed.insert((host.clone(), repo.clone()));
                 tag_sets.insert((host, repo), tags.into_iter().collect());
             }
-            Err(e) => failures.push(fail(&host, &repo, &e)),
+            Err(e) => fail(&mut failures, host, repo, &e),
         }
     }
 
@@ -73,14 +62,18 @@ pub async fn gather<S: Registries>(registries: &S, edges: &[Edge]) -> (Inventory
             tag_sets.get(&key)?.contains(&t).then_some((key.0, key.1, t))
         })
         .collect();
-    let heads = lookups(registries, tag_heads.into_iter().map(|(h, r, t)| (h, r, Locator::Tag(t)))).await;
+    let heads = lookups(
+        registries,
+        tag_heads.into_iter().map(|(h, r, t)| (h, r, Locator::Tag(t))),
+    )
+    .await;
     for ((host, repo, loc), r) in heads {
         match (loc, r) {
             (Locator::Tag(t), Ok(Some(d))) => {
                 inv.tags.insert((host, repo, t), d);
             }
             (_, Ok(None)) => {}
-            (_, Err(e)) => failures.push(fail(&host, &repo, &e)),
+            (_, Err(e)) => fail(&mut failures, host, repo, &e),
             _ => {}
         }
     }
@@ -97,7 +90,11 @@ pub async fn gather<S: Registries>(registries: &S, edges: &[Edge]) -> (Inventory
             tagged != Some(&e.digest)
         })
         .map(|e| (e.destination.host.clone(), e.destination_repository(), e.digest.clone()))
-        .filter(|k| !inv.tags.iter().any(|((h, r, _), d)| h == &k.0 && r == &k.1 && d == &k.2))
+        .filter(|k| {
+            !inv.tags
+                .iter()
+                .any(|((h, r, _), d)| h == &k.0 && r == &k.1 && d == &k.2)
+        })
         .collect();
     digests(registries, dst_digests, &mut inv, &mut failures).await;
 
@@ -123,7 +120,7 @@ async fn digests<S: Registries>(
     registries: &S,
     keys: BTreeSet<(String, String, Digest)>,
     inv: &mut Inventory,
-    failures: &mut Vec<LookupFailure>,
+    failures: &mut Unreadable,
 ) {
     let heads = lookups(registries, keys.into_iter().map(|(h, r, d)| (h, r, Locator::Digest(d)))).await;
     for ((host, repo, loc), r) in heads {
@@ -131,7 +128,7 @@ async fn digests<S: Registries>(
             (Locator::Digest(d), Ok(found)) => {
                 inv.digests.insert((host, repo, d), found.is_some());
             }
-            (_, Err(e)) => failures.push(fail(&host, &repo, &e)),
+            (_, Err(e)) => fail(failures, host, repo, &e),
             _ => {}
         }
     }
@@ -168,10 +165,6 @@ async fn lookups<S: Registries>(
         .await
 }
 
-fn fail(host: &str, repo: &str, e: &registry::Error) -> LookupFailure {
-    LookupFailure {
-        host: host.to_string(),
-        repository: repo.to_string(),
-        message: e.to_string(),
-    }
+fn fail(failures: &mut Unreadable, host: String, repo: String, e: &registry::Error) {
+    failures.entry((host, repo)).or_insert_with(|| e.to_string());
 }

@@ -156,7 +156,12 @@ impl Manifest {
     /// The source registry.
     pub fn source(&self) -> &RegistryName {
         // Validated at parse time: exactly one.
-        &self.registries.iter().find(|r| r.src).expect("validated: one source").name
+        &self
+            .registries
+            .iter()
+            .find(|r| r.src)
+            .expect("validated: one source")
+            .name
     }
 
     /// The destination registries.
@@ -283,7 +288,11 @@ fn registries(file: &Path, text: &str, raw: Vec<RawRegistry>) -> Result<Vec<Regi
         let line = item_line(text, Some("registries"), i);
         let name = RegistryName::parse(&r.name).map_err(|m| err(line, format!("registries[{i}].name"), m))?;
         if out.iter().any(|o| o.name == name) {
-            return Err(err(line, format!("registries[{i}].name"), format!("{name} is listed twice")));
+            return Err(err(
+                line,
+                format!("registries[{i}].name"),
+                format!("{name} is listed twice"),
+            ));
         }
         out.push(Registry {
             name,
@@ -295,10 +304,18 @@ fn registries(file: &Path, text: &str, raw: Vec<RawRegistry>) -> Result<Vec<Regi
     match out.iter().filter(|r| r.src).count() {
         1 => {}
         0 => {
-            return Err(err(line, "registries".into(), "no source registry (`src: true`)".into()));
+            return Err(err(
+                line,
+                "registries".into(),
+                "no source registry (`src: true`)".into(),
+            ));
         }
         n => {
-            return Err(err(line, "registries".into(), format!("{n} source registries; exactly one must have `src: true`")));
+            return Err(err(
+                line,
+                "registries".into(),
+                format!("{n} source registries; exactly one must have `src: true`"),
+            ));
         }
     }
     if out.len() < 2 {
@@ -309,7 +326,7 @@ fn registries(file: &Path, text: &str, raw: Vec<RawRegistry>) -> Result<Vec<Regi
 
 fn images(file: &Path, text: &str, key: Option<&str>, raw: Vec<RawImage>) -> Result<Vec<Image>, Error> {
     let mut out: Vec<Image> = Vec::new();
-    let base = key.map_or(String::new(), |k| format!("{k}"));
+    let base = key.map_or(String::new(), |k| k.to_string());
     for (i, img) in raw.into_iter().enumerate() {
         let line = item_line(text, key, i);
         let field = |f: &str| Some(format!("{base}[{i}]{f}"));
@@ -331,12 +348,18 @@ fn images(file: &Path, text: &str, key: Option<&str>, raw: Vec<RawImage>) -> Res
         let mut dmap = BTreeMap::new();
         for (d, tags) in img.dmap {
             if !valid_digest(&d) {
-                return Err(err(".dmap", format!("invalid digest {d:?} (want sha256:<64 lowercase hex>)")));
+                return Err(err(
+                    ".dmap",
+                    format!("invalid digest {d:?} (want sha256:<64 lowercase hex>)"),
+                ));
             }
             let digest: Digest = d.parse().map_err(|e| err(".dmap", format!("{e}")))?;
             for t in &tags {
                 if !valid_tag(t) {
-                    return Err(err(&format!(".dmap.\"{d}\""), format!("invalid tag {t:?} (want ^\\w[\\w.-]{{0,127}}$)")));
+                    return Err(err(
+                        &format!(".dmap.\"{d}\""),
+                        format!("invalid tag {t:?} (want ^\\w[\\w.-]{{0,127}}$)"),
+                    ));
                 }
             }
             let mut tags = tags;
@@ -376,7 +399,10 @@ pub fn parse_plain_str(file: &Path, text: &str) -> Result<Manifest, Error> {
 /// Parse a bare image list (`images.yaml`, or a snapshot).
 pub fn parse_images_str(file: &Path, text: &str) -> Result<Vec<Image>, Error> {
     // An empty file is an empty list.
-    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Ok(Vec::new());
     }
     let raw: Vec<RawImage> = yaml_serde::from_str(text).map_err(|e| yaml_error(file, &e))?;
@@ -401,7 +427,9 @@ pub fn parse_thin_dir(dir: &Path) -> Result<Vec<Manifest>, Vec<Error>> {
     for f in files {
         let rel = f.strip_prefix(dir).unwrap_or(&f);
         let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
-        let yaml = parts.last().is_some_and(|n| n.ends_with(".yaml") || n.ends_with(".yml"));
+        let yaml = parts
+            .last()
+            .is_some_and(|n| n.ends_with(".yaml") || n.ends_with(".yml"));
         match parts.as_slice() {
             ["manifests", x, "promoter-manifest.yaml"] => {
                 manifests.insert(x.to_string(), f.clone());
@@ -486,7 +514,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<Error>) {
     entries.sort();
     for p in entries {
         // Hidden entries (`.git`) are not manifests.
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
             continue;
         }
         if p.is_dir() {

@@ -78,6 +78,11 @@ pub enum Action {
         /// The other digests.
         with: Vec<Digest>,
     },
+    /// A registry lookup the edge needs failed, so it cannot be planned.
+    Unreadable {
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Action {
@@ -90,12 +95,16 @@ impl Action {
             Action::Lost => "lost",
             Action::TagMove { .. } => "tag-move",
             Action::Overlap { .. } => "overlap",
+            Action::Unreadable { .. } => "error",
         }
     }
 
     /// Whether the edge is an error in itself.
     pub fn is_error(&self) -> bool {
-        matches!(self, Action::Lost | Action::Overlap { .. } | Action::TagMove { allowed: false, .. })
+        matches!(
+            self,
+            Action::Lost | Action::Overlap { .. } | Action::Unreadable { .. } | Action::TagMove { allowed: false, .. }
+        )
     }
 
     /// Whether the edge needs a write.
@@ -114,6 +123,7 @@ impl fmt::Display for Action {
                 let w: Vec<String> = with.iter().map(ToString::to_string).collect();
                 write!(f, "overlap with {}", w.join(", "))
             }
+            Action::Unreadable { message } => write!(f, "error: {message}"),
             a => f.write_str(a.name()),
         }
     }
@@ -146,7 +156,13 @@ pub fn edges(manifests: &[Manifest]) -> Vec<Edge> {
                             digest: digest.clone(),
                             tag,
                         };
-                        let key = (e.source.clone(), e.destination.clone(), e.image.clone(), e.digest.clone(), e.tag.clone());
+                        let key = (
+                            e.source.clone(),
+                            e.destination.clone(),
+                            e.image.clone(),
+                            e.digest.clone(),
+                            e.tag.clone(),
+                        );
                         if seen.insert(key) {
                             out.push(e);
                         }
@@ -201,10 +217,7 @@ impl Inventory {
             return Some(*b);
         }
         // A tag pointing at the digest proves it is there.
-        let tagged = self
-            .tags
-            .iter()
-            .any(|((h, r, _), v)| h == host && r == repo && v == d);
+        let tagged = self.tags.iter().any(|((h, r, _), v)| h == host && r == repo && v == d);
         tagged.then_some(true)
     }
 }
@@ -259,18 +272,35 @@ pub fn classify(e: &Edge, inv: &Inventory, allow_tag_moves: bool) -> Action {
     Action::Copy
 }
 
-/// Plan every edge: overlaps first, then each edge against `inv`; then hold every other
-/// edge of a scope with an error (all edges when `fail_fast`).
-pub fn plan(edges: Vec<Edge>, inv: &Inventory, allow_tag_moves: bool, fail_fast: bool) -> Vec<Planned> {
+/// Repositories (host, repository) whose lookup failed, with the error.
+pub type Unreadable = HashMap<(String, String), String>;
+
+/// Plan every edge: overlaps first, then each edge against `inv` (an edge whose
+/// destination, or whose source when it needs a write, could not be read is in error);
+/// then hold every other edge of a scope with an error (all edges when `fail_fast`).
+pub fn plan(
+    edges: Vec<Edge>,
+    inv: &Inventory,
+    unreadable: &Unreadable,
+    allow_tag_moves: bool,
+    fail_fast: bool,
+) -> Vec<Planned> {
     let ov = overlaps(&edges);
     let mut out: Vec<Planned> = edges
         .into_iter()
         .zip(ov)
         .map(|(edge, with)| {
-            let action = if with.is_empty() {
-                classify(&edge, inv, allow_tag_moves)
-            } else {
+            let dst = (edge.destination.host.clone(), edge.destination_repository());
+            let src = (edge.source.host.clone(), edge.source_repository());
+            let action = if !with.is_empty() {
                 Action::Overlap { with }
+            } else if let Some(m) = unreadable.get(&dst) {
+                Action::Unreadable { message: m.clone() }
+            } else {
+                match (classify(&edge, inv, allow_tag_moves), unreadable.get(&src)) {
+                    (a, Some(m)) if a.is_pending() => Action::Unreadable { message: m.clone() },
+                    (a, _) => a,
+                }
             };
             Planned {
                 edge,

@@ -162,7 +162,9 @@ mod tests {
     use super::*;
 
     fn d(c: u8) -> Digest {
-        format!("sha256:{}", (c as char).to_string().repeat(64)).parse().unwrap()
+        format!("sha256:{}", (c as char).to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
     fn sample() -> Snapshot {
@@ -170,7 +172,10 @@ mod tests {
         let m = s.images.entry("b/app".into()).or_default();
         m.insert(d(b'2'), ["v2".to_string(), "latest".to_string()].into());
         m.insert(d(b'1'), BTreeSet::new());
-        s.images.entry("a".into()).or_default().insert(d(b'3'), ["1.0".to_string()].into());
+        s.images
+            .entry("a".into())
+            .or_default()
+            .insert(d(b'3'), ["1.0".to_string()].into());
         s.children.insert(("b/app".into(), d(b'1')));
         s
     }
