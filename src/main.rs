@@ -1,10 +1,11 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
-//! its library front end (`run` to [`regrelay::app`], `copy` to [`regrelay::cli::copy`],
+//! its library front end (`run` to [`regrelay::app`], `copy`, `promote` and `snapshot` to
+//! [`regrelay::cli`],
 //! `check-config` to [`regrelay::config`]) and maps the result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
-//! or line failed, or startup failed; 64 = bad usage or configuration (nothing was
-//! contacted).
+//! or line failed, or startup failed; 2 = `promote --check` found work pending; 64 = bad
+//! usage or configuration (nothing was contacted).
 //!
 //! This is the only place that reads the process environment for defaults (`DOCKER_CONFIG`,
 //! `HOME`, systemd's `NOTIFY_SOCKET`); secrets come only from variables and files the

@@ -424,6 +424,20 @@ async fn malformed_manifests_name_file_and_line_and_lint_works_offline() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(rows(&o).len(), 5, "{}", text(&o));
 
+    // So do the examples.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/promotion");
+    let plain = examples.join("promoter-manifest.yaml");
+    let o = run(&["promote", "--lint", "--manifest", plain.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&[
+        "promote",
+        "--lint",
+        "--thin-manifest-dir",
+        examples.join("thin").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
     // Overlaps are found offline; tag moves too, given a snapshot of the destination.
     let d1 = unknown_digest('1');
     let d2 = unknown_digest('2');

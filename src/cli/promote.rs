@@ -199,11 +199,15 @@ fn lint(args: &PromoteArgs, edges: Vec<plan::Edge>) -> Result<Vec<Planned>, Usag
             }
         }
     }
-    let mut planned = plan::plan(edges, &inv, &Unreadable::new(), args.allow_tag_moves, args.fail_fast);
-    // Offline, only overlaps and tag moves are known; everything else is just valid.
-    for p in &mut planned {
-        if !matches!(p.action, Action::Overlap { .. } | Action::TagMove { .. }) {
-            p.action = Action::Skip;
+    let planned = plan::plan(edges, &inv, &Unreadable::new(), args.allow_tag_moves, args.fail_fast);
+    // Offline without a snapshot, only overlaps are known (with one, the actions are
+    // relative to it; the source is never asked, so nothing is `lost`).
+    let mut planned = planned;
+    if args.snapshot.is_none() {
+        for p in &mut planned {
+            if !matches!(p.action, Action::Overlap { .. }) {
+                p.action = Action::Unchecked;
+            }
         }
     }
     Ok(planned)

@@ -220,7 +220,10 @@ fn table(rows: &[Row], out: &mut dyn Write) {
             [
                 r.planned.action.name().to_string(),
                 r.result.name().to_string(),
-                format!("{} {short}", e.target_ref()),
+                match e.tag {
+                    Some(_) => format!("{} {short}", e.target_ref()),
+                    None => e.target_ref(),
+                },
                 bytes,
                 took,
                 detail,
@@ -253,5 +256,25 @@ fn table(rows: &[Row], out: &mut dyn Write) {
     let _ = writeln!(out, "{}", line(head).trim_end());
     for c in &cells {
         let _ = writeln!(out, "{}", line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]).trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let r = |errors, pending, check| Report {
+            edges: 3,
+            errors,
+            pending,
+            check,
+        };
+        assert_eq!(r(0, 0, true).exit_code(), 0);
+        assert_eq!(r(0, 2, true).exit_code(), 2);
+        assert_eq!(r(1, 2, true).exit_code(), 1, "errors win over pending work");
+        assert_eq!(r(0, 2, false).exit_code(), 0, "a dry run without --check");
+        assert_eq!(Report::invalid(2).exit_code(), 1);
     }
 }

@@ -78,6 +78,8 @@ pub enum Action {
         /// The other digests.
         with: Vec<Digest>,
     },
+    /// Not planned against any registry (offline lint without a snapshot).
+    Unchecked,
     /// A registry lookup the edge needs failed, so it cannot be planned.
     Unreadable {
         /// What failed.
@@ -96,6 +98,7 @@ impl Action {
             Action::TagMove { .. } => "tag-move",
             Action::Overlap { .. } => "overlap",
             Action::Unreadable { .. } => "error",
+            Action::Unchecked => "unchecked",
         }
     }
 
