@@ -13,8 +13,8 @@ use std::time::Duration;
 use regrelay::config::Auth;
 use regrelay::oci::{Digest, Locator};
 use regrelay::registry::{HttpRegistry, Registry};
-use support::TestRegistry;
 use support::image::{self, Pushed};
+use support::{FaultProxy, Rule, TestRegistry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
 
@@ -552,4 +552,115 @@ async fn snapshot_round_trip_through_promotion() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), snap, "identical snapshots");
     let o = run(&["promote", "--thin-manifest-dir", ds, "--check"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn config_credentials_and_a_failed_copy_fails_only_its_image() {
+    support::registry_bin_or_skip!();
+    let src = TestRegistry::start().await;
+    let proxy = FaultProxy::start(&src.url()).await;
+    let dst = TestRegistry::start_htpasswd("promoter", "s3cret").await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let broken = image::push_simple(&s, "staging/broken", "v1", 10_000, 1).await;
+    let fine = image::push_simple(&s, "staging/fine", "v1", 10_000, 2).await;
+    let body: serde_json::Value = serde_json::from_slice(&broken.bytes).unwrap();
+    let layer = body["layers"][0]["digest"].as_str().unwrap().to_string();
+    proxy.add_rule(Rule::status(404).path_contains(layer));
+
+    let (sn, dn) = (format!("{}/staging", proxy.host()), format!("{}/prod", dst.host()));
+    let dir = tempfile::tempdir().unwrap();
+    let m = format!(
+        "{}images:\n{}",
+        registries_yaml(&sn, &dn),
+        images_yaml(&[
+            ("broken", &broken.digest, &["v1", "v2"]),
+            ("fine", &fine.digest, &["v1"])
+        ])
+    );
+    let f = write(dir.path(), "m.yaml", &m);
+    let f = f.to_str().unwrap();
+
+    // Without credentials the destination refuses the inventory: every edge is in error,
+    // nothing is written.
+    let o = run(&["promote", "--manifest", f, "--confirm", "--output", "json"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(rows(&o).iter().all(|r| r.2 == "error"), "{}", text(&o));
+
+    // With the regrelay config's [registries], the destination is reachable; the image whose
+    // blob cannot be read fails alone.
+    let pw = write(dir.path(), "pw", "s3cret");
+    let cfg = write(
+        dir.path(),
+        "regrelay.toml",
+        &format!(
+            r#"[source]
+kind = "file"
+path = "/dev/null"
+
+[registries."{src}"]
+
+[registries."{dst}"]
+auth = {{ kind = "basic", username = "promoter", password_file = "{pw}" }}
+
+[[rules]]
+name = "unused"
+source_registry = "{src}"
+repository = "**"
+[[rules.targets]]
+registry = "{dst}"
+repository = "{{repository}}"
+"#,
+            src = proxy.host(),
+            dst = dst.host(),
+            pw = pw.display()
+        ),
+    );
+    let o = run(&[
+        "promote",
+        "--manifest",
+        f,
+        "--confirm",
+        "--output",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = rows(&o);
+    assert_eq!(row(&r, "fine", "v1"), ("copy", "copied"), "{}", text(&o));
+    let broken_results = [row(&r, "broken", "v1").1, row(&r, "broken", "v2").1];
+    assert!(broken_results.contains(&"failed"), "{broken_results:?}");
+    assert!(
+        broken_results.iter().all(|r| ["failed", "held"].contains(r)),
+        "{broken_results:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("blob"),
+        "the failure names the blob: {}",
+        text(&o)
+    );
+}
+
+#[tokio::test]
+async fn snapshot_without_a_catalog_needs_repositories() {
+    support::registry_bin_or_skip!();
+    let src = TestRegistry::start().await;
+    let proxy = FaultProxy::start(&src.url()).await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let p = image::push_simple(&s, "team/app", "v1", 5_000, 1).await;
+    proxy.add_rule(Rule::status(404).path_contains("/v2/_catalog"));
+    let name = format!("{}/team", proxy.host());
+    let o = run(&["snapshot", &name]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no repository catalog"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["snapshot", &name, "--repository", "app", "--format", "csv"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("app@{},app:v1\n", p.digest));
+    let o = run(&["snapshot", "not a registry"]).await;
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
 }

@@ -43,7 +43,11 @@ async fn promote(args: &[&str]) -> (std::process::Output, Duration) {
 #[ignore = "benchmark: pushes 100 images"]
 async fn thousand_edges_in_place_and_to_an_empty_destination() {
     support::registry_bin_or_skip!();
-    let (src, dst, empty) = (TestRegistry::start().await, TestRegistry::start().await, TestRegistry::start().await);
+    let (src, dst, empty) = (
+        TestRegistry::start().await,
+        TestRegistry::start().await,
+        TestRegistry::start().await,
+    );
     let s = image::client(&src.host(), Auth::Anonymous);
     let d = image::client(&dst.host(), Auth::Anonymous);
     let mut images = String::new();
@@ -64,7 +68,10 @@ async fn thousand_edges_in_place_and_to_an_empty_destination() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = |dst: &str| {
         let f = dir.path().join(format!("{}.yaml", dst.replace([':', '.'], "_")));
-        let text = format!("registries:\n- name: {}/staging\n  src: true\n- name: {dst}/prod\nimages:\n{images}", src.host());
+        let text = format!(
+            "registries:\n- name: {}/staging\n  src: true\n- name: {dst}/prod\nimages:\n{images}",
+            src.host()
+        );
         std::fs::write(&f, text).unwrap();
         f
     };
@@ -89,13 +96,27 @@ async fn thousand_edges_in_place_and_to_an_empty_destination() {
     let (o, took) = promote(&["promote", "--manifest", f, "--confirm", "--output", "json"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let n = requests(&src) - before.0 + requests(&dst) - before.1;
-    println!("in place, --confirm: {took:.2?}, {n} requests ({:.2} per edge)", n as f64 / edges);
+    println!(
+        "in place, --confirm: {took:.2?}, {n} requests ({:.2} per edge)",
+        n as f64 / edges
+    );
 
     // Empty destination.
     let f = manifest(&empty.host());
-    let (o, took) = promote(&["promote", "--manifest", f.to_str().unwrap(), "--confirm", "--output", "json"]).await;
+    let (o, took) = promote(&[
+        "promote",
+        "--manifest",
+        f.to_str().unwrap(),
+        "--confirm",
+        "--output",
+        "json",
+    ])
+    .await;
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    println!("empty destination, --confirm: {took:.2?}, {} destination requests", requests(&empty));
+    println!(
+        "empty destination, --confirm: {took:.2?}, {} destination requests",
+        requests(&empty)
+    );
 
     // One skopeo copy per image (the first tag only; skopeo copies one tag per run).
     if let Some(skopeo) = support::require_bin("TEST_SKOPEO_BIN", "skopeo") {
@@ -118,6 +139,11 @@ async fn thousand_edges_in_place_and_to_an_empty_destination() {
         }
         println!("skopeo copy per image (one tag each): {:.2?}", started.elapsed());
         let t = image::client(&target.host(), Auth::Anonymous);
-        assert!(t.head_manifest("prod/img000", &Locator::Tag("t0".into())).await.unwrap().is_some());
+        assert!(
+            t.head_manifest("prod/img000", &Locator::Tag("t0".into()))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }
