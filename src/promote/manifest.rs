@@ -198,12 +198,34 @@ struct RawPlain {
     registries: Vec<RawRegistry>,
     #[serde(default)]
     images: Vec<RawImage>,
+    #[serde(default)]
+    provenance: Option<yaml_serde::Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawThin {
     registries: Vec<RawRegistry>,
+    #[serde(default)]
+    provenance: Option<yaml_serde::Value>,
+    /// Deprecated in cip, where it does nothing; accepted and ignored likewise.
+    #[serde(default, rename = "imagesPath")]
+    #[allow(dead_code, reason = "read only to accept cip's deprecated field")]
+    images_path: Option<String>,
+}
+
+/// cip's provenance policies (signature identity checks before promotion) are a gate
+/// regrelay does not evaluate: refuse a manifest with one rather than promote past it.
+fn no_provenance(file: &Path, text: &str, provenance: Option<&yaml_serde::Value>) -> Result<(), Error> {
+    match provenance {
+        None | Some(yaml_serde::Value::Null) => Ok(()),
+        Some(_) => Err(Error {
+            file: file.to_path_buf(),
+            line: Some(key_line(text, "provenance")),
+            field: Some("provenance".into()),
+            message: "provenance policies are not supported: regrelay would promote without checking them; remove the policy or promote with kpromo".into(),
+        }),
+    }
 }
 
 /// A YAML syntax or schema error of `file`.
@@ -385,6 +407,7 @@ pub fn parse_plain(file: &Path) -> Result<Manifest, Error> {
 /// Parse plain manifest `text`; `file` names it in errors.
 pub fn parse_plain_str(file: &Path, text: &str) -> Result<Manifest, Error> {
     let raw: RawPlain = yaml_serde::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    no_provenance(file, text, raw.provenance.as_ref())?;
     let regs = registries(file, text, raw.registries)?;
     let imgs = images(file, text, Some("images"), raw.images)?;
     Ok(Manifest {
@@ -486,6 +509,7 @@ pub fn parse_thin_dir(dir: &Path) -> Result<Vec<Manifest>, Vec<Error>> {
 fn parse_thin_pair(x: &str, manifest_file: &Path, images_file: &Path) -> Result<Manifest, Error> {
     let text = read(manifest_file)?;
     let raw: RawThin = yaml_serde::from_str(&text).map_err(|e| yaml_error(manifest_file, &e))?;
+    no_provenance(manifest_file, &text, raw.provenance.as_ref())?;
     let regs = registries(manifest_file, &text, raw.registries)?;
     let imgs = parse_images(images_file)?;
     Ok(Manifest {

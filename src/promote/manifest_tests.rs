@@ -168,3 +168,30 @@ fn thin_image_errors_name_the_images_file() {
     let errs = parse_thin_dir(d.path()).unwrap_err();
     assert!(errs[0].message.contains("images"), "{:?}", errs[0]);
 }
+
+#[test]
+fn provenance_policies_are_refused_and_images_path_is_ignored() {
+    let with = format!("{}provenance:\n  enabled: true\n", good());
+    let e = plain(&with).unwrap_err();
+    assert_eq!((e.line, e.field.as_deref()), (Some(13), Some("provenance")));
+    assert!(e.message.contains("not supported"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "manifests/a/promoter-manifest.yaml",
+        &format!("{REGS}imagesPath: ../images/a\n"),
+    );
+    write(
+        d.path(),
+        "images/a/images.yaml",
+        &format!("- name: x\n  dmap:\n    \"{D1}\": [\"v1\"]\n"),
+    );
+    assert_eq!(parse_thin_dir(d.path()).unwrap().len(), 1);
+    write(
+        d.path(),
+        "manifests/a/promoter-manifest.yaml",
+        &format!("{REGS}provenance:\n  enabled: true\n"),
+    );
+    let errs = parse_thin_dir(d.path()).unwrap_err();
+    assert_eq!(errs[0].field.as_deref(), Some("provenance"));
+}
