@@ -716,6 +716,7 @@ mod tests {
         assert_eq!(scope_key(&a), scope_key(&b));
         assert_eq!(RepoScope::push("x").as_scope(), "repository:x:pull,push");
         assert_eq!(RepoScope::delete("x").as_scope(), "repository:x:pull,delete");
+        assert_eq!(RepoScope::catalog().as_scope(), "registry:catalog:*");
     }
 
     #[test]
