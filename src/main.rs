@@ -1,10 +1,11 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
-//! its library front end (`run` to [`regrelay::app`], `copy` to [`regrelay::cli::copy`],
+//! its library front end (`run` to [`regrelay::app`], `copy`, `promote` and `snapshot` to
+//! [`regrelay::cli`],
 //! `check-config` to [`regrelay::config`]) and maps the result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
-//! or line failed, or startup failed; 64 = bad usage or configuration (nothing was
-//! contacted).
+//! or line failed, or startup failed; 2 = `promote --check` found work pending; 64 = bad
+//! usage or configuration (nothing was contacted).
 //!
 //! This is the only place that reads the process environment for defaults (`DOCKER_CONFIG`,
 //! `HOME`, systemd's `NOTIFY_SOCKET`); secrets come only from variables and files the
@@ -19,6 +20,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use regrelay::cli::copy::{self, CopyArgs};
+use regrelay::cli::promote::{self, PromoteArgs};
+use regrelay::cli::snapshot::{self, SnapshotArgs};
 
 /// Exit code for bad usage or configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -45,6 +48,11 @@ struct Cli {
 enum Command {
     /// Copy an image (index, children, blobs, referrers, signatures) and verify the target.
     Copy(Box<CopyArgs>),
+    /// Promote images as Kubernetes image promoter (cip) manifests say: dry run by default,
+    /// `--confirm` acts, `--check` exits 2 when work is pending, `--lint` checks offline.
+    Promote(Box<PromoteArgs>),
+    /// Print what a registry prefix holds in cip's images.yaml (or CSV) format.
+    Snapshot(SnapshotArgs),
     /// Run the daemon: pull registry events from the configured source, replicate, verify,
     /// and acknowledge each message only once its targets are verified.
     Run(ConfigArgs),
@@ -90,6 +98,30 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Promote(args) => {
+            let ctx = promote::Context {
+                docker_config: default_docker_config(),
+            };
+            block_on(async move {
+                match promote::run(*args, ctx).await {
+                    Ok(report) => ExitCode::from(report.exit_code()),
+                    Err(e) => usage_error(e),
+                }
+            })
+        }
+        Command::Snapshot(args) => block_on(async move {
+            match snapshot::run(args, default_docker_config()).await {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(Ok(e)) => usage_error(e),
+                Err(Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
         Command::CheckConfig(args) => match regrelay::config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", regrelay::config::render(&cfg));

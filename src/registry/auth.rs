@@ -132,6 +132,8 @@ pub struct RepoScope {
     pub push: bool,
     /// Whether delete is needed (distribution's token scope action `delete`).
     pub delete: bool,
+    /// The registry-wide catalog (`registry:catalog:*`) instead of a repository.
+    pub catalog: bool,
 }
 
 impl RepoScope {
@@ -141,6 +143,16 @@ impl RepoScope {
             repository: repository.into(),
             push: false,
             delete: false,
+            catalog: false,
+        }
+    }
+    /// The repository catalog (`GET /v2/_catalog`): scope `registry:catalog:*`.
+    pub fn catalog() -> RepoScope {
+        RepoScope {
+            repository: String::new(),
+            push: false,
+            delete: false,
+            catalog: true,
         }
     }
     /// Pull and push access to `repository`.
@@ -149,6 +161,7 @@ impl RepoScope {
             repository: repository.into(),
             push: true,
             delete: false,
+            catalog: false,
         }
     }
     /// Pull and delete access to `repository` (manifest deletes).
@@ -157,10 +170,14 @@ impl RepoScope {
             repository: repository.into(),
             push: false,
             delete: true,
+            catalog: false,
         }
     }
     /// The scope string for a token request.
     pub fn as_scope(&self) -> String {
+        if self.catalog {
+            return "registry:catalog:*".into();
+        }
         let actions = match (self.push, self.delete) {
             (false, false) => "pull",
             (true, false) => "pull,push",
@@ -699,6 +716,7 @@ mod tests {
         assert_eq!(scope_key(&a), scope_key(&b));
         assert_eq!(RepoScope::push("x").as_scope(), "repository:x:pull,push");
         assert_eq!(RepoScope::delete("x").as_scope(), "repository:x:pull,delete");
+        assert_eq!(RepoScope::catalog().as_scope(), "registry:catalog:*");
     }
 
     #[test]

@@ -698,6 +698,58 @@ impl Registry for HttpRegistry {
         Ok(tags)
     }
 
+    async fn list_repositories(&self) -> Result<Option<Vec<String>>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let scopes = [RepoScope::catalog()];
+        let mut url = self.url("v2/_catalog");
+        url.query_pairs_mut().append_pair("n", "1000");
+        let mut repos = Vec::new();
+        // Bounded: 1,000 pages of 1,000 repositories.
+        for _ in 0..1000 {
+            let req = Req {
+                method: Method::GET,
+                url: url.clone(),
+                step: "list repositories",
+                scopes: &scopes,
+                headers: vec![],
+                body: None,
+                ok: &[200, 404, 405],
+            };
+            let resp = match self.execute(req).await {
+                Ok(r) => r,
+                // Many registries deny the catalog to everyone: not having one is an answer.
+                Err(Error::Unauthorized { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if resp.status() != StatusCode::OK {
+                return Ok(None);
+            }
+            let next = header_str(resp.headers(), "link")
+                .and_then(|l| next_link(&l))
+                .and_then(|n| url.join(&n).ok());
+            let body = read_capped(resp, 16 << 20).await.map_err(|detail| Error::Transport {
+                step: "list repositories",
+                url: redact(&url),
+                detail,
+            })?;
+            let page: Catalog = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
+                step: "list repositories",
+                url: redact(&url),
+                detail: "the catalog is not JSON".into(),
+            })?;
+            repos.extend(page.repositories.unwrap_or_default());
+            match next {
+                Some(n) if self.is_own_host(&n) => url = n,
+                _ => break,
+            }
+        }
+        Ok(Some(repos))
+    }
+
     async fn referrers(&self, repository: &str, digest: &Digest) -> Result<Option<Bytes>, Error> {
         if self.no_referrers_api.load(Ordering::Relaxed) {
             return Ok(None);

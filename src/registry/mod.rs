@@ -440,6 +440,10 @@ pub trait Registry: Send + Sync + 'static {
     /// All tags of a repository (paginated); empty when the repository does not exist.
     fn list_tags(&self, repository: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
+    /// The repositories of the registry (`GET /v2/_catalog`, paginated), or `None` when
+    /// the registry does not offer a catalog (404, 401/403 after a token, or 405).
+    fn list_repositories(&self) -> impl Future<Output = Result<Option<Vec<String>>, Error>> + Send;
+
     /// The referrers index for `digest`, or `None` when the registry has no referrers API.
     fn referrers(&self, repository: &str, digest: &Digest)
     -> impl Future<Output = Result<Option<Bytes>, Error>> + Send;
