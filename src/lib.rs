@@ -43,6 +43,7 @@ pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod event;
+pub mod gates;
 pub mod health;
 pub mod metrics;
 pub mod notify;
