@@ -54,6 +54,7 @@ pub mod registry;
 pub mod replicate;
 pub mod rules;
 pub mod shutdown;
+pub mod watch;
 
 // The dependency-direction test (STYLE.md section 1), with its path matcher.
 #[cfg(test)]

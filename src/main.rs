@@ -51,6 +51,9 @@ enum Command {
     /// Validate a configuration file and print the effective configuration (secrets
     /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
     CheckConfig(ConfigArgs),
+    /// Run the `[[watch]]` blocks (buffered base images) without an event source: poll
+    /// each watched tag, gate new digests in staging, promote them. `--once` for a CronJob.
+    Watch(WatchArgs),
     /// Print the version and the git commit it was built from (also `--version`).
     Version,
 }
@@ -60,6 +63,15 @@ struct ConfigArgs {
     /// The TOML configuration file.
     #[arg(long, short = 'c', env = "REGRELAY_CONFIG")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Poll every watch once and exit: 0 unless a tag could not be polled.
+    #[arg(long)]
+    once: bool,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +110,13 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::Watch(args) => {
+            let cfg = match regrelay::config::load(&args.config.config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(e),
+            };
+            block_on(watch(cfg, args.once))
+        }
         Command::Run(args) => {
             // Validate everything before anything binds or connects.
             let cfg = match regrelay::config::load(&args.config) {
@@ -120,6 +139,24 @@ fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `regrelay watch`: 0 unless a watched tag could not be polled; 64 for a bad configuration.
+async fn watch(cfg: regrelay::config::Config, once: bool) -> ExitCode {
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Err(e) = regrelay::shutdown::on_signal(stop.clone()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match regrelay::cli::watch::run(cfg, once, stop).await {
+        Ok(s) if s.errors == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(regrelay::app::Error::Config(e)) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

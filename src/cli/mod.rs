@@ -8,3 +8,4 @@
 //! path), or reach into the daemon's layers (`queue`, `pipeline`, `admin`).
 
 pub mod copy;
+pub mod watch;

@@ -168,6 +168,17 @@ struct RawConfig {
     /// `[[rules]]`: what to replicate where, in file order; every matching rule applies.
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    /// `[[watch]]`: upstream tags to buffer (see `validate/watch.rs`).
+    #[serde(default)]
+    watch: Vec<Spanned<validate::watch::RawWatch>>,
+    /// `[gates.NAME]`: checks a watched digest must pass.
+    #[serde(default)]
+    gates: BTreeMap<String, Spanned<validate::watch::RawGate>>,
+    /// `[notify.NAME]`: who is told about a promotion.
+    #[serde(default)]
+    notify: BTreeMap<String, Spanned<validate::watch::RawNotify>>,
+    /// `[watcher]`: state file and polling limits.
+    watcher: Option<validate::watch::RawWatcher>,
 }
 
 /// `source.kind`.

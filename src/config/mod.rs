@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod daemon;
 mod file;
+pub mod watch;
 
 pub use daemon::*;
 pub use file::{LoadError, load, load_str, render};

@@ -471,6 +471,7 @@ impl Registry for HttpRegistry {
             media_type: header_str(resp.headers(), "content-type")
                 .map(|v| strip_params(&v))
                 .unwrap_or_default(),
+            ratelimit: super::RateLimit::from_headers(resp.headers()),
         }))
     }
 

@@ -290,6 +290,32 @@ pub struct ManifestHead {
     pub digest: Option<Digest>,
     /// `Content-Type`, parameters stripped.
     pub media_type: String,
+    /// `ratelimit-remaining` / `ratelimit-limit` (Docker Hub), when sent.
+    pub ratelimit: Option<RateLimit>,
+}
+
+/// A registry's rate-limit headers (`ratelimit-remaining: 76;w=21600`): the count before
+/// any `;` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// Requests allowed per window, when sent.
+    pub limit: Option<u64>,
+}
+
+impl RateLimit {
+    /// Read the headers; `None` without a parseable `ratelimit-remaining`.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<RateLimit> {
+        let count = |name: &str| {
+            let v = headers.get(name)?.to_str().ok()?;
+            v.split(';').next()?.trim().parse::<u64>().ok()
+        };
+        Some(RateLimit {
+            remaining: count("ratelimit-remaining")?,
+            limit: count("ratelimit-limit"),
+        })
+    }
 }
 
 /// What a manifest PUT said back.

@@ -16,8 +16,11 @@ pub fn render(config: &Config) -> String {
     let mut out = String::from("# effective configuration: defaults applied, secrets shown as \"***\"\n\n");
     // `write!` into a String cannot fail; the results are ignored on purpose.
     let o = &mut out;
-    let _ = writeln!(o, "[source]");
+    if !matches!(config.source, SourceConfig::None) {
+        let _ = writeln!(o, "[source]");
+    }
     match &config.source {
+        SourceConfig::None => {}
         SourceConfig::PubSub(p) => {
             let _ = writeln!(o, "kind = \"pubsub\"");
             let _ = writeln!(o, "subscription = {}", quote(&p.subscription));

@@ -25,6 +25,7 @@ mod cloud_auth;
 mod entra;
 mod origin;
 mod servicebus;
+pub(super) mod watch;
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -53,6 +54,15 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .and_then(|p| p.get_ref().retry_delay_max_secs.as_ref())
         .map_or(0..0, Spanned::span);
     let mut pipeline = pipeline(raw.pipeline)?;
+    let watch = watch::settings(
+        watch::RawWatchSections {
+            watch: raw.watch,
+            gates: raw.gates,
+            notify: raw.notify,
+            watcher: raw.watcher,
+        },
+        &hosts,
+    )?;
     let mut raw_source = raw.source;
     let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {
         Some(o) => Some(origin::origin(o, &hosts)?),
@@ -60,6 +70,8 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
     };
     let source = match raw_source {
         Some(s) => source(s, pipeline.workers)?,
+        // A file with only `[[watch]]` blocks needs no event source.
+        None if !watch.watches.is_empty() => SourceConfig::None,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
     // A held message must come back by our nack, not by its lease running out.
@@ -102,6 +114,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         rules,
         pipeline,
         admin_listen,
+        watch,
     })
 }
 
