@@ -429,3 +429,63 @@ async fn ratelimit_remaining_below_the_floor_backs_off() {
     let line = format!("regrelay_registry_ratelimit_remaining{{registry=\"{}\"}} 0", proxy.host());
     assert!(metrics.contains(&line), "{line} not in metrics");
 }
+
+#[tokio::test]
+async fn a_promotion_is_published_to_pubsub_and_posted_to_a_webhook() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let env = Env::start().await;
+    let emu = support::PubSubEmulator::start().await;
+    emu.create_topic("base-images").await;
+    emu.create_subscription("builds", "base-images", 10).await;
+    // A webhook receiver on loopback.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let _ = tx.send((ct, body.to_vec()));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // A webhook nobody answers: counted as failed, the promotion stands.
+    let dead = format!("http://127.0.0.1:{}/hook", support::free_port());
+    let tables = format!(
+        "[notify.topic]\nkind = \"pubsub\"\ntopic = {:?}\nendpoint = {:?}\n\
+         [notify.hook]\nkind = \"webhook\"\nurl = {hook:?}\n\
+         [notify.dead]\nkind = \"webhook\"\nurl = {dead:?}\n",
+        emu.topic_path("base-images"),
+        emu.endpoint()
+    );
+    let config = env
+        .config(&[], &tables, "[watcher]\nnotify_attempts = 2\n")
+        .replace("notify = [\"log\"]", "notify = [\"dead\", \"topic\", \"hook\"]");
+    let w = env.watcher(&config);
+    let first = env.push_signed(1).await;
+    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
+    assert_eq!(env.target_tag("22").await, Some(first.digest.clone()));
+
+    let expect = |body: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["digest"], first.digest.to_string());
+        assert_eq!(v["image"], format!("{}/{TARGET}@{}", env.central_host, first.digest));
+        assert_eq!(v["source"], format!("{}/{UP}:22", env.up_host));
+        assert_eq!(v["watch"], "node");
+        assert_eq!(v["tags"].as_array().unwrap().len(), 2);
+    };
+    let (ct, body) = rx.try_recv().expect("the webhook was called");
+    assert_eq!(ct, "application/json");
+    expect(&body);
+    let published = emu.drain("builds", 10).await;
+    assert_eq!(published.len(), 1);
+    expect(&published[0]);
+    let metrics = regrelay::metrics::global().render();
+    assert!(metrics.contains("regrelay_watch_notifications_total{notify=\"dead\",outcome=\"failed\"} 1"));
+    assert!(metrics.contains("regrelay_watch_notifications_total{notify=\"topic\",outcome=\"sent\"} 1"));
+}
