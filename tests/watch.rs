@@ -489,3 +489,25 @@ async fn a_promotion_is_published_to_pubsub_and_posted_to_a_webhook() {
     assert!(metrics.contains("regrelay_watch_notifications_total{notify=\"dead\",outcome=\"failed\"} 1"));
     assert!(metrics.contains("regrelay_watch_notifications_total{notify=\"topic\",outcome=\"sent\"} 1"));
 }
+
+#[tokio::test]
+async fn docker_io_names_are_resolved_like_docker_hub() {
+    support::registry_bin_or_skip!();
+    let env = Env::start().await;
+    // `docker.io` is dialled at the loopback "upstream" (test-only `test_dial`); the
+    // one-segment name `node` is `library/node` there.
+    let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
+    let config = env
+        .config(&["smoke"], &tables, "")
+        .replace(&format!("source = \"{}/{UP}\"", env.up_host), "source = \"docker.io/node\"")
+        .replacen(
+            &format!("[registries.\"{}\"]", env.up_host),
+            &format!("[registries.\"docker.io\"]\ntest_dial = \"{}\"", env.up_host),
+            1,
+        );
+    let w = env.watcher(&config);
+    let first = env.push_signed(1).await;
+    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
+    assert_eq!(env.target_tag("22").await, Some(first.digest));
+    assert_eq!(env.lines("notify.log")[0].split(' ').nth(1), Some("docker.io/library/node:22"));
+}

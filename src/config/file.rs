@@ -400,6 +400,11 @@ struct RawRegistry {
     unreachable_after_secs: Option<Spanned<u64>>,
     /// Credentials. Default `{ kind = "anonymous" }`.
     auth: Option<Spanned<RawAuth>>,
+    /// Test only, and only in debug builds (a release build rejects the key): dial this
+    /// `host:port` instead of the registry's own host (a loopback registry standing in
+    /// for `docker.io`).
+    #[cfg(debug_assertions)]
+    test_dial: Option<String>,
 }
 
 /// `registries."HOST".retry`; absent fields keep the daemon default.

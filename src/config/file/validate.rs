@@ -349,6 +349,10 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     let r = r.into_inner();
     let mut c = RegistryConfig::new(host.get_ref());
     c.insecure = r.insecure.unwrap_or(c.insecure);
+    #[cfg(debug_assertions)]
+    {
+        c.dial = r.test_dial.clone();
+    }
     c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
     if let Some(rps) = &r.requests_per_second {
         if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {

@@ -86,7 +86,8 @@ fn repo(s: &Spanned<String>, field: &str, hosts: &HashSet<&str>) -> Result<RepoR
     }
     Ok(RepoRef {
         registry: host.to_string(),
-        repository: path.to_string(),
+        // Docker Hub's rule: `docker.io/node` is `docker.io/library/node`.
+        repository: crate::oci::hub_repository(host, path),
     })
 }
 
