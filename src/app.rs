@@ -161,7 +161,10 @@ fn executor(config: &Config, health: Arc<Health>) -> Result<(AppExecutor, Arc<Re
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,
     };
-    Ok((Arc::new(Guarded::new(Executor::new(replicator, memory), health)), registries))
+    Ok((
+        Arc::new(Guarded::new(Executor::new(replicator, memory), health)),
+        registries,
+    ))
 }
 
 /// [`run`] with an external shutdown token (for embedding and tests).

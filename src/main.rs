@@ -146,12 +146,7 @@ fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
 
 /// `regrelay watch`: 0 unless a watched tag could not be polled; 64 for a bad configuration.
 async fn watch(cfg: regrelay::config::Config, once: bool) -> ExitCode {
-    let stop = tokio_util::sync::CancellationToken::new();
-    if let Err(e) = regrelay::shutdown::on_signal(stop.clone()) {
-        eprintln!("error: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    match regrelay::cli::watch::run(cfg, once, stop).await {
+    match regrelay::cli::watch::run(cfg, once).await {
         Ok(s) if s.errors == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(regrelay::app::Error::Config(e)) => usage_error(e),

@@ -161,7 +161,13 @@ fn payload(digest: &Digest, kind: &str) -> Vec<u8> {
 }
 
 /// Push a cosign signature for `subject` (tag `sha256-<hex>.sig`), as cosign writes it.
-async fn sign(reg: &HttpRegistry, repo: &str, subject: &Digest, key: &p256::ecdsa::SigningKey, claim: &Claim) -> Pushed {
+async fn sign(
+    reg: &HttpRegistry,
+    repo: &str,
+    subject: &Digest,
+    key: &p256::ecdsa::SigningKey,
+    claim: &Claim,
+) -> Pushed {
     let signed = payload(
         claim.digest.as_ref().unwrap_or(subject),
         claim.kind.unwrap_or("cosign container image signature"),
@@ -185,7 +191,8 @@ async fn sign(reg: &HttpRegistry, repo: &str, subject: &Digest, key: &p256::ecds
     .await;
     layer["annotations"] = serde_json::json!({ "dev.cosignproject.cosign/signature": sig });
     let config = image::push_blob(reg, repo, "application/vnd.oci.image.config.v1+json", b"{}".to_vec()).await;
-    let body = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": [layer]});
+    let body =
+        serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": [layer]});
     let tag = format!("{}.sig", subject.fallback_tag());
     image::push_manifest(reg, repo, Some(&tag), oci::OCI_MANIFEST, body).await
 }
@@ -211,7 +218,10 @@ async fn new_upstream_digest_is_staged_gated_promoted_by_digest_and_notified() {
     let first = env.push_signed(1).await;
 
     let report = w.run_once().await;
-    assert_eq!(report[0].1, vec![("22".to_string(), TagOutcome::Promoted(first.digest.clone()))]);
+    assert_eq!(
+        report[0].1,
+        vec![("22".to_string(), TagOutcome::Promoted(first.digest.clone()))]
+    );
     let short = &first.digest.hex()[..12];
     assert_eq!(env.target_tag("22").await, Some(first.digest.clone()));
     assert_eq!(env.target_tag(&format!("22-{short}")).await, Some(first.digest.clone()));
@@ -220,7 +230,10 @@ async fn new_upstream_digest_is_staged_gated_promoted_by_digest_and_notified() {
     assert_eq!(env.lines("gate.log"), vec![staged]);
     assert_eq!(
         env.lines("notify.log"),
-        vec![format!("{}/{TARGET}@{} {}/{UP}:22", env.central_host, first.digest, env.up_host)]
+        vec![format!(
+            "{}/{TARGET}@{} {}/{UP}:22",
+            env.central_host, first.digest, env.up_host
+        )]
     );
 
     // Nothing new: no gate, no notification.
@@ -229,7 +242,10 @@ async fn new_upstream_digest_is_staged_gated_promoted_by_digest_and_notified() {
 
     // The tag moves upstream: the new digest goes through the same flow.
     let second = env.push_signed(2).await;
-    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(second.digest.clone()));
+    assert_eq!(
+        w.run_once().await[0].1[0].1,
+        TagOutcome::Promoted(second.digest.clone())
+    );
     assert_eq!(env.target_tag("22").await, Some(second.digest.clone()));
     // The first digest keeps its unique tag, for rollbacks.
     assert_eq!(env.target_tag(&format!("22-{short}")).await, Some(first.digest));
@@ -369,9 +385,16 @@ async fn the_upstream_tag_moving_while_a_gate_runs_promotes_the_gated_digest() {
     std::fs::write(&go, b"").unwrap();
     let report = run.await.unwrap();
     assert_eq!(report[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
-    assert_eq!(env.target_tag("22").await, Some(first.digest.clone()), "the gated digest, not the new one");
+    assert_eq!(
+        env.target_tag("22").await,
+        Some(first.digest.clone()),
+        "the gated digest, not the new one"
+    );
     // The new digest is gated at the next poll.
-    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(second.digest.clone()));
+    assert_eq!(
+        w.run_once().await[0].1[0].1,
+        TagOutcome::Promoted(second.digest.clone())
+    );
     assert_eq!(env.target_tag("22").await, Some(second.digest));
     let gated = env.lines("gate.log");
     assert_eq!(gated.len(), 2);
@@ -386,8 +409,15 @@ async fn a_restart_with_the_state_file_does_not_gate_again_and_without_it_does()
     let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
     let config = env.config(&["smoke"], &tables, &format!("[watcher]\nstate_file = {state:?}\n"));
     let first = env.push_signed(1).await;
-    assert_eq!(env.watcher(&config).run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
-    assert!(std::fs::read_to_string(&state).unwrap().contains(&first.digest.to_string()));
+    assert_eq!(
+        env.watcher(&config).run_once().await[0].1[0].1,
+        TagOutcome::Promoted(first.digest.clone())
+    );
+    assert!(
+        std::fs::read_to_string(&state)
+            .unwrap()
+            .contains(&first.digest.to_string())
+    );
 
     // A new process with the state file: nothing to do.
     assert_eq!(env.watcher(&config).run_once().await[0].1[0].1, TagOutcome::Unchanged);
@@ -395,7 +425,10 @@ async fn a_restart_with_the_state_file_does_not_gate_again_and_without_it_does()
 
     // The file is lost: the current digest is gated again, and promoting it again is safe.
     std::fs::remove_file(&state).unwrap();
-    assert_eq!(env.watcher(&config).run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
+    assert_eq!(
+        env.watcher(&config).run_once().await[0].1[0].1,
+        TagOutcome::Promoted(first.digest.clone())
+    );
     assert_eq!(env.lines("gate.log").len(), 2);
     assert_eq!(env.target_tag("22").await, Some(first.digest));
 }
@@ -416,17 +449,31 @@ async fn ratelimit_remaining_below_the_floor_backs_off() {
     // The watch polls the upstream through the proxy.
     let config = env
         .config(&["smoke"], &tables, "")
-        .replace(&format!("source = \"{}/", env.up_host), &format!("source = \"{}/", proxy.host()))
-        .replacen(&format!("[registries.\"{}\"]", env.up_host), &format!("[registries.\"{}\"]", proxy.host()), 1);
+        .replace(
+            &format!("source = \"{}/", env.up_host),
+            &format!("source = \"{}/", proxy.host()),
+        )
+        .replacen(
+            &format!("[registries.\"{}\"]", env.up_host),
+            &format!("[registries.\"{}\"]", proxy.host()),
+            1,
+        );
     let w = env.watcher(&config);
     let first = env.push_signed(1).await;
     // The first poll reads the headers (and still handles the digest it saw).
     assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest));
     proxy.clear_log();
     assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Backoff);
-    assert!(proxy.requests().is_empty(), "no request while backing off: {:?}", proxy.requests());
+    assert!(
+        proxy.requests().is_empty(),
+        "no request while backing off: {:?}",
+        proxy.requests()
+    );
     let metrics = regrelay::metrics::global().render();
-    let line = format!("regrelay_registry_ratelimit_remaining{{registry=\"{}\"}} 0", proxy.host());
+    let line = format!(
+        "regrelay_registry_ratelimit_remaining{{registry=\"{}\"}} 0",
+        proxy.host()
+    );
     assert!(metrics.contains(&line), "{line} not in metrics");
 }
 
@@ -445,7 +492,11 @@ async fn a_promotion_is_published_to_pubsub_and_posted_to_a_webhook() {
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
             let tx = tx.clone();
             async move {
-                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
                 let _ = tx.send((ct, body.to_vec()));
                 "ok"
             }
@@ -499,7 +550,10 @@ async fn docker_io_names_are_resolved_like_docker_hub() {
     let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
     let config = env
         .config(&["smoke"], &tables, "")
-        .replace(&format!("source = \"{}/{UP}\"", env.up_host), "source = \"docker.io/node\"")
+        .replace(
+            &format!("source = \"{}/{UP}\"", env.up_host),
+            "source = \"docker.io/node\"",
+        )
         .replacen(
             &format!("[registries.\"{}\"]", env.up_host),
             &format!("[registries.\"docker.io\"]\ntest_dial = \"{}\"", env.up_host),
@@ -509,5 +563,31 @@ async fn docker_io_names_are_resolved_like_docker_hub() {
     let first = env.push_signed(1).await;
     assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
     assert_eq!(env.target_tag("22").await, Some(first.digest));
-    assert_eq!(env.lines("notify.log")[0].split(' ').nth(1), Some("docker.io/library/node:22"));
+    assert_eq!(
+        env.lines("notify.log")[0].split(' ').nth(1),
+        Some("docker.io/library/node:22")
+    );
+}
+
+#[tokio::test]
+async fn regrelay_watch_once_promotes_and_exits_zero() {
+    support::registry_bin_or_skip!();
+    let env = Env::start().await;
+    let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
+    let config = env.path("watch.toml");
+    std::fs::write(&config, env.config(&["smoke"], &tables, "")).unwrap();
+    let first = env.push_signed(1).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+        .args(["watch", "--once", "--log-format", "json", "--config", &config])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("node 22: promoted {}", first.digest));
+    assert_eq!(env.target_tag("22").await, Some(first.digest));
 }

@@ -22,13 +22,18 @@ pub struct Summary {
     pub errors: usize,
 }
 
-/// Run the watches of `config`: one poll of each with `once`, else until `shutdown`.
-pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Result<Summary, crate::app::Error> {
+/// Run the watches of `config`: one poll of each with `once`, else until SIGTERM/SIGINT.
+pub async fn run(config: Config, once: bool) -> Result<Summary, crate::app::Error> {
     if config.watch.watches.is_empty() {
-        return Err(crate::app::Error::Config("the configuration has no [[watch]] blocks".into()));
+        return Err(crate::app::Error::Config(
+            "the configuration has no [[watch]] blocks".into(),
+        ));
     }
     let watcher = crate::app::watcher(&config)?;
     if !once {
+        let shutdown = CancellationToken::new();
+        crate::shutdown::on_signal(shutdown.clone())
+            .map_err(|e| crate::app::Error::Startup(format!("cannot install signal handlers: {e}")))?;
         watcher.run(shutdown).await;
         return Ok(Summary::default());
     }

@@ -507,5 +507,4 @@ mod tests {
         c.dial = Some("127.0.0.1:5000".into());
         assert_eq!((c.dial_host(), c.scheme()), ("127.0.0.1:5000", "http"));
     }
-
 }

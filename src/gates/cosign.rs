@@ -52,7 +52,9 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PublicKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +83,8 @@ impl PublicKey {
 
     /// Whether `signature` (DER, or the 64-byte fixed form) is this key's over `payload`.
     fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {
-        let sig = p256::ecdsa::Signature::from_der(signature).or_else(|_| p256::ecdsa::Signature::from_slice(signature));
+        let sig =
+            p256::ecdsa::Signature::from_der(signature).or_else(|_| p256::ecdsa::Signature::from_slice(signature));
         sig.is_ok_and(|s| self.key.verify(payload, &s).is_ok())
     }
 }
@@ -158,7 +161,11 @@ impl CosignGate {
     }
 
     /// `Ok(Ok(key name))` when a candidate verified, `Ok(Err(why not))` when none did.
-    async fn find<G: Registry>(&self, registry: &G, subject: &Subject) -> Result<Result<String, String>, registry::Error> {
+    async fn find<G: Registry>(
+        &self,
+        registry: &G,
+        subject: &Subject,
+    ) -> Result<Result<String, String>, registry::Error> {
         let repo = &subject.repository;
         let mut manifests = Vec::new();
         let sig_tag = format!("{}.sig", subject.digest.fallback_tag());
@@ -175,11 +182,18 @@ impl CosignGate {
                 .filter(|d| d.artifact_type.as_deref() == Some(COSIGN_ARTIFACT))
                 .take(MAX_CANDIDATES)
             {
-                manifests.push(registry.get_manifest(repo, &Locator::Digest(d.digest.clone())).await?.bytes);
+                manifests.push(
+                    registry
+                        .get_manifest(repo, &Locator::Digest(d.digest.clone()))
+                        .await?
+                        .bytes,
+                );
             }
         }
         if manifests.is_empty() {
-            return Ok(Err(format!("no cosign signature (neither tag {sig_tag} nor a referrer)")));
+            return Ok(Err(format!(
+                "no cosign signature (neither tag {sig_tag} nor a referrer)"
+            )));
         }
         let mut why = Vec::new();
         for bytes in manifests {
@@ -187,7 +201,12 @@ impl CosignGate {
                 why.push("a signature manifest that does not parse".to_string());
                 continue;
             };
-            for layer in m.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING).take(MAX_CANDIDATES) {
+            for layer in m
+                .layers
+                .iter()
+                .filter(|l| l.media_type == SIMPLE_SIGNING)
+                .take(MAX_CANDIDATES)
+            {
                 match self.candidate(registry, repo, layer, &subject.digest).await? {
                     Ok(key) => return Ok(Ok(key)),
                     Err(reason) => why.push(reason),
@@ -214,21 +233,38 @@ impl CosignGate {
             return Ok(Err(format!("layer {}: signature is not base64", layer.digest)));
         };
         if layer.size > MAX_PAYLOAD as u64 {
-            return Ok(Err(format!("layer {}: payload of {} bytes is too large", layer.digest, layer.size)));
+            return Ok(Err(format!(
+                "layer {}: payload of {} bytes is too large",
+                layer.digest, layer.size
+            )));
         }
         let payload = read_bounded(registry, repo, &layer.digest).await?;
         let Some(payload) = payload.filter(|p| layer.digest.matches(p)) else {
-            return Ok(Err(format!("layer {}: payload does not match its digest", layer.digest)));
+            return Ok(Err(format!(
+                "layer {}: payload does not match its digest",
+                layer.digest
+            )));
         };
         let Some(key) = self.keys.iter().find(|k| k.verifies(&payload, &sig)) else {
-            return Ok(Err(format!("layer {}: signature verifies with none of the keys", layer.digest)));
+            return Ok(Err(format!(
+                "layer {}: signature verifies with none of the keys",
+                layer.digest
+            )));
         };
         let claim: Payload = match serde_json::from_slice(&payload) {
             Ok(p) => p,
-            Err(e) => return Ok(Err(format!("layer {}: payload is not simple signing: {e}", layer.digest))),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "layer {}: payload is not simple signing: {e}",
+                    layer.digest
+                )));
+            }
         };
         if claim.critical.kind != COSIGN_TYPE {
-            return Ok(Err(format!("layer {}: payload type is {:?}", layer.digest, claim.critical.kind)));
+            return Ok(Err(format!(
+                "layer {}: payload type is {:?}",
+                layer.digest, claim.critical.kind
+            )));
         }
         if claim.critical.image.digest != subject.to_string() {
             return Ok(Err(format!(
@@ -241,7 +277,11 @@ impl CosignGate {
 }
 
 /// A blob of at most [`MAX_PAYLOAD`] bytes; `None` when it is larger.
-async fn read_bounded<G: Registry>(registry: &G, repo: &str, digest: &Digest) -> Result<Option<Vec<u8>>, registry::Error> {
+async fn read_bounded<G: Registry>(
+    registry: &G,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Option<Vec<u8>>, registry::Error> {
     let mut reader = registry.get_blob(repo, digest).await?;
     let mut out = Vec::new();
     while let Some(chunk) = reader.stream.next().await {
@@ -264,7 +304,8 @@ mod tests {
 
     #[test]
     fn non_p256_pem_is_refused() {
-        let e = PublicKey::from_pem("k.pub", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap_err();
+        let e =
+            PublicKey::from_pem("k.pub", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap_err();
         assert!(e.to_string().contains("k.pub"), "{e}");
     }
 

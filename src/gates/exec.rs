@@ -48,7 +48,11 @@ impl ExecGate {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for var in ["PATH", "HOME"].iter().copied().chain(self.pass_env.iter().map(String::as_str)) {
+        for var in ["PATH", "HOME"]
+            .iter()
+            .copied()
+            .chain(self.pass_env.iter().map(String::as_str))
+        {
             if let Some(v) = std::env::var_os(var) {
                 cmd.env(var, v);
             }
@@ -150,13 +154,19 @@ mod tests {
     async fn other_exit_codes_fail_with_the_output_tail() {
         let v = gate("echo broken >&2; exit 3", 5000, 1024).check(&subject()).await;
         let Verdict::Fail { reason } = v else { panic!("{v:?}") };
-        assert!(reason.contains("exit status: 3") && reason.contains("broken"), "{reason}");
+        assert!(
+            reason.contains("exit status: 3") && reason.contains("broken"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]
     async fn exit_75_asks_for_a_retry() {
         let v = gate("echo later; exit 75", 5000, 1024).check(&subject()).await;
-        assert!(matches!(v, Verdict::Retry { ref reason } if reason.contains("later")), "{v:?}");
+        assert!(
+            matches!(v, Verdict::Retry { ref reason } if reason.contains("later")),
+            "{v:?}"
+        );
     }
 
     #[tokio::test]
@@ -175,14 +185,20 @@ mod tests {
         let v = gate(script, 60_000, 256).check(&subject()).await;
         let Verdict::Fail { reason } = v else { panic!("{v:?}") };
         assert!(reason.len() < 512, "{} bytes kept", reason.len());
-        assert!(reason.contains("THE-END") && reason.contains("earlier bytes dropped"), "{reason}");
+        assert!(
+            reason.contains("THE-END") && reason.contains("earlier bytes dropped"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]
     async fn the_environment_is_cleared() {
         // SAFETY of the assertion: CARGO is set for every test process by cargo.
         assert!(std::env::var_os("CARGO").is_some());
-        assert_eq!(gate("test -z \"$CARGO\"", 5000, 1024).check(&subject()).await, Verdict::Pass);
+        assert_eq!(
+            gate("test -z \"$CARGO\"", 5000, 1024).check(&subject()).await,
+            Verdict::Pass
+        );
     }
 
     #[tokio::test]

@@ -27,9 +27,17 @@ impl WatchMetrics {
     /// Register the families in `r`.
     pub(super) fn new(r: &Registry) -> WatchMetrics {
         let cv = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
+            reg(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+            )
         };
-        let gv = |name: &str, help: &str| reg(r, IntGaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid gauge"));
+        let gv = |name: &str, help: &str| {
+            reg(
+                r,
+                IntGaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid gauge"),
+            )
+        };
         WatchMetrics {
             polls: cv(
                 "regrelay_watch_polls_total",
@@ -97,7 +105,9 @@ impl WatchMetrics {
     /// A gate decided.
     pub fn gate(&self, gate: &str, outcome: &'static str, duration: std::time::Duration) {
         self.gate_results.with_label_values(&[gate, outcome]).inc();
-        self.gate_duration.with_label_values(&[gate]).observe(duration.as_secs_f64());
+        self.gate_duration
+            .with_label_values(&[gate])
+            .observe(duration.as_secs_f64());
     }
 
     /// A gated digest was promoted (`promoted`), failed to be (`failed`) or was rejected.
@@ -112,7 +122,9 @@ impl WatchMetrics {
 
     /// A registry sent rate-limit headers.
     pub fn ratelimit(&self, registry: &str, remaining: u64, limit: Option<u64>) {
-        self.ratelimit_remaining.with_label_values(&[registry]).set(remaining as i64);
+        self.ratelimit_remaining
+            .with_label_values(&[registry])
+            .set(remaining as i64);
         if let Some(l) = limit {
             self.ratelimit_limit.with_label_values(&[registry]).set(l as i64);
         }

@@ -680,11 +680,13 @@ mod tests {
     #[test]
     fn docker_hub_one_segment_names_get_library_issue_14() {
         let r: Reference = "docker.io/node:22".parse().unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "library/node"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/node")
+        );
         let r: Reference = "docker.io/bitnami/redis:7".parse().unwrap();
         assert_eq!(r.repository, "bitnami/redis");
         let r: Reference = "reg.example/node:22".parse().unwrap();
         assert_eq!(r.repository, "node");
     }
-
 }

@@ -651,7 +651,14 @@ async fn run_helper(host: &str, name: &str) -> Result<Credentials, Error> {
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             // Helpers store Docker Hub under the server URL `docker login` uses.
-            .write_all(if is_hub(host) { "https://index.docker.io/v1/" } else { host }.as_bytes())
+            .write_all(
+                if is_hub(host) {
+                    "https://index.docker.io/v1/"
+                } else {
+                    host
+                }
+                .as_bytes(),
+            )
             .await
             .map_err(|e| cred_err(format!("writing to {program}: {e}")))?;
     }
@@ -758,12 +765,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
         let auth = B64.encode("hubuser:hubpass");
-        std::fs::write(&p, format!(r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{auth}"}}}}}}"#)).unwrap();
+        std::fs::write(
+            &p,
+            format!(r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{auth}"}}}}}}"#),
+        )
+        .unwrap();
         match from_docker_config("docker.io", &p).await.unwrap() {
             Credentials::Basic { username, .. } => assert_eq!(username, "hubuser"),
             other => panic!("expected basic credentials, got {other:?}"),
         }
-        assert!(matches!(from_docker_config("quay.io", &p).await.unwrap(), Credentials::Anonymous));
+        assert!(matches!(
+            from_docker_config("quay.io", &p).await.unwrap(),
+            Credentials::Anonymous
+        ));
     }
-
 }

@@ -121,10 +121,11 @@ pub struct HttpRegistry {
 impl HttpRegistry {
     /// A client for one configured host. Fails only on an unusable host name.
     pub fn new(cfg: RegistryConfig) -> Result<HttpRegistry, config::Error> {
-        let base = Url::parse(&format!("{}://{}/", cfg.scheme(), cfg.dial_host())).map_err(|e| config::Error::Invalid {
-            field: format!("registries.{}", cfg.host),
-            reason: format!("not a usable host: {e}"),
-        })?;
+        let base =
+            Url::parse(&format!("{}://{}/", cfg.scheme(), cfg.dial_host())).map_err(|e| config::Error::Invalid {
+                field: format!("registries.{}", cfg.host),
+                reason: format!("not a usable host: {e}"),
+            })?;
         let origin_host = cfg.dial_host().to_string();
         // Blob GETs may redirect to storage. Follow at most 5 hops, and only to HTTPS or
         // back to the registry itself; reqwest drops `Authorization` on cross-host hops.

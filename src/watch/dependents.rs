@@ -58,7 +58,9 @@ pub struct Dependents {
 
 impl std::fmt::Debug for Dependents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dependents").field("names", &self.by_name.keys()).finish_non_exhaustive()
+        f.debug_struct("Dependents")
+            .field("names", &self.by_name.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -137,7 +139,13 @@ impl Dependents {
         let body = serde_json::to_vec(p).map_err(|e| e.to_string())?;
         match n {
             Notifier::Exec(cmd) => {
-                let (registry, repository) = p.image.split_once('@').map(|(r, _)| r).unwrap_or(&p.image).split_once('/').unwrap_or(("", ""));
+                let (registry, repository) = p
+                    .image
+                    .split_once('@')
+                    .map(|(r, _)| r)
+                    .unwrap_or(&p.image)
+                    .split_once('/')
+                    .unwrap_or(("", ""));
                 let subject = Subject {
                     registry: registry.into(),
                     repository: repository.into(),
@@ -181,12 +189,18 @@ impl Dependents {
                         b.build().await.map_err(|e| format!("publisher for {topic}: {e}"))
                     })
                     .await?;
-                let msg = google_cloud_pubsub::model::Message::new().set_data(body).set_attributes([
-                    ("event", "promoted".to_string()),
-                    ("watch", p.watch.clone()),
-                    ("digest", p.digest.to_string()),
-                ]);
-                publisher.publish(msg).await.map(|_| ()).map_err(|e| format!("publish to {topic}: {e}"))
+                let msg = google_cloud_pubsub::model::Message::new()
+                    .set_data(body)
+                    .set_attributes([
+                        ("event", "promoted".to_string()),
+                        ("watch", p.watch.clone()),
+                        ("digest", p.digest.to_string()),
+                    ]);
+                publisher
+                    .publish(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("publish to {topic}: {e}"))
             }
         }
     }

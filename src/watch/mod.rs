@@ -101,7 +101,9 @@ pub struct Watcher<E: Execute, R: Registries> {
 
 impl<E: Execute, R: Registries> std::fmt::Debug for Watcher<E, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watcher").field("watches", &self.watches.len()).finish_non_exhaustive()
+        f.debug_struct("Watcher")
+            .field("watches", &self.watches.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -247,21 +249,34 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
     async fn head(&self, source: &RepoRef, tag: &str) -> Result<Option<Digest>, String> {
         let reg = self.registries.get(&source.registry).map_err(|e| e.to_string())?;
         let locator = Locator::Tag(tag.to_string());
-        let head = reg.head_manifest(&source.repository, &locator).await.map_err(|e| e.to_string())?;
+        let head = reg
+            .head_manifest(&source.repository, &locator)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(head) = head else { return Ok(None) };
         if let Some(rl) = head.ratelimit {
-            metrics::global().watch.ratelimit(&source.registry, rl.remaining, rl.limit);
+            metrics::global()
+                .watch
+                .ratelimit(&source.registry, rl.remaining, rl.limit);
             if rl.remaining < self.floor {
                 tracing::warn!(registry = %source.registry, remaining = rl.remaining, floor = self.floor,
                     "registry rate limit below the floor; pausing its polls");
                 let until = Instant::now() + RATELIMIT_BACKOFF;
-                self.paused.lock().unwrap_or_else(|e| e.into_inner()).insert(source.registry.clone(), until);
+                self.paused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(source.registry.clone(), until);
             }
         }
         match head.digest {
             Some(d) => Ok(Some(d)),
             // No Docker-Content-Digest on the HEAD: GET it (verified bytes, hashed here).
-            None => Ok(Some(reg.get_manifest(&source.repository, &locator).await.map_err(|e| e.to_string())?.digest)),
+            None => Ok(Some(
+                reg.get_manifest(&source.repository, &locator)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .digest,
+            )),
         }
     }
 
@@ -408,7 +423,9 @@ fn repo(r: &RepoRef) -> Repo {
 /// A target tag from its template: `{tag}` and `{digest12}` (the first 12 hex digits).
 pub fn render(template: &str, tag: &str, digest: &Digest) -> String {
     let hex = digest.hex();
-    template.replace("{tag}", tag).replace("{digest12}", &hex[..hex.len().min(12)])
+    template
+        .replace("{tag}", tag)
+        .replace("{digest12}", &hex[..hex.len().min(12)])
 }
 
 #[cfg(test)]

@@ -37,12 +37,21 @@ pub struct State {
 impl State {
     /// The state of `watch`'s `tag` (default when unknown).
     pub fn get(&self, watch: &str, tag: &str) -> TagState {
-        self.watches.get(watch).and_then(|t| t.get(tag)).cloned().unwrap_or_default()
+        self.watches
+            .get(watch)
+            .and_then(|t| t.get(tag))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Change the state of `watch`'s `tag`.
     pub fn update(&mut self, watch: &str, tag: &str, f: impl FnOnce(&mut TagState)) {
-        f(self.watches.entry(watch.into()).or_default().entry(tag.into()).or_default());
+        f(self
+            .watches
+            .entry(watch.into())
+            .or_default()
+            .entry(tag.into())
+            .or_default());
     }
 }
 
@@ -61,7 +70,9 @@ impl Store {
     /// Read the state; a missing file is an empty state, an unreadable one is logged and
     /// treated as empty (safe: digests are gated again).
     pub async fn load(&self) -> State {
-        let Some(path) = &self.path else { return State::default() };
+        let Some(path) = &self.path else {
+            return State::default();
+        };
         match tokio::fs::read(path).await {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "watch state file unreadable; starting afresh");
@@ -85,7 +96,10 @@ impl Store {
 
 async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt as _;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = tokio::fs::File::create(&tmp).await?;
     f.write_all(bytes).await?;
@@ -107,7 +121,11 @@ mod tests {
         s.update("node", "22", |t| t.passed = Some("sha256:ab".into()));
         store.save(&s).await.unwrap();
         assert_eq!(store.load().await, s);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         std::fs::write(dir.path().join("state.json"), b"{broken").unwrap();
         assert_eq!(store.load().await, State::default());
     }

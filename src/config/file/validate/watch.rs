@@ -107,7 +107,10 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
                 GateConfig::Exec {
                     argv,
                     timeout: Duration::from_secs(g.timeout_secs.map_or(600, |t| *t.get_ref()).max(1)),
-                    max_output_bytes: g.max_output_bytes.map_or(64 * 1024, |m| *m.get_ref()).clamp(256, 16 << 20),
+                    max_output_bytes: g
+                        .max_output_bytes
+                        .map_or(64 * 1024, |m| *m.get_ref())
+                        .clamp(256, 16 << 20),
                     pass_env: g.pass_env,
                 }
             }
@@ -121,7 +124,11 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
                     match std::fs::read_to_string(&k) {
                         Ok(pem) => out.push((k, pem)),
                         Err(e) => {
-                            return invalid(kspan, format!("{path}.keys"), format!("cannot read {}: {e}", k.display()));
+                            return invalid(
+                                kspan,
+                                format!("{path}.keys"),
+                                format!("cannot read {}: {e}", k.display()),
+                            );
                         }
                     }
                 }
@@ -166,8 +173,16 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
                     return invalid(span, format!("{path}.topic"), "required: projects/PROJECT/topics/TOPIC");
                 };
                 let parts: Vec<&str> = t.get_ref().split('/').collect();
-                if parts.len() != 4 || parts[0] != "projects" || parts[2] != "topics" || parts.iter().any(|p| p.is_empty()) {
-                    return invalid(t.span(), format!("{path}.topic"), "expected projects/PROJECT/topics/TOPIC");
+                if parts.len() != 4
+                    || parts[0] != "projects"
+                    || parts[2] != "topics"
+                    || parts.iter().any(|p| p.is_empty())
+                {
+                    return invalid(
+                        t.span(),
+                        format!("{path}.topic"),
+                        "expected projects/PROJECT/topics/TOPIC",
+                    );
                 }
                 NotifyConfig::PubSub {
                     topic: t.into_inner(),
@@ -220,12 +235,20 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
         };
         for g in &w.gates {
             if !gates.contains_key(g.get_ref()) {
-                return invalid(g.span(), format!("{path}.gates"), format!("no [gates.{}] table", g.get_ref()));
+                return invalid(
+                    g.span(),
+                    format!("{path}.gates"),
+                    format!("no [gates.{}] table", g.get_ref()),
+                );
             }
         }
         for n in &w.notify {
             if !notify.contains_key(n.get_ref()) {
-                return invalid(n.span(), format!("{path}.notify"), format!("no [notify.{}] table", n.get_ref()));
+                return invalid(
+                    n.span(),
+                    format!("{path}.notify"),
+                    format!("no [notify.{}] table", n.get_ref()),
+                );
             }
         }
         let interval = w.interval_secs.as_ref().map_or(600, |s| *s.get_ref());
@@ -267,4 +290,66 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
         ratelimit_floor: watcher.ratelimit_floor.unwrap_or(10),
         notify_attempts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<crate::config::Config, String> {
+        crate::config::load_str(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = r#"
+[registries."docker.io"]
+[registries."central.example"]
+[[watch]]
+name = "node"
+source = "docker.io/node"
+tags = ["22", "22-*"]
+staging = "central.example/staging/node"
+target = "central.example/base/node"
+target_tags = ["{tag}", "{tag}-{digest12}"]
+gates = ["smoke"]
+[gates.smoke]
+kind = "exec"
+argv = ["true"]
+"#;
+
+    #[test]
+    fn a_file_with_watches_needs_no_source() {
+        let c = load(BASE).unwrap();
+        assert_eq!(c.source.kind(), "none");
+        let w = &c.watch.watches[0];
+        assert_eq!(w.source.repository, "library/node");
+        assert_eq!(w.interval.as_secs(), 600);
+        assert_eq!(c.watch.ratelimit_floor, 10);
+    }
+
+    #[test]
+    fn bad_watches_are_refused_with_their_field() {
+        for (bad, field) in [
+            (
+                BASE.replace("gates = [\"smoke\"]", "gates = [\"nope\"]"),
+                "watch[0].gates",
+            ),
+            (BASE.replace("{tag}-{digest12}", "{tag}-{sha}"), "watch[0].target_tags"),
+            (
+                BASE.replace("central.example/base/node", "elsewhere.example/base/node"),
+                "watch[0].target",
+            ),
+            (BASE.replace("kind = \"exec\"", "kind = \"shell\""), "gates.smoke.kind"),
+            (BASE.replace("argv = [\"true\"]", "argv = []"), "gates.smoke.argv"),
+            (
+                format!("{BASE}\n[gates.sig]\nkind = \"cosign\"\nkeys = [\"/nonexistent.pub\"]\n"),
+                "gates.sig.keys",
+            ),
+        ] {
+            let e = load(&bad).unwrap_err();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // Without watches, [source] is still required.
+        let no_watch = "[registries.\"docker.io\"]\n";
+        assert!(load(no_watch).unwrap_err().contains("source"));
+    }
 }
