@@ -47,7 +47,9 @@ impl ExecGate {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so that a timeout kills what it started too.
+            .process_group(0);
         for var in ["PATH", "HOME"]
             .iter()
             .copied()
@@ -95,8 +97,16 @@ impl ExecGate {
         let output = || tail.lock().unwrap_or_else(|p| p.into_inner()).text();
         match status {
             Err(_) => {
-                // The pipes may be held open by grandchildren; the direct child is killed
-                // and reaped, and its output so far reported.
+                // Kill the whole group (grandchildren may hold the pipes open), then reap
+                // the child; its output so far is reported.
+                if let Some(pid) = child.id() {
+                    let _ = tokio::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .await;
+                }
                 let _ = child.kill().await;
                 Verdict::Fail {
                     reason: format!("timed out after {} s; output: {}", self.timeout.as_secs_f64(), output()),
@@ -179,9 +189,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_timeout_kills_the_commands_children_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        // The shell is not replaced (`exec`): its child `sleep` would outlive a plain kill.
+        let script = format!("sleep 2; touch {}", marker.display());
+        let v = gate(&script, 300, 1024).check(&subject()).await;
+        assert!(matches!(v, Verdict::Fail { .. }), "{v:?}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "the command's children were left running");
+    }
+
+    #[tokio::test]
     async fn huge_output_is_bounded_to_its_tail() {
-        // 20 MB on stdout and stderr, then a last line: only the tail is kept.
-        let script = "head -c 10000000 /dev/zero | tr '\\0' a; head -c 10000000 /dev/zero | tr '\\0' b >&2; echo THE-END; exit 1";
+        // 20 MB on stdout and stderr, then, once the pipes have been drained (two pipes have no order between them), a last line: only the tail is kept.
+        let script = "head -c 10000000 /dev/zero | tr '\\0' a; head -c 10000000 /dev/zero | tr '\\0' b >&2; sleep 0.5; echo THE-END >&2; exit 1";
         let v = gate(script, 60_000, 256).check(&subject()).await;
         let Verdict::Fail { reason } = v else { panic!("{v:?}") };
         assert!(reason.len() < 512, "{} bytes kept", reason.len());

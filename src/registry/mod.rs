@@ -611,4 +611,22 @@ mod tests {
         assert!(matches!(err, Error::HostNotAllowed { .. }));
         assert!(RegistrySet::from_configs([RegistryConfig::new("a"), RegistryConfig::new("a")]).is_err());
     }
+
+    #[test]
+    fn ratelimit_headers_are_read_with_their_window_parameter() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(RateLimit::from_headers(&h), None);
+        h.insert("ratelimit-remaining", "76;w=21600".parse().unwrap());
+        assert_eq!(
+            RateLimit::from_headers(&h),
+            Some(RateLimit {
+                remaining: 76,
+                limit: None
+            })
+        );
+        h.insert("ratelimit-limit", "100;w=21600".parse().unwrap());
+        assert_eq!(RateLimit::from_headers(&h).unwrap().limit, Some(100));
+        h.insert("ratelimit-remaining", "lots".parse().unwrap());
+        assert_eq!(RateLimit::from_headers(&h), None);
+    }
 }
