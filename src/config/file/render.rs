@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+mod watch;
+
 use crate::config::{
     Auth, Config, EntraConfig, EntraCredential, Matcher, RejectMode, ServiceBusAuth, ServiceBusEntity, SourceConfig,
     Untagged,
@@ -180,6 +182,7 @@ pub fn render(config: &Config) -> String {
             }
         }
     }
+    watch::render(o, &config.watch);
     out
 }
 

@@ -352,4 +352,21 @@ argv = ["true"]
         let no_watch = "[registries.\"docker.io\"]\n";
         assert!(load(no_watch).unwrap_err().contains("source"));
     }
+
+    #[test]
+    fn watches_render_and_reload_stably() {
+        let text = format!(
+            "{BASE}\n[notify.hook]\nkind = \"webhook\"\nurl = \"https://ci.example/h?token=SECRET\"\n\
+             [notify.topic]\nkind = \"pubsub\"\ntopic = \"projects/p/topics/t\"\n"
+        );
+        let c = load(&text).unwrap();
+        let out = crate::config::render(&c);
+        assert!(!out.contains("SECRET"), "{out}");
+        assert!(
+            out.contains("[[watch]]") && out.contains("source = \"docker.io/library/node\""),
+            "{out}"
+        );
+        let again = load(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(crate::config::render(&again), out);
+    }
 }
