@@ -28,6 +28,8 @@
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
+//! | [`gates`] | checks of one image by digest before a tag is written: exec (argv), cosign (P-256 keys) | `registry`, `oci` |
+//! | [`watch`] | buffered base images: poll upstream tags, stage, gate, promote through the executor, notify dependents | `engine`, `gates`, `registry`, `config`, `metrics`, `oci` |
 //!
 //! The layering tests (`src/layering.rs`) enforce the direction: they resolve every
 //! in-crate path a module names (plain, grouped and nested imports, paths in code,

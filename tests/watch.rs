@@ -591,3 +591,40 @@ async fn regrelay_watch_once_promotes_and_exits_zero() {
     assert_eq!(stdout.trim(), format!("node 22: promoted {}", first.digest));
     assert_eq!(env.target_tag("22").await, Some(first.digest));
 }
+
+#[tokio::test]
+async fn regrelay_run_with_only_watches_polls_and_promotes_then_stops_cleanly() {
+    support::registry_bin_or_skip!();
+    let env = Env::start().await;
+    let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
+    let config = format!(
+        "[admin]\nlisten = \"{{ADMIN}}\"\n{}",
+        env.config(&["smoke"], &tables, "")
+            .replace("interval_secs = 60", "interval_secs = 1")
+    );
+    let first = env.push_signed(1).await;
+    let mut daemon = support::Daemon::start(&config).await;
+    // Promoted (every target tag written) within the deadline: exactly once.
+    let promoted = [("watch", "node"), ("outcome", "promoted")];
+    daemon
+        .wait_metric("regrelay_watch_promotions_total", &promoted, support::LONG, |v| {
+            v >= 1.0
+        })
+        .await;
+    assert_eq!(env.target_tag("22").await, Some(first.digest.clone()));
+    assert_eq!(daemon.metric("regrelay_watch_promotions_total", &promoted).await, 1.0);
+    assert_eq!(
+        daemon
+            .metric("regrelay_gate_results_total", &[("gate", "smoke"), ("outcome", "pass")])
+            .await,
+        1.0
+    );
+    assert!(
+        daemon
+            .metric("regrelay_watch_polls_total", &[("watch", "node"), ("outcome", "ok")])
+            .await
+            >= 1.0
+    );
+    let (status, _) = daemon.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}
