@@ -242,8 +242,10 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             Finished::Stopped
         }
         SourceConfig::None => {
-            // Only `[[watch]]` blocks run: wait for the shutdown signal.
+            // Only `[[watch]]` blocks run: ready (no source to wait for) until shutdown.
+            health.set_running(true);
             shutdown_token.cancelled().await;
+            health.set_running(false);
             Finished::Stopped
         }
         SourceConfig::File(cfg) => {

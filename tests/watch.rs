@@ -625,6 +625,7 @@ async fn regrelay_run_with_only_watches_polls_and_promotes_then_stops_cleanly() 
             .await
             >= 1.0
     );
+    assert_eq!(daemon.readyz().await, 200, "no source to wait for: ready");
     let (status, _) = daemon.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", daemon.log());
 }
