@@ -72,6 +72,9 @@ struct WatchArgs {
     /// Poll every watch once and exit: 0 unless a tag could not be polled.
     #[arg(long)]
     once: bool,
+    /// Gate again the digests a gate rejected earlier (as recorded in the state file).
+    #[arg(long)]
+    retry_rejected: bool,
 }
 
 fn main() -> ExitCode {
@@ -115,7 +118,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
-            block_on(watch(cfg, args.once))
+            block_on(watch(cfg, args.once, args.retry_rejected))
         }
         Command::Run(args) => {
             // Validate everything before anything binds or connects.
@@ -145,8 +148,8 @@ fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
 }
 
 /// `regrelay watch`: 0 unless a watched tag could not be polled; 64 for a bad configuration.
-async fn watch(cfg: regrelay::config::Config, once: bool) -> ExitCode {
-    match regrelay::cli::watch::run(cfg, once).await {
+async fn watch(cfg: regrelay::config::Config, once: bool, retry_rejected: bool) -> ExitCode {
+    match regrelay::cli::watch::run(cfg, once, retry_rejected).await {
         Ok(s) if s.errors == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(regrelay::app::Error::Config(e)) => usage_error(e),

@@ -332,8 +332,15 @@ async fn a_rejected_digest_is_not_gated_again_until_the_tag_moves() {
     assert_eq!(env.target_tag("22").await, None, "nothing promoted");
     assert!(env.lines("notify.log").is_empty());
     let second = env.push_signed(2).await;
-    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Rejected(second.digest));
+    assert_eq!(
+        w.run_once().await[0].1[0].1,
+        TagOutcome::Rejected(second.digest.clone())
+    );
     assert_eq!(env.lines("gate.log").len(), 2, "a moved tag is gated again");
+    // The operator asks for a retry (`regrelay watch --retry-rejected`).
+    w.forget_rejections().await;
+    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Rejected(second.digest));
+    assert_eq!(env.lines("gate.log").len(), 3);
 }
 
 #[tokio::test]

@@ -23,13 +23,17 @@ pub struct Summary {
 }
 
 /// Run the watches of `config`: one poll of each with `once`, else until SIGTERM/SIGINT.
-pub async fn run(config: Config, once: bool) -> Result<Summary, crate::app::Error> {
+/// With `retry_rejected`, digests a gate rejected earlier are gated again.
+pub async fn run(config: Config, once: bool, retry_rejected: bool) -> Result<Summary, crate::app::Error> {
     if config.watch.watches.is_empty() {
         return Err(crate::app::Error::Config(
             "the configuration has no [[watch]] blocks".into(),
         ));
     }
     let watcher = crate::app::watcher(&config)?;
+    if retry_rejected {
+        watcher.forget_rejections().await;
+    }
     if !once {
         let shutdown = CancellationToken::new();
         crate::shutdown::on_signal(shutdown.clone())

@@ -151,6 +151,19 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
         })
     }
 
+    /// Forget every rejection (`regrelay watch --retry-rejected`): the digests gates
+    /// rejected are gated again at the next poll.
+    pub async fn forget_rejections(&self) {
+        self.save(|s| {
+            for tags in s.watches.values_mut() {
+                for t in tags.values_mut() {
+                    t.rejected = None;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Poll every watch once, one after the other (`regrelay watch --once`).
     pub async fn run_once(&self) -> Vec<(String, PollReport)> {
         let mut out = Vec::new();
