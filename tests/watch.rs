@@ -636,3 +636,48 @@ async fn regrelay_run_with_only_watches_polls_and_promotes_then_stops_cleanly() 
     let (status, _) = daemon.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", daemon.log());
 }
+
+#[tokio::test]
+async fn cosign_signatures_are_also_found_as_oci_referrers() {
+    support::registry_bin_or_skip!();
+    // distribution 2.8 has no referrers API: the proxy answers it for the subject with an
+    // index naming a signature manifest stored by digest only (no `.sig` tag).
+    let reg = TestRegistry::start().await;
+    let c = image::client(&reg.host(), Auth::Anonymous);
+    let proxy = FaultProxy::start(&reg.url()).await;
+    let set = RegistrySet::from_configs([image::cfg(&proxy.host(), Auth::Anonymous)]).unwrap();
+    let key = new_key(1);
+    let gate = CosignGate {
+        keys: vec![PublicKey::from_pem("cosign.pub", &pem(&key)).unwrap()],
+    };
+    let img = image::push_simple(&c, "app", "1", 100, 1).await;
+    let sig = sign(&c, "app", &img.digest, &key, &Claim::default()).await;
+    let tag = format!("{}.sig", img.digest.fallback_tag());
+    // Make sure only the referrer can lead to the signature: the `.sig` tag answers 404.
+    proxy.add_rule(Rule::status(404).path_contains(format!("/manifests/{tag}")));
+    let mut entry = sig.descriptor(None);
+    entry["artifactType"] = regrelay::gates::COSIGN_ARTIFACT.into();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": [entry]});
+    proxy.add_rule(
+        Rule::new(Action::Status {
+            code: 200,
+            retry_after: None,
+            body: Some(index.to_string()),
+        })
+        .path_contains(format!("/referrers/{}", img.digest)),
+    );
+    let subject = Subject {
+        registry: proxy.host(),
+        repository: "app".into(),
+        digest: img.digest.clone(),
+        source: "upstream".into(),
+    };
+    assert_eq!(gate.check(&set, &subject).await, Verdict::Pass);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.path_and_query.contains("/referrers/")),
+        "the referrers API was asked"
+    );
+}

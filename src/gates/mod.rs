@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::oci::Digest;
 
-pub use cosign::{CosignGate, KeyError, PublicKey};
+pub use cosign::{COSIGN_ARTIFACT, CosignGate, KeyError, PublicKey};
 pub use exec::ExecGate;
 
 /// The exact image a gate checks.
