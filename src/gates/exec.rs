@@ -4,7 +4,9 @@
 //! (another code, a signal, a timeout, a command that cannot start) fails. The child sees
 //! a cleared environment: `PATH` and `HOME` from regrelay's, the variables named in
 //! `pass_env`, and `REGRELAY_IMAGE`, `REGRELAY_DIGEST`, `REGRELAY_SOURCE`, so that no
-//! credential of regrelay's leaks into a test by accident. Standard output and error are
+//! credential of regrelay's leaks into a test by accident. (Reading `PATH`, `HOME` and the
+//! `pass_env` names here is the one place outside `main` and `config` that reads the
+//! environment: those values are handed to the child, never used by regrelay.) Standard output and error are
 //! read concurrently into one bounded buffer that keeps the tail.
 //!
 //! Must never: run through a shell; hold more than `max_output_bytes` of output; wait past

@@ -182,7 +182,13 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             tasks.spawn(async move {
                 let w = &me.watches[i];
                 loop {
-                    me.poll(w).await;
+                    // Shutdown does not wait for a gate: the poll is dropped (its command
+                    // killed, its copies cancelled) and, as nothing was recorded, the digest
+                    // is gated again after the restart.
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = me.poll(w) => {}
+                    }
                     let jitter = w.interval.mul_f64(fastrand::f64() * 0.1);
                     tokio::select! {
                         () = stop.cancelled() => break,
