@@ -681,3 +681,33 @@ async fn cosign_signatures_are_also_found_as_oci_referrers() {
         "the referrers API was asked"
     );
 }
+
+#[tokio::test]
+async fn glob_tags_are_matched_against_the_upstream_tag_list() {
+    support::registry_bin_or_skip!();
+    let env = Env::start().await;
+    let tables = counter_gate("smoke", &env.path("gate.log"), "exit 0");
+    let config = env
+        .config(&["smoke"], &tables, "")
+        .replace("tags = [\"22\"]", "tags = [\"22-*\", \"*slim\", \"sha256-*\"]")
+        .replace(
+            "target_tags = [\"{tag}\", \"{tag}-{digest12}\"]",
+            "target_tags = [\"{tag}\"]",
+        );
+    let w = env.watcher(&config);
+    // A signed "22" leaves a `sha256-<hex>.sig` tag, which even a "sha256-*" glob skips.
+    env.push_signed(9).await;
+    let slim = image::push_simple(&env.up, UP, "22-slim", 100, 1).await;
+    let alpine = image::push_simple(&env.up, UP, "22-alpine", 100, 2).await;
+    image::push_simple(&env.up, UP, "20", 100, 3).await;
+    let report = w.run_once().await;
+    assert_eq!(
+        report[0].1,
+        vec![
+            ("22-alpine".to_string(), TagOutcome::Promoted(alpine.digest.clone())),
+            ("22-slim".to_string(), TagOutcome::Promoted(slim.digest.clone())),
+        ]
+    );
+    assert_eq!(env.target_tag("22-slim").await, Some(slim.digest));
+    assert_eq!(env.target_tag("20").await, None);
+}

@@ -246,7 +246,13 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             let set = set.build().map_err(|e| e.to_string())?;
             let reg = self.registries.get(&w.source.registry).map_err(|e| e.to_string())?;
             let listed = reg.list_tags(&w.source.repository).await.map_err(|e| e.to_string())?;
-            out.extend(listed.into_iter().filter(|t| set.is_match(t)));
+            // Signature, attestation and referrer-fallback tags (`sha256-<hex>[.sig]`) are
+            // not images to watch, whatever the glob.
+            out.extend(
+                listed
+                    .into_iter()
+                    .filter(|t| !t.starts_with("sha256-") && set.is_match(t)),
+            );
         }
         out.sort();
         out.dedup();
