@@ -126,15 +126,29 @@ pub fn replicator(registries: Vec<RegistryConfig>, opts: Options) -> Result<Arc<
     Ok(Arc::new(Replicator::new(Arc::new(set), opts)))
 }
 
-/// [`run`] with an external shutdown token (for embedding and tests).
-pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
-    let health = health(&config);
-    run_with(config, health, shutdown_token).await
+/// The watcher `regrelay run` and `regrelay watch` build: every copy and tag write through
+/// the guarded executor.
+pub type AppWatcher = crate::watch::Watcher<Guarded<Executor<RegistrySet>>, RegistrySet>;
+
+/// The watcher of `config`'s `[[watch]]` blocks, with its own executor (`regrelay watch`).
+pub fn watcher(config: &Config) -> Result<Arc<AppWatcher>, Error> {
+    let (executor, registries) = executor(config, health(config))?;
+    watcher_over(config, executor, registries)
 }
 
-async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
-    metrics::global().set_ready(false);
-    let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
+fn watcher_over(
+    config: &Config,
+    executor: Arc<Guarded<Executor<RegistrySet>>>,
+    registries: Arc<RegistrySet>,
+) -> Result<Arc<AppWatcher>, Error> {
+    crate::watch::Watcher::from_settings(&config.watch, executor, registries)
+        .map(Arc::new)
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
+type AppExecutor = Arc<Guarded<Executor<RegistrySet>>>;
+
+fn executor(config: &Config, health: Arc<Health>) -> Result<(AppExecutor, Arc<RegistrySet>), Error> {
     let opts = Options {
         platforms: Vec::new(),
         referrers: config.pipeline.referrers,
@@ -147,7 +161,29 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,
     };
-    let executor = Arc::new(Guarded::new(Executor::new(replicator, memory), health.clone()));
+    Ok((
+        Arc::new(Guarded::new(Executor::new(replicator, memory), health)),
+        registries,
+    ))
+}
+
+/// [`run`] with an external shutdown token (for embedding and tests).
+pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
+    let health = health(&config);
+    run_with(config, health, shutdown_token).await
+}
+
+async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
+    metrics::global().set_ready(false);
+    let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
+    let (executor, registries) = executor(&config, health.clone())?;
+    // `[[watch]]` blocks run beside the event source, over the same executor.
+    let watch_task = if config.watch.watches.is_empty() {
+        None
+    } else {
+        let w = watcher_over(&config, executor.clone(), registries.clone())?;
+        Some(tokio::spawn(w.run(shutdown_token.clone())))
+    };
     let origin = match &config.origin {
         Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
         None => crate::event::Origin::none(),
@@ -205,6 +241,13 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             pipeline.run(source, shutdown_token.clone()).await;
             Finished::Stopped
         }
+        SourceConfig::None => {
+            // Only `[[watch]]` blocks run: ready (no source to wait for) until shutdown.
+            health.set_running(true);
+            shutdown_token.cancelled().await;
+            health.set_running(false);
+            Finished::Stopped
+        }
         SourceConfig::File(cfg) => {
             let source = FileSource::open(cfg.path.as_ref())
                 .await
@@ -219,6 +262,10 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
     };
     // Copies dropped at shutdown cancel their upload sessions in the background: let those
     // DELETEs out (bounded) before the runtime goes away (issue 9).
+    if let Some(t) = watch_task {
+        shutdown_token.cancel();
+        let _ = t.await;
+    }
     registries.wait_for_cancels(crate::registry::CANCEL_TIMEOUT).await;
     admin_stop.cancel();
     if let Some(t) = admin_task {

@@ -437,6 +437,25 @@ fn the_executor_knows_nothing_of_messages() {
 }
 
 #[test]
+fn watches_and_gates_know_nothing_of_messages() {
+    // Issue 14: watches are a front end over the executor, beside the pipeline, not on it;
+    // gates only read registries.
+    let messages = [
+        "crate::queue",
+        "crate::pipeline",
+        "crate::event",
+        "crate::app",
+        "crate::admin",
+        "crate::cli",
+    ];
+    assert_no_imports("watch", &messages);
+    assert_no_imports(
+        "gates",
+        &[&messages[..], &["crate::engine", "crate::watch", "crate::replicate"]].concat(),
+    );
+}
+
+#[test]
 fn command_front_ends_sit_on_the_composition_root_not_below_it() {
     // `cli` (the `copy` command) builds its engine through `app`, like `run`; nothing but
     // the binary calls into it, and it does not reach into the daemon's layers.

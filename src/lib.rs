@@ -30,6 +30,8 @@
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //! | [`retry`] | the one retry schedule (exponential, jittered) of every retry loop | — (leaf) |
+//! | [`gates`] | checks of one image by digest before a tag is written: exec (argv), cosign (P-256 keys) | `registry`, `oci` |
+//! | [`watch`] | buffered base images: poll upstream tags, stage, gate, promote through the executor, notify dependents | `engine`, `gates`, `registry`, `config`, `metrics`, `oci` |
 //!
 //! The layering tests (`src/layering.rs`) enforce the direction: they resolve every
 //! in-crate path a module names (plain, grouped and nested imports, paths in code,
@@ -45,6 +47,7 @@ pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod event;
+pub mod gates;
 pub mod health;
 pub mod metrics;
 pub mod notify;
@@ -57,6 +60,7 @@ pub mod replicate;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;
+pub mod watch;
 
 // The dependency-direction test (STYLE.md section 1), with its path matcher.
 #[cfg(test)]

@@ -59,6 +59,9 @@ enum Command {
     /// Validate a configuration file and print the effective configuration (secrets
     /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
     CheckConfig(ConfigArgs),
+    /// Run the `[[watch]]` blocks (buffered base images) without an event source: poll
+    /// each watched tag, gate new digests in staging, promote them. `--once` for a CronJob.
+    Watch(WatchArgs),
     /// Print the version and the git commit it was built from (also `--version`).
     Version,
 }
@@ -68,6 +71,18 @@ struct ConfigArgs {
     /// The TOML configuration file.
     #[arg(long, short = 'c', env = "REGRELAY_CONFIG")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Poll every watch once and exit: 0 unless a tag could not be polled.
+    #[arg(long)]
+    once: bool,
+    /// Gate again the digests a gate rejected earlier (as recorded in the state file).
+    #[arg(long)]
+    retry_rejected: bool,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +145,13 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::Watch(args) => {
+            let cfg = match regrelay::config::load(&args.config.config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(e),
+            };
+            block_on(watch(cfg, args.once, args.retry_rejected))
+        }
         Command::Run(args) => {
             // Validate everything before anything binds or connects.
             let cfg = match regrelay::config::load(&args.config) {
@@ -152,6 +174,19 @@ fn block_on(fut: impl Future<Output = ExitCode>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `regrelay watch`: 0 unless a watched tag could not be polled; 64 for a bad configuration.
+async fn watch(cfg: regrelay::config::Config, once: bool, retry_rejected: bool) -> ExitCode {
+    match regrelay::cli::watch::run(cfg, once, retry_rejected).await {
+        Ok(s) if s.errors == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(regrelay::app::Error::Config(e)) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,9 @@
 //! has a HELP text; label combinations of the closed enums are created at zero when the
 //! registry is built, so dashboards and alerts see them before the first event.
 
+mod watch;
+pub use watch::WatchMetrics;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -266,6 +269,8 @@ pub struct Metrics {
     alive: AtomicBool,
     /// `registry` label values handed out so far (see [`MAX_REGISTRY_LABELS`]).
     registry_labels: Mutex<HashSet<String>>,
+    /// Watches, gates, promotions and notifications (buffered base images).
+    pub watch: WatchMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -464,6 +469,7 @@ impl Metrics {
                  (work that needs it waits for its backoff).",
                 &["registry"],
             ),
+            watch: WatchMetrics::new(&r),
             registry: r,
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),

@@ -10,3 +10,4 @@
 pub mod copy;
 pub mod promote;
 pub mod snapshot;
+pub mod watch;

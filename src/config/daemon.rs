@@ -26,6 +26,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Admin HTTP server (`/metrics`, `/healthz`, `/readyz`); `None` = disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// `[[watch]]`, `[gates.*]`, `[notify.*]`, `[watcher]`: buffered base images.
+    pub watch: super::watch::WatchSettings,
 }
 
 /// The event source.
@@ -37,6 +39,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// An Azure Service Bus queue or topic subscription (REST peek-lock).
     ServiceBus(ServiceBusConfig),
+    /// No event source: the file has no `[source]` and only its `[[watch]]` blocks run.
+    None,
 }
 
 impl SourceConfig {
@@ -46,6 +50,7 @@ impl SourceConfig {
             SourceConfig::PubSub(_) => "pubsub",
             SourceConfig::File(_) => "file",
             SourceConfig::ServiceBus(_) => "servicebus",
+            SourceConfig::None => "none",
         }
     }
 }

@@ -168,6 +168,17 @@ struct RawConfig {
     /// `[[rules]]`: what to replicate where, in file order; every matching rule applies.
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    /// `[[watch]]`: upstream tags to buffer (see `validate/watch.rs`).
+    #[serde(default)]
+    watch: Vec<Spanned<validate::watch::RawWatch>>,
+    /// `[gates.NAME]`: checks a watched digest must pass.
+    #[serde(default)]
+    gates: BTreeMap<String, Spanned<validate::watch::RawGate>>,
+    /// `[notify.NAME]`: who is told about a promotion.
+    #[serde(default)]
+    notify: BTreeMap<String, Spanned<validate::watch::RawNotify>>,
+    /// `[watcher]`: state file and polling limits.
+    watcher: Option<validate::watch::RawWatcher>,
 }
 
 /// `source.kind`.
@@ -389,6 +400,11 @@ struct RawRegistry {
     unreachable_after_secs: Option<Spanned<u64>>,
     /// Credentials. Default `{ kind = "anonymous" }`.
     auth: Option<Spanned<RawAuth>>,
+    /// Test only, and only in debug builds (a release build rejects the key): dial this
+    /// `host:port` instead of the registry's own host (a loopback registry standing in
+    /// for `docker.io`).
+    #[cfg(debug_assertions)]
+    test_dial: Option<String>,
 }
 
 /// `registries."HOST".retry`; absent fields keep the daemon default.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod daemon;
 mod file;
+pub mod watch;
 
 pub use daemon::*;
 pub use file::{LoadError, load, load_str, render};
@@ -353,9 +354,26 @@ pub struct RegistryConfig {
     /// After this long with connection failures and no answer at all from the host, its
     /// connection failures are Systemic (the daemon pauses) rather than Transient.
     pub unreachable_after: Duration,
+    /// Test only (debug builds; config key `test_dial`): the `host:port` actually dialled,
+    /// so that tests can stand a loopback registry in for `docker.io`.
+    #[doc(hidden)]
+    pub dial: Option<String>,
 }
 
 impl RegistryConfig {
+    /// The `host[:port]` connections go to: Docker Hub's API host for `docker.io`
+    /// (`registry-1.docker.io`), else the host itself.
+    pub fn dial_host(&self) -> &str {
+        if let Some(d) = &self.dial {
+            return d;
+        }
+        if self.host == "docker.io" || self.host == "index.docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.host
+        }
+    }
+
     /// Defaults for `host`.
     pub fn new(host: impl Into<String>) -> RegistryConfig {
         RegistryConfig {
@@ -369,6 +387,7 @@ impl RegistryConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             unreachable_after: Duration::from_secs(120),
+            dial: None,
         }
     }
 
@@ -402,7 +421,7 @@ impl RegistryConfig {
 
     /// The URL scheme to use: HTTPS unless insecure or loopback.
     pub fn scheme(&self) -> &'static str {
-        if self.insecure || is_loopback_host(&self.host) {
+        if self.insecure || is_loopback_host(self.dial_host()) {
             "http"
         } else {
             "https"
@@ -477,5 +496,15 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("REGRELAY_TEST_SURELY_UNSET_VAR"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn docker_hub_is_dialled_at_its_api_host_issue_14() {
+        assert_eq!(RegistryConfig::new("docker.io").dial_host(), "registry-1.docker.io");
+        assert_eq!(RegistryConfig::new("docker.io").scheme(), "https");
+        assert_eq!(RegistryConfig::new("ghcr.io").dial_host(), "ghcr.io");
+        let mut c = RegistryConfig::new("docker.io");
+        c.dial = Some("127.0.0.1:5000".into());
+        assert_eq!((c.dial_host(), c.scheme()), ("127.0.0.1:5000", "http"));
     }
 }

@@ -304,6 +304,27 @@ impl Reference {
     }
 }
 
+/// Docker Hub as written in references.
+pub const DOCKER_HUB: &str = "docker.io";
+/// The host Docker Hub's registry API is served from.
+pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// Is `host` one of Docker Hub's names (`docker.io`, `index.docker.io`,
+/// `registry-1.docker.io`)?
+pub fn is_docker_hub(host: &str) -> bool {
+    matches!(host, DOCKER_HUB | "index.docker.io" | DOCKER_HUB_API)
+}
+
+/// Docker Hub's naming rule: a one-segment repository on Docker Hub is an official image
+/// under `library/` (`docker.io/node` is `docker.io/library/node`). Other names unchanged.
+pub fn hub_repository(registry: &str, repository: &str) -> String {
+    if is_docker_hub(registry) && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository.to_string()
+    }
+}
+
 impl FromStr for Reference {
     type Err = Error;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
@@ -328,7 +349,7 @@ impl FromStr for Reference {
         };
         let r = Reference {
             registry: registry.to_owned(),
-            repository: repository.to_owned(),
+            repository: hub_repository(registry, repository),
             tag,
             digest,
         };
@@ -654,5 +675,18 @@ mod tests {
         assert!(Manifest::parse("", b"not json").is_err());
         assert!(Manifest::parse("", br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
         assert!(Manifest::parse("", br#"{"schemaVersion":2}"#).is_err());
+    }
+
+    #[test]
+    fn docker_hub_one_segment_names_get_library_issue_14() {
+        let r: Reference = "docker.io/node:22".parse().unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/node")
+        );
+        let r: Reference = "docker.io/bitnami/redis:7".parse().unwrap();
+        assert_eq!(r.repository, "bitnami/redis");
+        let r: Reference = "reg.example/node:22".parse().unwrap();
+        assert_eq!(r.repository, "node");
     }
 }

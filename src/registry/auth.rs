@@ -552,6 +552,16 @@ fn normalize_key(key: &str) -> &str {
     k.split('/').next().unwrap_or(k)
 }
 
+/// A docker config key names `host`: the same host, or both are Docker Hub (`docker login`
+/// stores Hub credentials under `https://index.docker.io/v1/`).
+fn same_registry(key: &str, host: &str) -> bool {
+    key == host || (is_hub(key) && is_hub(host))
+}
+
+fn is_hub(host: &str) -> bool {
+    matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io")
+}
+
 async fn from_docker_config(host: &str, path: &Path) -> Result<Credentials, Error> {
     let cred_err = |detail: String| Error::Credentials {
         host: host.into(),
@@ -572,7 +582,7 @@ async fn from_docker_config(host: &str, path: &Path) -> Result<Credentials, Erro
     if let Some(helper) = file
         .cred_helpers
         .iter()
-        .find(|(k, _)| normalize_key(k) == host)
+        .find(|(k, _)| same_registry(normalize_key(k), host))
         .map(|(_, v)| v)
     {
         return run_helper(host, helper).await;
@@ -580,7 +590,7 @@ async fn from_docker_config(host: &str, path: &Path) -> Result<Credentials, Erro
     if let Some(entry) = file
         .auths
         .iter()
-        .find(|(k, _)| normalize_key(k) == host)
+        .find(|(k, _)| same_registry(normalize_key(k), host))
         .map(|(_, v)| v)
     {
         return entry_credentials(host, entry);
@@ -657,7 +667,15 @@ async fn run_helper(host: &str, name: &str) -> Result<Credentials, Error> {
         .map_err(|e| cred_err(format!("cannot run {program}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(host.as_bytes())
+            // Helpers store Docker Hub under the server URL `docker login` uses.
+            .write_all(
+                if is_hub(host) {
+                    "https://index.docker.io/v1/"
+                } else {
+                    host
+                }
+                .as_bytes(),
+            )
             .await
             .map_err(|e| cred_err(format!("writing to {program}: {e}")))?;
     }
@@ -758,5 +776,25 @@ mod tests {
         assert!(!err.contains("secret-value"), "{err}");
         std::fs::write(&p, "{not json").unwrap();
         assert!(from_docker_config("h", &p).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn docker_hub_credentials_are_found_under_the_index_server_url_issue_14() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let auth = B64.encode("hubuser:hubpass");
+        std::fs::write(
+            &p,
+            format!(r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{auth}"}}}}}}"#),
+        )
+        .unwrap();
+        match from_docker_config("docker.io", &p).await.unwrap() {
+            Credentials::Basic { username, .. } => assert_eq!(username, "hubuser"),
+            other => panic!("expected basic credentials, got {other:?}"),
+        }
+        assert!(matches!(
+            from_docker_config("quay.io", &p).await.unwrap(),
+            Credentials::Anonymous
+        ));
     }
 }

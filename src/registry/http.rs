@@ -121,11 +121,12 @@ pub struct HttpRegistry {
 impl HttpRegistry {
     /// A client for one configured host. Fails only on an unusable host name.
     pub fn new(cfg: RegistryConfig) -> Result<HttpRegistry, config::Error> {
-        let base = Url::parse(&format!("{}://{}/", cfg.scheme(), cfg.host)).map_err(|e| config::Error::Invalid {
-            field: format!("registries.{}", cfg.host),
-            reason: format!("not a usable host: {e}"),
-        })?;
-        let origin_host = cfg.host.clone();
+        let base =
+            Url::parse(&format!("{}://{}/", cfg.scheme(), cfg.dial_host())).map_err(|e| config::Error::Invalid {
+                field: format!("registries.{}", cfg.host),
+                reason: format!("not a usable host: {e}"),
+            })?;
+        let origin_host = cfg.dial_host().to_string();
         // Blob GETs may redirect to storage. Follow at most 5 hops, and only to HTTPS or
         // back to the registry itself; reqwest drops `Authorization` on cross-host hops.
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
@@ -178,7 +179,7 @@ impl HttpRegistry {
     }
 
     fn is_own_host(&self, url: &Url) -> bool {
-        host_port(url).is_some_and(|h| h == self.cfg.host)
+        host_port(url).is_some_and(|h| h == self.cfg.dial_host())
     }
 
     async fn authorize(
@@ -475,6 +476,7 @@ impl Registry for HttpRegistry {
             media_type: header_str(resp.headers(), "content-type")
                 .map(|v| strip_params(&v))
                 .unwrap_or_default(),
+            ratelimit: super::RateLimit::from_headers(resp.headers()),
         }))
     }
 

@@ -308,6 +308,32 @@ pub struct ManifestHead {
     pub digest: Option<Digest>,
     /// `Content-Type`, parameters stripped.
     pub media_type: String,
+    /// `ratelimit-remaining` / `ratelimit-limit` (Docker Hub), when sent.
+    pub ratelimit: Option<RateLimit>,
+}
+
+/// A registry's rate-limit headers (`ratelimit-remaining: 76;w=21600`): the count before
+/// any `;` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// Requests allowed per window, when sent.
+    pub limit: Option<u64>,
+}
+
+impl RateLimit {
+    /// Read the headers; `None` without a parseable `ratelimit-remaining`.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<RateLimit> {
+        let count = |name: &str| {
+            let v = headers.get(name)?.to_str().ok()?;
+            v.split(';').next()?.trim().parse::<u64>().ok()
+        };
+        Some(RateLimit {
+            remaining: count("ratelimit-remaining")?,
+            limit: count("ratelimit-limit"),
+        })
+    }
 }
 
 /// What a manifest PUT said back.
@@ -606,5 +632,23 @@ mod tests {
         let err = set.get("evil.example").unwrap_err();
         assert!(matches!(err, Error::HostNotAllowed { .. }));
         assert!(RegistrySet::from_configs([RegistryConfig::new("a"), RegistryConfig::new("a")]).is_err());
+    }
+
+    #[test]
+    fn ratelimit_headers_are_read_with_their_window_parameter() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(RateLimit::from_headers(&h), None);
+        h.insert("ratelimit-remaining", "76;w=21600".parse().unwrap());
+        assert_eq!(
+            RateLimit::from_headers(&h),
+            Some(RateLimit {
+                remaining: 76,
+                limit: None
+            })
+        );
+        h.insert("ratelimit-limit", "100;w=21600".parse().unwrap());
+        assert_eq!(RateLimit::from_headers(&h).unwrap().limit, Some(100));
+        h.insert("ratelimit-remaining", "lots".parse().unwrap());
+        assert_eq!(RateLimit::from_headers(&h), None);
     }
 }

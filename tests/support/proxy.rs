@@ -91,6 +91,9 @@ pub enum Action {
     /// the connection with the response head still unsent. A HEAD request gets
     /// no answer at all instead (it has no body to fail), until the client gives up.
     Down,
+    /// Forward, and add these headers to the answer (for example Docker Hub's
+    /// `ratelimit-remaining`).
+    AddHeaders(Vec<(String, String)>),
 }
 
 /// A fault rule; see [`FaultProxy::add_rule`].
@@ -382,6 +385,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Some(Action::ResetRequestAfter { bytes }) => {
             let fault = Some(format!("reset_request_after {bytes}"));
             forward(&shared, req, &pq, Some(BodyFault::ResetRequest(bytes)), fault).await
+        }
+        Some(Action::AddHeaders(extra)) => {
+            let mut resp = forward(&shared, req, &pq, None, Some("add_headers".to_owned())).await;
+            for (k, v) in extra {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), header::HeaderValue::from_str(&v)) {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            resp
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+mod watch;
+
 use crate::config::{
     Auth, Config, EntraConfig, EntraCredential, Matcher, RejectMode, ServiceBusAuth, ServiceBusEntity, SourceConfig,
     Untagged,
@@ -16,8 +18,11 @@ pub fn render(config: &Config) -> String {
     let mut out = String::from("# effective configuration: defaults applied, secrets shown as \"***\"\n\n");
     // `write!` into a String cannot fail; the results are ignored on purpose.
     let o = &mut out;
-    let _ = writeln!(o, "[source]");
+    if !matches!(config.source, SourceConfig::None) {
+        let _ = writeln!(o, "[source]");
+    }
     match &config.source {
+        SourceConfig::None => {}
         SourceConfig::PubSub(p) => {
             let _ = writeln!(o, "kind = \"pubsub\"");
             let _ = writeln!(o, "subscription = {}", quote(&p.subscription));
@@ -177,6 +182,7 @@ pub fn render(config: &Config) -> String {
             }
         }
     }
+    watch::render(o, &config.watch);
     out
 }
 

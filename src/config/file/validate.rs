@@ -25,6 +25,7 @@ mod cloud_auth;
 mod entra;
 mod origin;
 mod servicebus;
+pub(super) mod watch;
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -53,6 +54,15 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         .and_then(|p| p.get_ref().retry_delay_max_secs.as_ref())
         .map_or(0..0, Spanned::span);
     let mut pipeline = pipeline(raw.pipeline)?;
+    let watch = watch::settings(
+        watch::RawWatchSections {
+            watch: raw.watch,
+            gates: raw.gates,
+            notify: raw.notify,
+            watcher: raw.watcher,
+        },
+        &hosts,
+    )?;
     let mut raw_source = raw.source;
     let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {
         Some(o) => Some(origin::origin(o, &hosts)?),
@@ -60,6 +70,8 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
     };
     let source = match raw_source {
         Some(s) => source(s, pipeline.workers)?,
+        // A file with only `[[watch]]` blocks needs no event source.
+        None if !watch.watches.is_empty() => SourceConfig::None,
         None => return Err(Problem::new(0..0, "source", "missing: add a [source] table")),
     };
     // A held message must come back by our nack, not by its lease running out.
@@ -102,6 +114,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         rules,
         pipeline,
         admin_listen,
+        watch,
     })
 }
 
@@ -336,6 +349,10 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     let r = r.into_inner();
     let mut c = RegistryConfig::new(host.get_ref());
     c.insecure = r.insecure.unwrap_or(c.insecure);
+    #[cfg(debug_assertions)]
+    {
+        c.dial = r.test_dial.clone();
+    }
     c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
     if let Some(rps) = &r.requests_per_second {
         if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {

@@ -1,0 +1,372 @@
+//! `[[watch]]`, `[gates.NAME]`, `[notify.NAME]` and `[watcher]`: raw layout and checks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Result, invalid};
+use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, WatchConfig, WatchSettings};
+
+/// `[[watch]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config::file) struct RawWatch {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    tags: Spanned<Vec<String>>,
+    interval_secs: Option<Spanned<u64>>,
+    staging: Spanned<String>,
+    target: Spanned<String>,
+    target_tags: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    gates: Vec<Spanned<String>>,
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
+}
+
+/// `[gates.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config::file) struct RawGate {
+    kind: Spanned<String>,
+    argv: Option<Spanned<Vec<String>>>,
+    timeout_secs: Option<Spanned<u64>>,
+    max_output_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+    keys: Option<Spanned<Vec<PathBuf>>>,
+}
+
+/// `[notify.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config::file) struct RawNotify {
+    kind: Spanned<String>,
+    argv: Option<Spanned<Vec<String>>>,
+    timeout_secs: Option<Spanned<u64>>,
+    url: Option<Spanned<String>>,
+    topic: Option<Spanned<String>>,
+    endpoint: Option<String>,
+}
+
+/// `[watcher]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config::file) struct RawWatcher {
+    state_file: Option<PathBuf>,
+    ratelimit_floor: Option<u64>,
+    notify_attempts: Option<Spanned<u32>>,
+}
+
+/// The watch sections of the file.
+#[derive(Debug, Default)]
+pub(in crate::config::file) struct RawWatchSections {
+    pub watch: Vec<Spanned<RawWatch>>,
+    pub gates: BTreeMap<String, Spanned<RawGate>>,
+    pub notify: BTreeMap<String, Spanned<RawNotify>>,
+    pub watcher: Option<RawWatcher>,
+}
+
+fn repo(s: &Spanned<String>, field: &str, hosts: &HashSet<&str>) -> Result<RepoRef> {
+    let Some((host, path)) = s.get_ref().split_once('/') else {
+        return invalid(s.span(), field, "expected HOST/REPOSITORY");
+    };
+    if !hosts.contains(host) {
+        return invalid(
+            s.span(),
+            field,
+            format!("{host:?} is not a configured registry (add a [registries.{host:?}] table)"),
+        );
+    }
+    if path.is_empty() || path.split('/').any(str::is_empty) {
+        return invalid(s.span(), field, "empty repository path");
+    }
+    Ok(RepoRef {
+        registry: host.to_string(),
+        // Docker Hub's rule: `docker.io/node` is `docker.io/library/node`.
+        repository: crate::oci::hub_repository(host, path),
+    })
+}
+
+/// Check the watch sections.
+pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<WatchSettings> {
+    let mut gates = BTreeMap::new();
+    for (name, g) in raw.gates {
+        let path = format!("gates.{name}");
+        let span = g.span();
+        let g = g.into_inner();
+        let gate = match g.kind.get_ref().as_str() {
+            "exec" => {
+                let argv = match g.argv {
+                    Some(a) if !a.get_ref().is_empty() => a.into_inner(),
+                    _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
+                };
+                GateConfig::Exec {
+                    argv,
+                    timeout: Duration::from_secs(g.timeout_secs.map_or(600, |t| *t.get_ref()).max(1)),
+                    max_output_bytes: g
+                        .max_output_bytes
+                        .map_or(64 * 1024, |m| *m.get_ref())
+                        .clamp(256, 16 << 20),
+                    pass_env: g.pass_env,
+                }
+            }
+            "cosign" => {
+                let Some(keys) = g.keys.filter(|k| !k.get_ref().is_empty()) else {
+                    return invalid(span, format!("{path}.keys"), "required: at least one public key file");
+                };
+                let kspan = keys.span();
+                let mut out = Vec::new();
+                for k in keys.into_inner() {
+                    match std::fs::read_to_string(&k) {
+                        Ok(pem) => out.push((k, pem)),
+                        Err(e) => {
+                            return invalid(
+                                kspan,
+                                format!("{path}.keys"),
+                                format!("cannot read {}: {e}", k.display()),
+                            );
+                        }
+                    }
+                }
+                GateConfig::Cosign { keys: out }
+            }
+            other => {
+                return invalid(
+                    g.kind.span(),
+                    format!("{path}.kind"),
+                    format!("unknown gate kind {other:?} (expected \"exec\" or \"cosign\")"),
+                );
+            }
+        };
+        gates.insert(name, gate);
+    }
+    let mut notify = BTreeMap::new();
+    for (name, n) in raw.notify {
+        let path = format!("notify.{name}");
+        let span = n.span();
+        let n = n.into_inner();
+        let cfg = match n.kind.get_ref().as_str() {
+            "exec" => match n.argv {
+                Some(a) if !a.get_ref().is_empty() => NotifyConfig::Exec {
+                    argv: a.into_inner(),
+                    timeout: Duration::from_secs(n.timeout_secs.map_or(60, |t| *t.get_ref()).max(1)),
+                },
+                _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
+            },
+            "webhook" => {
+                let Some(u) = n.url else {
+                    return invalid(span, format!("{path}.url"), "required");
+                };
+                match url::Url::parse(u.get_ref()) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                        NotifyConfig::Webhook { url }
+                    }
+                    _ => return invalid(u.span(), format!("{path}.url"), "expected an http(s) URL"),
+                }
+            }
+            "pubsub" => {
+                let Some(t) = n.topic else {
+                    return invalid(span, format!("{path}.topic"), "required: projects/PROJECT/topics/TOPIC");
+                };
+                let parts: Vec<&str> = t.get_ref().split('/').collect();
+                if parts.len() != 4
+                    || parts[0] != "projects"
+                    || parts[2] != "topics"
+                    || parts.iter().any(|p| p.is_empty())
+                {
+                    return invalid(
+                        t.span(),
+                        format!("{path}.topic"),
+                        "expected projects/PROJECT/topics/TOPIC",
+                    );
+                }
+                NotifyConfig::PubSub {
+                    topic: t.into_inner(),
+                    endpoint: n.endpoint,
+                }
+            }
+            other => {
+                return invalid(
+                    n.kind.span(),
+                    format!("{path}.kind"),
+                    format!("unknown notify kind {other:?} (expected \"exec\", \"webhook\" or \"pubsub\")"),
+                );
+            }
+        };
+        notify.insert(name, cfg);
+    }
+    let mut watches = Vec::new();
+    let mut names = HashSet::new();
+    for (i, w) in raw.watch.into_iter().enumerate() {
+        let path = format!("watch[{i}]");
+        let w = w.into_inner();
+        if !names.insert(w.name.get_ref().clone()) {
+            return invalid(w.name.span(), format!("{path}.name"), "duplicate watch name");
+        }
+        if w.tags.get_ref().is_empty() {
+            return invalid(w.tags.span(), format!("{path}.tags"), "at least one tag or glob");
+        }
+        for t in w.tags.get_ref() {
+            if let Err(e) = globset::Glob::new(t) {
+                return invalid(w.tags.span(), format!("{path}.tags"), format!("{t:?}: {e}"));
+            }
+        }
+        let target_tags = match w.target_tags {
+            Some(t) => {
+                let span = t.span();
+                let t = t.into_inner();
+                for tpl in &t {
+                    let rest = tpl.replace("{tag}", "t").replace("{digest12}", "d");
+                    if tpl.is_empty() || rest.contains(['{', '}']) || !crate::oci::valid_tag(&rest) {
+                        return invalid(
+                            span,
+                            format!("{path}.target_tags"),
+                            format!("{tpl:?}: a tag template over {{tag}} and {{digest12}}"),
+                        );
+                    }
+                }
+                t
+            }
+            None => vec!["{tag}".into()],
+        };
+        for g in &w.gates {
+            if !gates.contains_key(g.get_ref()) {
+                return invalid(
+                    g.span(),
+                    format!("{path}.gates"),
+                    format!("no [gates.{}] table", g.get_ref()),
+                );
+            }
+        }
+        for n in &w.notify {
+            if !notify.contains_key(n.get_ref()) {
+                return invalid(
+                    n.span(),
+                    format!("{path}.notify"),
+                    format!("no [notify.{}] table", n.get_ref()),
+                );
+            }
+        }
+        let interval = w.interval_secs.as_ref().map_or(600, |s| *s.get_ref());
+        if interval == 0 {
+            let span = w.interval_secs.map(|s| s.span()).unwrap_or_default();
+            return invalid(span, format!("{path}.interval_secs"), "must be at least 1");
+        }
+        let staging = repo(&w.staging, &format!("{path}.staging"), hosts)?;
+        let target = repo(&w.target, &format!("{path}.target"), hosts)?;
+        if staging == target {
+            return invalid(w.target.span(), format!("{path}.target"), "must differ from staging");
+        }
+        watches.push(WatchConfig {
+            name: w.name.into_inner(),
+            source: repo(&w.source, &format!("{path}.source"), hosts)?,
+            tags: w.tags.into_inner(),
+            interval: Duration::from_secs(interval),
+            staging,
+            target,
+            target_tags,
+            gates: w.gates.into_iter().map(Spanned::into_inner).collect(),
+            notify: w.notify.into_iter().map(Spanned::into_inner).collect(),
+        });
+    }
+    let watcher = raw.watcher.unwrap_or(RawWatcher {
+        state_file: None,
+        ratelimit_floor: None,
+        notify_attempts: None,
+    });
+    let notify_attempts = watcher.notify_attempts.map_or(5, |n| *n.get_ref());
+    if notify_attempts == 0 {
+        return invalid(0..0, "watcher.notify_attempts", "must be at least 1");
+    }
+    Ok(WatchSettings {
+        watches,
+        gates,
+        notify,
+        state_file: watcher.state_file,
+        ratelimit_floor: watcher.ratelimit_floor.unwrap_or(10),
+        notify_attempts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<crate::config::Config, String> {
+        crate::config::load_str(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = r#"
+[registries."docker.io"]
+[registries."central.example"]
+[[watch]]
+name = "node"
+source = "docker.io/node"
+tags = ["22", "22-*"]
+staging = "central.example/staging/node"
+target = "central.example/base/node"
+target_tags = ["{tag}", "{tag}-{digest12}"]
+gates = ["smoke"]
+[gates.smoke]
+kind = "exec"
+argv = ["true"]
+"#;
+
+    #[test]
+    fn a_file_with_watches_needs_no_source() {
+        let c = load(BASE).unwrap();
+        assert_eq!(c.source.kind(), "none");
+        let w = &c.watch.watches[0];
+        assert_eq!(w.source.repository, "library/node");
+        assert_eq!(w.interval.as_secs(), 600);
+        assert_eq!(c.watch.ratelimit_floor, 10);
+    }
+
+    #[test]
+    fn bad_watches_are_refused_with_their_field() {
+        for (bad, field) in [
+            (
+                BASE.replace("gates = [\"smoke\"]", "gates = [\"nope\"]"),
+                "watch[0].gates",
+            ),
+            (BASE.replace("{tag}-{digest12}", "{tag}-{sha}"), "watch[0].target_tags"),
+            (
+                BASE.replace("central.example/base/node", "elsewhere.example/base/node"),
+                "watch[0].target",
+            ),
+            (BASE.replace("kind = \"exec\"", "kind = \"shell\""), "gates.smoke.kind"),
+            (BASE.replace("argv = [\"true\"]", "argv = []"), "gates.smoke.argv"),
+            (
+                format!("{BASE}\n[gates.sig]\nkind = \"cosign\"\nkeys = [\"/nonexistent.pub\"]\n"),
+                "gates.sig.keys",
+            ),
+        ] {
+            let e = load(&bad).unwrap_err();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // Without watches, [source] is still required.
+        let no_watch = "[registries.\"docker.io\"]\n";
+        assert!(load(no_watch).unwrap_err().contains("source"));
+    }
+
+    #[test]
+    fn watches_render_and_reload_stably() {
+        let text = format!(
+            "{BASE}\n[notify.hook]\nkind = \"webhook\"\nurl = \"https://ci.example/h?token=SECRET\"\n\
+             [notify.topic]\nkind = \"pubsub\"\ntopic = \"projects/p/topics/t\"\n"
+        );
+        let c = load(&text).unwrap();
+        let out = crate::config::render(&c);
+        assert!(!out.contains("SECRET"), "{out}");
+        assert!(
+            out.contains("[[watch]]") && out.contains("source = \"docker.io/library/node\""),
+            "{out}"
+        );
+        let again = load(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(crate::config::render(&again), out);
+    }
+}
