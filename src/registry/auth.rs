@@ -159,8 +159,21 @@ impl RepoScope {
             delete: true,
         }
     }
+    /// Access to the registry's repository list (`GET /v2/_catalog`): the token scope
+    /// `registry:catalog:*`. Represented by an empty repository, which no real
+    /// repository name can be.
+    pub fn catalog() -> RepoScope {
+        RepoScope {
+            repository: String::new(),
+            push: false,
+            delete: false,
+        }
+    }
     /// The scope string for a token request.
     pub fn as_scope(&self) -> String {
+        if self.repository.is_empty() {
+            return "registry:catalog:*".into();
+        }
         let actions = match (self.push, self.delete) {
             (false, false) => "pull",
             (true, false) => "pull,push",
@@ -699,6 +712,7 @@ mod tests {
         assert_eq!(scope_key(&a), scope_key(&b));
         assert_eq!(RepoScope::push("x").as_scope(), "repository:x:pull,push");
         assert_eq!(RepoScope::delete("x").as_scope(), "repository:x:pull,delete");
+        assert_eq!(RepoScope::catalog().as_scope(), "registry:catalog:*");
     }
 
     #[test]

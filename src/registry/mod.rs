@@ -422,6 +422,11 @@ pub trait Registry: Send + Sync + 'static {
     /// All tags of a repository (paginated); empty when the repository does not exist.
     fn list_tags(&self, repository: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
+    /// Every repository the registry lists at `GET /v2/_catalog` (paginated, `n=1000` and
+    /// the `Link` header). A registry without a catalog (or credentials without the
+    /// `registry:catalog:*` scope) answers with an error, returned as is.
+    fn list_repositories(&self) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
     /// The referrers index for `digest`, or `None` when the registry has no referrers API.
     fn referrers(&self, repository: &str, digest: &Digest)
     -> impl Future<Output = Result<Option<Bytes>, Error>> + Send;
