@@ -1,7 +1,8 @@
 //! Composition root of `regrelay run`: build the registry clients, the copy engine, the
 //! pipeline, the admin server and the source from a validated [`Config`], run until the
 //! source ends or a signal arrives, and report how it went. `regrelay copy`
-//! ([`crate::cli::copy`]) builds its engine here too ([`replicator`]).
+//! ([`crate::cli::copy`]) builds its engine here too ([`replicator`]), and `regrelay
+//! sync` ([`crate::cli::sync`]) its runner ([`syncer`]).
 //!
 //! Must never: start anything before the configuration is fully validated (the caller
 //! passes a [`Config`], which only exists validated), or exit the process itself.
@@ -20,6 +21,7 @@ use crate::queue::pubsub::PubSubSource;
 use crate::queue::servicebus::ServiceBusSource;
 use crate::registry::RegistrySet;
 use crate::replicate::{Options, Replicator};
+use crate::sync::{DeletePolicy, Syncer};
 use crate::{admin, metrics, shutdown};
 
 /// Why `run` could not start or finish.
@@ -126,6 +128,42 @@ pub fn replicator(registries: Vec<RegistryConfig>, opts: Options) -> Result<Arc<
     Ok(Arc::new(Replicator::new(Arc::new(set), opts)))
 }
 
+/// The executor every front end of one process shares (events, sync, the sweep): one
+/// copy per (target, digest), the tag locks and the recently-verified memory span them.
+pub type SharedExecutor = Guarded<Executor<RegistrySet>>;
+
+/// The copy engine and the guarded executor over it, from `config` (what `run` builds).
+fn engine(config: &Config, health: Arc<Health>) -> Result<(Arc<Replicator<RegistrySet>>, Arc<SharedExecutor>), Error> {
+    let opts = Options {
+        platforms: Vec::new(),
+        referrers: config.pipeline.referrers,
+        blob_jobs: config.pipeline.blob_jobs,
+        ..Options::default()
+    };
+    let replicator = replicator(config.registries.clone(), opts)?;
+    let memory = Memory {
+        ttl: config.pipeline.dedup_ttl,
+        max_entries: config.pipeline.dedup_max_entries,
+    };
+    let executor = Arc::new(Guarded::new(Executor::new(replicator.clone(), memory), health));
+    Ok((replicator, executor))
+}
+
+/// The delete settings of `config`, shared by event deletes and sync prunes.
+fn delete_policy(config: &Config) -> DeletePolicy {
+    DeletePolicy {
+        dry_run: config.pipeline.delete_dry_run,
+        fallback: config.pipeline.tag_delete_fallback,
+    }
+}
+
+/// The sync runner of `regrelay sync`: the same engine and guarded executor `run` builds,
+/// with at most `jobs` requests or items in flight.
+pub fn syncer(config: &Config, jobs: usize) -> Result<Syncer<RegistrySet, SharedExecutor>, Error> {
+    let (replicator, executor) = engine(config, health(config))?;
+    Ok(Syncer::new(replicator, executor, delete_policy(config), jobs))
+}
+
 /// [`run`] with an external shutdown token (for embedding and tests).
 pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     let health = health(&config);
@@ -135,19 +173,8 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
 async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     metrics::global().set_ready(false);
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
-    let opts = Options {
-        platforms: Vec::new(),
-        referrers: config.pipeline.referrers,
-        blob_jobs: config.pipeline.blob_jobs,
-        ..Options::default()
-    };
-    let replicator = replicator(config.registries.clone(), opts)?;
+    let (replicator, executor) = engine(&config, health.clone())?;
     let registries = replicator.registries().clone();
-    let memory = Memory {
-        ttl: config.pipeline.dedup_ttl,
-        max_entries: config.pipeline.dedup_max_entries,
-    };
-    let executor = Arc::new(Guarded::new(Executor::new(replicator, memory), health.clone()));
     let origin = match &config.origin {
         Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
         None => crate::event::Origin::none(),

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config), `--version` | `app`, `cli`, `config`, `notify` |
 //! | [`app`] | composition root: build everything from a `Config` for `regrelay run`, run, drain; builds `copy`'s engine too | all |
-//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report) | `app`, `config`, `oci`, `registry`, `replicate` |
+//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `sync` (plan lines, exit codes) | `app`, `config`, `oci`, `registry`, `replicate`, `engine`, `sync`, `shutdown` |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
 //! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
@@ -26,6 +26,7 @@
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
+//! | [`sync`] | the second front end: `regrelay sync` and the reconcile sweep compare sources and targets (tag lists, HEADs) and send differences to the executor; blind to messages | `engine`, `rules`, `replicate`, `registry` (reads), `config`, `oci`, `metrics` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //!
@@ -53,6 +54,7 @@ pub mod registry;
 pub mod replicate;
 pub mod rules;
 pub mod shutdown;
+pub mod sync;
 
 // The dependency-direction test (STYLE.md section 1), with its path matcher.
 #[cfg(test)]

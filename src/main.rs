@@ -1,10 +1,12 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
 //! its library front end (`run` to [`regrelay::app`], `copy` to [`regrelay::cli::copy`],
+//! `sync` to [`regrelay::cli::sync`],
 //! `check-config` to [`regrelay::config`]) and maps the result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
-//! or line failed, or startup failed; 64 = bad usage or configuration (nothing was
-//! contacted).
+//! or line failed, or startup failed; 2 = `sync --check` found differences; 64 = bad
+//! usage or configuration (nothing was contacted, except by a `sync` whose pattern rule
+//! the registry's catalog cannot enumerate).
 //!
 //! This is the only place that reads the process environment for defaults (`DOCKER_CONFIG`,
 //! `HOME`, systemd's `NOTIFY_SOCKET`); secrets come only from variables and files the
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use regrelay::cli::copy::{self, CopyArgs};
+use regrelay::cli::sync::{self as sync_cmd, SyncArgs};
 
 /// Exit code for bad usage or configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -48,6 +51,10 @@ enum Command {
     /// Run the daemon: pull registry events from the configured source, replicate, verify,
     /// and acknowledge each message only once its targets are verified.
     Run(ConfigArgs),
+    /// Converge the targets of the configured rules on their sources once, without events
+    /// (backfill, repair); `--dry-run`/`--check` only report. Exit 0 in sync or repaired,
+    /// 1 on errors, 2 when `--check` finds differences, 64 on bad usage or configuration.
+    Sync(SyncArgs),
     /// Validate a configuration file and print the effective configuration (secrets
     /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
     CheckConfig(ConfigArgs),
@@ -90,6 +97,12 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Sync(args) => block_on(async move {
+            match sync_cmd::run(args).await {
+                Ok(exit) => ExitCode::from(exit.code()),
+                Err(e) => usage_error(e),
+            }
+        }),
         Command::CheckConfig(args) => match regrelay::config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", regrelay::config::render(&cfg));

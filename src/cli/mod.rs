@@ -1,5 +1,5 @@
 //! Command-line front ends of the `regrelay` binary besides the daemon (`regrelay run` is
-//! [`crate::app::run`]): today [`copy`]. Each one takes its parsed arguments, builds what
+//! [`crate::app::run`]): [`copy`] and [`sync`]. Each one takes its parsed arguments, builds what
 //! it needs through the composition root ([`crate::app`]), does its work, prints its
 //! report and returns a typed result that the binary maps to an exit code.
 //!
@@ -8,3 +8,4 @@
 //! path), or reach into the daemon's layers (`queue`, `pipeline`, `admin`).
 
 pub mod copy;
+pub mod sync;

@@ -325,6 +325,9 @@ pub struct Rule {
     pub source_registry: String,
     /// Source repository pattern.
     pub repository: Matcher,
+    /// The source repositories a sync or sweep visits for a pattern rule (config
+    /// `repositories`); empty = a literal pattern's one name, else the registry's catalog.
+    pub repositories: Vec<String>,
     /// Tags to replicate (empty = all tags).
     pub tags_include: Vec<Matcher>,
     /// Tags never replicated (checked after `tags_include`).

@@ -527,6 +527,9 @@ struct RawRule {
     repository: Option<Spanned<String>>,
     /// Regular expression over the source repository path, anchored `^…$`.
     repository_regex: Option<Spanned<String>>,
+    /// The source repositories `regrelay sync` and the reconcile sweep visit for a
+    /// pattern rule, instead of the registry's `_catalog`; each must match the pattern.
+    repositories: Option<Vec<Spanned<String>>>,
     /// Tag globs to include; absent or empty (with `tags_regex`) = every tag.
     tags: Option<Vec<Spanned<String>>>,
     /// Tag regexes to include (anchored); combined with `tags` by "any of".

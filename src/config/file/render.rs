@@ -156,6 +156,10 @@ pub fn render(config: &Config) -> String {
             Matcher::Glob(_, g) => writeln!(o, "repository = {}", quote(g)),
             Matcher::Regex(_, r) => writeln!(o, "repository_regex = {}", quote(r)),
         };
+        if !rule.repositories.is_empty() {
+            let names: Vec<String> = rule.repositories.iter().map(|r| quote(r)).collect();
+            let _ = writeln!(o, "repositories = [{}]", names.join(", "));
+        }
         matchers(o, "tags", "tags_regex", &rule.tags_include);
         matchers(o, "exclude_tags", "exclude_tags_regex", &rule.tags_exclude);
         let actions: Vec<&str> = [(rule.on_push, "\"push\""), (rule.on_delete, "\"delete\"")]

@@ -784,3 +784,34 @@ fn servicebus_renders_without_its_key_and_reloads() {
     );
     assert_eq!(render(&ok(&out)), out);
 }
+
+#[test]
+fn rule_repositories_must_be_names_the_pattern_matches() {
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"team/*\"\nrepositories = [\"team/a\", \"team/b\"]",
+    );
+    assert_eq!(ok(&text).rules[0].repositories, ["team/a", "team/b"]);
+    assert!(render(&ok(&text)).contains("repositories = [\"team/a\", \"team/b\"]"));
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"team/*\"\nrepositories = [\"team/a\", \"other/b\"]",
+    );
+    expect(
+        &text,
+        "repositories",
+        "rules[0].repositories[1]",
+        "\"other/b\" does not match the rule's pattern \"team/*\"",
+    );
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"**\"\nrepositories = [\"Bad Name\"]",
+    );
+    expect(
+        &text,
+        "repositories",
+        "rules[0].repositories[0]",
+        "not a valid repository name",
+    );
+    assert!(ok(BASE).rules[0].repositories.is_empty());
+}

@@ -550,6 +550,22 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         }
         (None, None) => return invalid(span, field("repository"), "required (a glob), or give repository_regex"),
     };
+    let mut repositories = Vec::new();
+    for (i, name) in r.repositories.iter().flatten().enumerate() {
+        let f = field(&format!("repositories[{i}]"));
+        let n = name.get_ref();
+        if crate::oci::Reference::new("registry.invalid", n, crate::oci::Locator::Tag("latest".into())).is_err() {
+            return invalid(name.span(), f, format!("{n:?} is not a valid repository name"));
+        }
+        if !repository.is_match(n) {
+            return invalid(
+                name.span(),
+                f,
+                format!("{n:?} does not match the rule's pattern {:?}", repository.as_str()),
+            );
+        }
+        repositories.push(n.clone());
+    }
     let patterns =
         |globs: &Option<Vec<Spanned<String>>>, gkey: &str, regexes: &Option<Vec<Spanned<String>>>, rkey: &str| {
             let mut out = Vec::new();
@@ -599,6 +615,7 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         name,
         source_registry,
         repository,
+        repositories,
         tags_include,
         tags_exclude,
         on_push,
