@@ -21,6 +21,7 @@ use crate::queue::pubsub::PubSubSource;
 use crate::queue::servicebus::ServiceBusSource;
 use crate::registry::RegistrySet;
 use crate::replicate::{Options, Replicator};
+use crate::sync::sweep::Sweep;
 use crate::sync::{DeletePolicy, Syncer};
 use crate::{admin, metrics, shutdown};
 
@@ -175,6 +176,19 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
     let (replicator, executor) = engine(&config, health.clone())?;
     let registries = replicator.registries().clone();
+    // The sweep repairs through the pipeline's executor: one copy per (target, digest)
+    // across both front ends. It stops with the pipeline.
+    let sweep_stop = shutdown_token.child_token();
+    let sweep_task = config.reconcile.interval.map(|interval| {
+        let syncer = Syncer::new(
+            replicator.clone(),
+            executor.clone(),
+            delete_policy(&config),
+            config.reconcile.jobs,
+        );
+        let sweep = Sweep::new(syncer, config.rules.clone(), interval, config.reconcile.prune);
+        tokio::spawn(sweep.run(sweep_stop.clone()))
+    });
     let origin = match &config.origin {
         Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
         None => crate::event::Origin::none(),
@@ -244,6 +258,10 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             }
         }
     };
+    sweep_stop.cancel();
+    if let Some(t) = sweep_task {
+        let _ = t.await;
+    }
     // Copies dropped at shutdown cancel their upload sessions in the background: let those
     // DELETEs out (bounded) before the runtime goes away (issue 9).
     registries.wait_for_cancels(crate::registry::CANCEL_TIMEOUT).await;

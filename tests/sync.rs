@@ -12,7 +12,7 @@ use std::time::Duration;
 use regrelay::oci::Locator;
 use regrelay::registry::Registry as _;
 use support::image;
-use support::{FaultProxy, Registries, Rule, mirror_config, tag_digest};
+use support::{COPIES, Daemon, FaultProxy, LONG, PubSubEmulator, Registries, Rule, SETTLED, mirror_config, tag_digest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
 
@@ -275,4 +275,130 @@ async fn errors_exit_1_and_unknown_rules_exit_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rule \"nope\": no such rule (rules: mirror)"));
     let out = sync(&cfg, &["--check", "--dry-run"]).await;
     assert_eq!(code(&out), 64, "{}", show(&out));
+}
+
+const TOPIC: &str = "sync-events";
+const SUB: &str = "sync-sub";
+
+/// The daemon config: Pub/Sub source on `emu`, the mirror rule, a sweep every second.
+fn daemon_config(emu: &PubSubEmulator, src: &str, dst: &str) -> String {
+    let source = format!(
+        "[source]\nkind = \"pubsub\"\nsubscription = \"{}\"\nendpoint = \"{}\"\nlease_extension_secs = 10",
+        emu.subscription_path(SUB),
+        emu.endpoint()
+    );
+    format!(
+        "{}\n[reconcile]\ninterval_secs = 1\njobs = 2\n",
+        mirror_config(&source, src, dst, 5)
+    )
+}
+
+async fn emulator() -> PubSubEmulator {
+    let emu = PubSubEmulator::start().await;
+    emu.create_topic(TOPIC).await;
+    emu.create_subscription(SUB, TOPIC, 10).await;
+    emu
+}
+
+#[tokio::test]
+async fn the_sweep_repairs_images_pushed_before_the_daemon_started_and_stops_cleanly() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let r = Registries::start().await;
+    let emu = emulator().await;
+    let a = image::push_simple(&r.s, "team/a", "v1", 2_000, 51).await;
+    let b = image::push_simple(&r.s, "team/b", "v1", 2_000, 52).await;
+    // Moved by hand before the start: the sweep points it back.
+    image::push_simple(&r.d, "mirror/team/b", "v1", 2_000, 53).await;
+    let mut daemon = Daemon::start(&daemon_config(&emu, &r.src.host(), &r.dst.host())).await;
+    daemon
+        .wait_metric("regrelay_sweep_last_complete_timestamp_seconds", &[], LONG, |v| v > 0.0)
+        .await;
+    assert_eq!(
+        tag_digest(&r.d, "mirror/team/a", "v1").await,
+        Some(a.digest.to_string())
+    );
+    assert_eq!(
+        tag_digest(&r.d, "mirror/team/b", "v1").await,
+        Some(b.digest.to_string())
+    );
+    assert_eq!(
+        daemon
+            .metric("regrelay_sweep_drift_total", &[("kind", "missing")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        daemon.metric("regrelay_sweep_drift_total", &[("kind", "moved")]).await,
+        1.0
+    );
+    assert_eq!(
+        daemon
+            .metric("regrelay_sweep_repaired_total", &[("kind", "moved")])
+            .await,
+        1.0
+    );
+    assert!(daemon.metric("regrelay_sweep_tags_checked_total", &[]).await >= 2.0);
+    assert_eq!(daemon.metric("regrelay_sweep_failures_total", &[]).await, 0.0);
+    // The sweep settles nothing.
+    assert_eq!(daemon.metric(SETTLED, &[]).await, 0.0);
+    let (status, took) = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_running_while_events_flow_makes_no_double_copies() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let r = Registries::start().await;
+    let emu = emulator().await;
+    let daemon = Daemon::start(&daemon_config(&emu, &r.src.host(), &r.dst.host())).await;
+    let mut pushed = Vec::new();
+    // Push and announce in waves, so events and sweeps overlap.
+    for i in 0..12u64 {
+        let repo = format!("app{}", i % 3);
+        let tag = format!("v{i}");
+        let img = image::push_simple(&r.s, &repo, &tag, 150_000, 60 + i).await;
+        let event = serde_json::json!({
+            "action": "INSERT",
+            "digest": format!("{}/{repo}@{}", r.src.host(), img.digest),
+            "tag": format!("{}/{repo}:{tag}", r.src.host()),
+        });
+        emu.publish(TOPIC, &serde_json::to_vec(&event).unwrap()).await;
+        pushed.push((repo, tag, img));
+        if i % 4 == 3 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 12.0)
+        .await;
+    // Two more complete sweeps after every event was acked.
+    let t0 = daemon
+        .metric("regrelay_sweep_last_complete_timestamp_seconds", &[])
+        .await;
+    daemon
+        .wait_metric("regrelay_sweep_last_complete_timestamp_seconds", &[], LONG, |v| v > t0)
+        .await;
+    let t1 = daemon
+        .metric("regrelay_sweep_last_complete_timestamp_seconds", &[])
+        .await;
+    daemon
+        .wait_metric("regrelay_sweep_last_complete_timestamp_seconds", &[], LONG, |v| v > t1)
+        .await;
+    for (repo, tag, img) in &pushed {
+        assert_eq!(
+            tag_digest(&r.d, &format!("mirror/{repo}"), tag).await,
+            Some(img.digest.to_string()),
+            "{repo}:{tag}"
+        );
+    }
+    assert_eq!(
+        daemon.metric(COPIES, &[("outcome", "replicated")]).await,
+        12.0,
+        "each image copied exactly once across events and sweeps\n{}",
+        daemon.metrics().await
+    );
+    assert!(daemon.metric("regrelay_sweep_tags_checked_total", &[]).await >= 12.0);
 }

@@ -26,6 +26,29 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Admin HTTP server (`/metrics`, `/healthz`, `/readyz`); `None` = disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// `[reconcile]`: the periodic sweep.
+    pub reconcile: ReconcileConfig,
+}
+
+/// The reconcile sweep of `regrelay run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// Time between sweeps (±10 % jitter); `None` = no sweep.
+    pub interval: Option<Duration>,
+    /// HEADs and repairs in flight during a sweep.
+    pub jobs: usize,
+    /// Delete target tags gone at the source (delete rules only).
+    pub prune: bool,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval: None,
+            jobs: 2,
+            prune: false,
+        }
+    }
 }
 
 /// The event source.

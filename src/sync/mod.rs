@@ -30,6 +30,7 @@ use crate::registry::{Registries, Registry as _};
 use crate::replicate::{ErrorClass, Replicator};
 
 pub mod plan;
+pub mod sweep;
 
 pub use plan::{DeletePolicy, Drift, Kind};
 
@@ -119,6 +120,17 @@ fn index(kind: Kind) -> usize {
         Kind::Moved => 1,
         Kind::Gone => 2,
     }
+}
+
+/// A read (list or HEAD) and its failure's class and text.
+type Read<T> = Result<T, (ErrorClass, String)>;
+
+/// One wanted tag to compare at one target.
+struct Check {
+    tag: String,
+    digest: Digest,
+    target_tag: String,
+    listed: bool,
 }
 
 /// Where each line of the report goes (printed by the CLI, counted by the sweep).
@@ -223,7 +235,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
         }
     }
 
-    async fn catalog(&self, host: &str) -> Result<Vec<String>, (ErrorClass, String)> {
+    async fn catalog(&self, host: &str) -> Read<Vec<String>> {
         let registry = self
             .replicator
             .registries()
@@ -235,7 +247,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             .map_err(|e| (e.class(), e.to_string()))
     }
 
-    async fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, (ErrorClass, String)> {
+    async fn list_tags(&self, repo: &Repo) -> Read<Vec<String>> {
         let registry = self
             .replicator
             .registries()
@@ -248,7 +260,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
     }
 
     /// One HEAD (a GET only where the registry sends no digest header).
-    async fn resolve(&self, repo: &Repo, tag: &str) -> Result<Option<Digest>, (ErrorClass, String)> {
+    async fn resolve(&self, repo: &Repo, tag: &str) -> Read<Option<Digest>> {
         let reference = Reference {
             registry: repo.registry.clone(),
             repository: repo.repository.clone(),
@@ -261,57 +273,65 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             .map_err(|e| (e.class(), e.to_string()))
     }
 
+    /// Report a problem with `repo` (a listing or a HEAD failed).
+    fn problem(rule: &Rule, report: &mut Report, repo: &Repo, (class, message): (ErrorClass, String), sink: Sink<'_>) {
+        report.problems += 1;
+        let p = Problem {
+            rule: rule.name.clone(),
+            repository: Some(repo.to_string()),
+            class,
+            message,
+            needs_config: false,
+        };
+        sink(Entry::Problem(&p));
+    }
+
     /// Check one source repository against every target of `rule`.
+    ///
+    /// Streams take owned items (no closure over a borrowed argument), so the future
+    /// stays `Send` for any lifetime and the sweep can be spawned.
     async fn repository(&self, rule: &Rule, repository: &str, opts: Options, sink: Sink<'_>) -> Report {
         let mut report = Report {
             repositories: 1,
             ..Report::default()
         };
         let source = Repo::new(&rule.source_registry, repository);
-        let problem = |report: &mut Report, repo: &Repo, (class, message): (ErrorClass, String)| {
-            report.problems += 1;
-            let p = Problem {
-                rule: rule.name.clone(),
-                repository: Some(repo.to_string()),
-                class,
-                message,
-                needs_config: false,
-            };
-            sink(Entry::Problem(&p));
-        };
         let all = match self.list_tags(&source).await {
             Ok(t) => t,
             Err(e) => {
-                problem(&mut report, &source, e);
+                Self::problem(rule, &mut report, &source, e, sink);
                 return report;
             }
         };
-        let wanted: Vec<&String> = if rule.on_push {
-            all.iter().filter(|t| plan::wants(rule, t)).collect()
+        let wanted: Vec<String> = if rule.on_push {
+            all.iter().filter(|t| plan::wants(rule, t)).cloned().collect()
         } else {
             Vec::new()
         };
         report.tags_checked = wanted.len() as u64;
-        let resolved: Vec<_> = futures_util::stream::iter(wanted)
-            .map(|t| {
+        let resolved: Vec<(String, Read<Option<Digest>>)> = futures_util::stream::iter(wanted)
+            .map(|t: String| {
                 let source = &source;
-                async move { (t, self.resolve(source, t).await) }
+                async move {
+                    let r = self.resolve(source, &t).await;
+                    (t, r)
+                }
             })
             .buffer_unordered(self.jobs)
             .collect()
             .await;
-        let mut digests: Vec<(&String, Digest)> = Vec::with_capacity(resolved.len());
+        let mut digests: Vec<(String, Digest)> = Vec::with_capacity(resolved.len());
         for (tag, r) in resolved {
             match r {
                 Ok(Some(d)) => digests.push((tag, d)),
                 // Deleted since the list: nothing to copy (a prune may see it next time).
                 Ok(None) => {}
-                Err(e) => problem(&mut report, &source, e),
+                Err(e) => Self::problem(rule, &mut report, &source, e, sink),
             }
         }
         let prune = opts.prune && rule.on_delete;
         let all_set: HashSet<String> = if prune {
-            all.iter().cloned().collect()
+            all.into_iter().collect()
         } else {
             HashSet::new()
         };
@@ -323,49 +343,26 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             let listed = match self.list_tags(&dst).await {
                 Ok(t) => t,
                 Err(e) => {
-                    problem(&mut report, &dst, e);
+                    Self::problem(rule, &mut report, &dst, e, sink);
                     continue;
                 }
             };
             let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
-            let checks = digests.iter().filter_map(|(tag, digest)| {
-                let ttag = plan::target_tag(target, tag)?;
-                let listed = listed_set.contains(ttag.as_str());
-                Some((tag.as_str(), digest, ttag, listed))
-            });
-            let results: Vec<Report> = futures_util::stream::iter(checks)
-                .map(|(tag, digest, ttag, listed)| {
-                    let (source, dst) = (&source, &dst);
-                    async move {
-                        let mut r = Report::default();
-                        // A tag absent from the target's list costs no HEAD.
-                        let current = if listed {
-                            match self.resolve(dst, &ttag).await {
-                                Ok(d) => d,
-                                Err(e) => {
-                                    problem(&mut r, dst, e);
-                                    return r;
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        if let Some(kind) = plan::classify(digest, current.as_ref()) {
-                            let drift = Drift {
-                                rule: rule.name.clone(),
-                                kind,
-                                source: source.clone(),
-                                source_tag: tag.to_owned(),
-                                digest: Some(digest.clone()),
-                                target: dst.clone(),
-                                tag: ttag,
-                                target_digest: current,
-                            };
-                            self.handle(&drift, opts, &mut r, sink).await;
-                        }
-                        r
-                    }
+            let checks: Vec<Check> = digests
+                .iter()
+                .filter_map(|(tag, digest)| {
+                    let ttag = plan::target_tag(target, tag)?;
+                    let listed = listed_set.contains(ttag.as_str());
+                    Some(Check {
+                        tag: tag.clone(),
+                        digest: digest.clone(),
+                        target_tag: ttag,
+                        listed,
+                    })
                 })
+                .collect();
+            let results: Vec<Report> = futures_util::stream::iter(checks)
+                .map(|c: Check| self.check(rule, &source, &dst, c, opts, sink))
                 .buffer_unordered(self.jobs)
                 .collect()
                 .await;
@@ -375,33 +372,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             if prune {
                 let gone = plan::prunable(rule, target, &all_set, &listed);
                 let results: Vec<Report> = futures_util::stream::iter(gone)
-                    .map(|(stag, ttag)| {
-                        let (source, dst) = (&source, &dst);
-                        async move {
-                            let mut r = Report::default();
-                            // The digest the delete must still find there.
-                            let expected = match self.resolve(dst, &ttag).await {
-                                Ok(Some(d)) => d,
-                                Ok(None) => return r,
-                                Err(e) => {
-                                    problem(&mut r, dst, e);
-                                    return r;
-                                }
-                            };
-                            let drift = Drift {
-                                rule: rule.name.clone(),
-                                kind: Kind::Gone,
-                                source: source.clone(),
-                                source_tag: stag,
-                                digest: None,
-                                target: dst.clone(),
-                                tag: ttag,
-                                target_digest: Some(expected),
-                            };
-                            self.handle(&drift, opts, &mut r, sink).await;
-                            r
-                        }
-                    })
+                    .map(|(stag, ttag): (String, String)| self.gone(rule, &source, &dst, stag, ttag, opts, sink))
                     .buffer_unordered(self.jobs)
                     .collect()
                     .await;
@@ -411,6 +382,75 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             }
         }
         report
+    }
+
+    /// Compare one wanted tag with its target tag (a HEAD only when the target lists it).
+    async fn check(&self, rule: &Rule, source: &Repo, dst: &Repo, c: Check, opts: Options, sink: Sink<'_>) -> Report {
+        let mut r = Report::default();
+        let current = if c.listed {
+            match self.resolve(dst, &c.target_tag).await {
+                Ok(d) => d,
+                Err(e) => {
+                    Self::problem(rule, &mut r, dst, e, sink);
+                    return r;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(kind) = plan::classify(&c.digest, current.as_ref()) {
+            let drift = Drift {
+                rule: rule.name.clone(),
+                kind,
+                source: source.clone(),
+                source_tag: c.tag,
+                digest: Some(c.digest),
+                target: dst.clone(),
+                tag: c.target_tag,
+                target_digest: current,
+            };
+            self.handle(&drift, opts, &mut r, sink).await;
+        }
+        r
+    }
+
+    /// A target tag whose source tag is gone: resolve what it points at (the digest the
+    /// guarded delete must still find) and hand it on.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them (issue 13)"
+    )]
+    async fn gone(
+        &self,
+        rule: &Rule,
+        source: &Repo,
+        dst: &Repo,
+        source_tag: String,
+        tag: String,
+        opts: Options,
+        sink: Sink<'_>,
+    ) -> Report {
+        let mut r = Report::default();
+        let expected = match self.resolve(dst, &tag).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return r,
+            Err(e) => {
+                Self::problem(rule, &mut r, dst, e, sink);
+                return r;
+            }
+        };
+        let drift = Drift {
+            rule: rule.name.clone(),
+            kind: Kind::Gone,
+            source: source.clone(),
+            source_tag,
+            digest: None,
+            target: dst.clone(),
+            tag,
+            target_digest: Some(expected),
+        };
+        self.handle(&drift, opts, &mut r, sink).await;
+        r
     }
 
     /// Count `drift`, repair it when applying, and report it.

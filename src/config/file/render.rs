@@ -99,6 +99,12 @@ pub fn render(config: &Config) -> String {
         None => writeln!(o, "enabled = false"),
     };
 
+    let rc = &config.reconcile;
+    let _ = writeln!(o, "\n[reconcile]");
+    let _ = writeln!(o, "interval_secs = {}", rc.interval.map_or(0, |d| d.as_secs()));
+    let _ = writeln!(o, "jobs = {}", rc.jobs);
+    let _ = writeln!(o, "prune = {}", rc.prune);
+
     for r in &config.registries {
         let _ = writeln!(o, "\n[registries.{}]", quote(&r.host));
         let _ = writeln!(o, "insecure = {}", r.insecure);
