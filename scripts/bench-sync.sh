@@ -169,7 +169,7 @@ s_wall=0; s_rss=0
 for r in $(seq 0 $((EMPTY_REPOS - 1))); do
     repo=$(printf 'sync%03d' "$r")
     timed "$WORK/skopeo.out" skopeo sync --src docker --dest docker --src-tls-verify=false \
-        --dest-tls-verify=false --scoped=false "$SRC3/$repo" "$DSTB/"
+        --dest-tls-verify=false --scoped=false --all --preserve-digests "$SRC3/$repo" "$DSTB/"
     [[ $RC == 0 ]] || { tail "$WORK/skopeo.out.err" >&2; die "skopeo sync exited $RC"; }
     s_wall=$(echo "$s_wall + $WALL" | bc)
     (( RSS > s_rss )) && s_rss=$RSS

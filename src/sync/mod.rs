@@ -170,6 +170,10 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
     pub async fn run(&self, rules: &[Rule], opts: Options, stop: &CancellationToken, sink: Sink<'_>) -> Report {
         let mut report = Report::default();
         for rule in rules {
+            // A delete-only rule has nothing to compare unless pruning.
+            if !rule.on_push && !(opts.prune && rule.on_delete) {
+                continue;
+            }
             let repositories = match self.repositories(rule).await {
                 Ok(r) => r,
                 Err(p) => {
