@@ -171,7 +171,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
         let mut report = Report::default();
         for rule in rules {
             // A delete-only rule has nothing to compare unless pruning.
-            if !rule.on_push && !(opts.prune && rule.on_delete) {
+            if !(rule.on_push || (opts.prune && rule.on_delete)) {
                 continue;
             }
             let repositories = match self.repositories(rule).await {
