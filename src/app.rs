@@ -161,8 +161,9 @@ fn delete_policy(config: &Config) -> DeletePolicy {
 /// The sync runner of `regrelay sync`: the same engine and guarded executor `run` builds,
 /// with at most `jobs` requests or items in flight.
 pub fn syncer(config: &Config, jobs: usize) -> Result<Syncer<RegistrySet, SharedExecutor>, Error> {
-    let (replicator, executor) = engine(config, health(config))?;
-    Ok(Syncer::new(replicator, executor, delete_policy(config), jobs))
+    let health = health(config);
+    let (replicator, executor) = engine(config, health.clone())?;
+    Ok(Syncer::new(replicator, executor, delete_policy(config), jobs).with_health(health))
 }
 
 /// [`run`] with an external shutdown token (for embedding and tests).
@@ -185,7 +186,8 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             executor.clone(),
             delete_policy(&config),
             config.reconcile.jobs,
-        );
+        )
+        .with_health(health.clone());
         let sweep = Sweep::new(syncer, config.rules.clone(), interval, config.reconcile.prune);
         tokio::spawn(sweep.run(sweep_stop.clone()))
     });

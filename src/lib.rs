@@ -26,7 +26,7 @@
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
-//! | [`sync`] | the second front end: `regrelay sync` and the reconcile sweep compare sources and targets (tag lists, HEADs) and send differences to the executor; blind to messages | `engine`, `rules`, `replicate`, `registry` (reads), `config`, `oci`, `metrics` |
+//! | [`sync`] | the second front end: `regrelay sync` and the reconcile sweep compare sources and targets (tag lists, HEADs) and send differences to the executor; blind to messages | `engine`, `health`, `rules`, `replicate`, `registry` (reads), `config`, `oci`, `metrics` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //!

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Rule;
 use crate::engine::{Done, Execute, ItemResult, Outcome, Repo};
+use crate::health::Health;
 use crate::oci::{Digest, Reference};
 use crate::registry::{Registries, Registry as _};
 use crate::replicate::{ErrorClass, Replicator};
@@ -143,6 +144,7 @@ pub struct Syncer<S: Registries, E: Execute> {
     executor: Arc<E>,
     deletes: DeletePolicy,
     jobs: usize,
+    health: Option<Arc<Health>>,
 }
 
 impl<S: Registries, E: Execute> std::fmt::Debug for Syncer<S, E> {
@@ -162,6 +164,22 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             executor,
             deletes,
             jobs: jobs.max(1),
+            health: None,
+        }
+    }
+
+    /// Leave registries that `health` marks unhealthy alone (their reads too, as the
+    /// guarded executor does for their writes) until their backoff ends: a problem each.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// `Err` (Systemic, not contacted) while `host` is unhealthy.
+    fn healthy(&self, host: &str) -> Read<()> {
+        match &self.health {
+            Some(h) => h.check(host).map_err(|u| (ErrorClass::Systemic, u.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -300,7 +318,11 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             ..Report::default()
         };
         let source = Repo::new(&rule.source_registry, repository);
-        let all = match self.list_tags(&source).await {
+        let all = match self.healthy(&source.registry) {
+            Err(e) => Err(e),
+            Ok(()) => self.list_tags(&source).await,
+        };
+        let all = match all {
             Ok(t) => t,
             Err(e) => {
                 Self::problem(rule, &mut report, &source, e, sink);
@@ -344,7 +366,11 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                 tracing::warn!(rule = %rule.name, repository, target = %target.registry, "the target repository template gives an invalid name; skipped");
                 continue;
             };
-            let listed = match self.list_tags(&dst).await {
+            let listed = match self.healthy(&dst.registry) {
+                Err(e) => Err(e),
+                Ok(()) => self.list_tags(&dst).await,
+            };
+            let listed = match listed {
                 Ok(t) => t,
                 Err(e) => {
                     Self::problem(rule, &mut report, &dst, e, sink);
@@ -473,5 +499,77 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             Err(_) => report.failed += 1,
         }
         sink(Entry::Drift(drift, Some(&result)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Matcher, RegistryConfig, RuleTarget, Untagged};
+    use crate::engine::Item;
+    use crate::registry::RegistrySet;
+    use crate::replicate::Options as CopyOptions;
+
+    /// An executor that must never be reached.
+    struct Unreachable;
+
+    impl Execute for Unreachable {
+        async fn execute(&self, item: &Item) -> ItemResult {
+            panic!("executor reached with {item:?}")
+        }
+    }
+
+    #[tokio::test]
+    async fn unhealthy_registries_are_reported_not_contacted() {
+        // Nothing listens on the discard port: a contact would be a Transient transport error.
+        let (src, dst) = ("127.0.0.1:9", "127.0.0.1:7");
+        let set = RegistrySet::from_configs([RegistryConfig::new(src), RegistryConfig::new(dst)]).unwrap();
+        let replicator = Arc::new(Replicator::new(Arc::new(set), CopyOptions::default()));
+        let health = Arc::new(Health::new(
+            [src.to_string(), dst.to_string()],
+            vec![(src.to_string(), vec![dst.to_string()])],
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        health.failed(src, "credentials rejected");
+        let policy = DeletePolicy {
+            dry_run: false,
+            fallback: crate::config::TagDeleteFallback::Off,
+        };
+        let syncer = Syncer::new(replicator, Arc::new(Unreachable), policy, 2).with_health(health);
+        let rule = Rule {
+            name: "r".into(),
+            source_registry: src.into(),
+            repository: Matcher::try_glob("app").unwrap(),
+            repositories: Vec::new(),
+            tags_include: Vec::new(),
+            tags_exclude: Vec::new(),
+            on_push: true,
+            on_delete: false,
+            untagged: Untagged::Ignore,
+            targets: vec![RuleTarget {
+                registry: dst.into(),
+                repository: "{repository}".into(),
+                tag: None,
+            }],
+        };
+        let seen = Mutex::new(Vec::new());
+        let sink = |e: Entry<'_>| {
+            if let Entry::Problem(p) = e {
+                seen.lock().unwrap().push(p.clone());
+            }
+        };
+        let opts = Options {
+            apply: true,
+            prune: false,
+        };
+        let report = syncer.run(&[rule], opts, &CancellationToken::new(), &sink).await;
+        assert_eq!((report.problems, report.tags_checked), (1, 0));
+        let problems = seen.into_inner().unwrap();
+        assert_eq!(problems[0].class, ErrorClass::Systemic);
+        assert!(problems[0].message.contains("not contacted"), "{problems:?}");
     }
 }
