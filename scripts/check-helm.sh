@@ -530,6 +530,8 @@ def check_values_file(chart, schema, metrics, label, values):
     check(f"{label}: kubernetes-validate", check_kubernetes, objects)
     check(f"{label}: CRD objects", check_crds, objects, metrics)
     check(f"{label}: config.toml against the pod", check_pod, objects)
+    if by_kind(objects, "CronJob"):
+        check(f"{label}: sync CronJob", check_sync_cronjob, objects)
     if binary:
         check(f"{label}: regrelay check-config", check_config_binary, objects, binary)
     elif os.environ.get("CI"):
@@ -537,6 +539,29 @@ def check_values_file(chart, schema, metrics, label, values):
              f"or scripts/test.sh) or set REGRELAY_BIN")
     else:
         print(f"skip: {label}: regrelay check-config: no regrelay binary (cargo build, or set REGRELAY_BIN)")
+
+
+def check_sync_cronjob(objects):
+    """`regrelay sync` once at a time, with the Deployment's config, mounts and identity."""
+    cron = by_kind(objects, "CronJob")[0]
+    deployment = by_kind(objects, "Deployment")[0]
+    if cron["spec"].get("concurrencyPolicy") != "Forbid":
+        raise Problem("concurrencyPolicy is not Forbid")
+    job = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = job["containers"][0]
+    main = next(c for c in pod["containers"] if c["name"] == "regrelay")
+    if container["args"][:3] != ["sync", "--config", "/etc/regrelay/config.toml"]:
+        raise Problem(f"args {container['args']}")
+    for key in ("serviceAccountName", "volumes"):
+        if job.get(key) != pod.get(key):
+            raise Problem(f"{key} differs from the Deployment's")
+    for key in ("image", "env", "volumeMounts", "securityContext"):
+        if container.get(key) != main.get(key):
+            raise Problem(f"container {key} differs from the Deployment's")
+    if job.get("restartPolicy") != "Never":
+        raise Problem("restartPolicy is not Never")
+    return f"sync every {cron['spec']['schedule']!r}, Forbid, the Deployment's identity and mounts"
 
 
 # ---- the chart refuses ---------------------------------------------------------------------
@@ -565,6 +590,11 @@ REFUSALS = [
      {"config": {"source": {"kind": "servicebus", "subscription": None, "namespace": "ns.servicebus.windows.net",
                             "queue": "q", "auth": {"kind": "sas", "key_name": "listen", "key": "k"}}}},
      "'key'"),
+    ("the in-process sweep with 2 replicas",
+     {"config": {"reconcile": {"interval_secs": 600}}}, "set syncCronJob.enabled instead"),
+    ("the sync CronJob with a sidecar registry",
+     {"replicaCount": 1, "syncCronJob": {"enabled": True}, "sidecar": {"registry": {"enabled": True}}},
+     "a Job cannot reach it"),
     ("a Service Bus topic whose subscription is still the Pub/Sub default",
      {"config": {"source": {"kind": "servicebus", "namespace": "ns.servicebus.windows.net", "topic": "t",
                             "auth": {"kind": "entra", "credential": "workload_identity"}}}},

@@ -3,7 +3,8 @@
 #   - Dockerfile and .dockerignore: scripts/check_dockerfile.py, which parses the Dockerfile
 #     with the BuildKit parser (PyPI package `dockerfile`), after a self-test that each of
 #     its rules rejects a known-bad Dockerfile;
-#   - deploy/systemd/regrelay.service: scripts/check-systemd.sh (`systemd-analyze verify`
+#   - deploy/systemd/regrelay.service, regrelay-sync.service and regrelay-sync.timer:
+#     scripts/check-systemd.sh (`systemd-analyze verify`
 #     and `systemd-analyze security`), which needs target/debug/regrelay: run it after
 #     `cargo test` / scripts/test.sh.
 # The `dockerfile` package goes into a virtualenv in target/py-docker (reused by later runs).

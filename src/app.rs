@@ -1,7 +1,8 @@
 //! Composition root of `regrelay run`: build the registry clients, the copy engine, the
 //! pipeline, the admin server and the source from a validated [`Config`], run until the
 //! source ends or a signal arrives, and report how it went. `regrelay copy`
-//! ([`crate::cli::copy`]) builds its engine here too ([`replicator`]).
+//! ([`crate::cli::copy`]) builds its engine here too ([`replicator`]), and `regrelay
+//! sync` ([`crate::cli::sync`]) its runner ([`syncer`]).
 //!
 //! Must never: start anything before the configuration is fully validated (the caller
 //! passes a [`Config`], which only exists validated), or exit the process itself.
@@ -20,6 +21,8 @@ use crate::queue::pubsub::PubSubSource;
 use crate::queue::servicebus::ServiceBusSource;
 use crate::registry::RegistrySet;
 use crate::replicate::{Options, Replicator};
+use crate::sync::sweep::Sweep;
+use crate::sync::{DeletePolicy, Syncer};
 use crate::{admin, metrics, shutdown};
 
 /// Why `run` could not start or finish.
@@ -126,19 +129,23 @@ pub fn replicator(registries: Vec<RegistryConfig>, opts: Options) -> Result<Arc<
     Ok(Arc::new(Replicator::new(Arc::new(set), opts)))
 }
 
+/// The executor every front end of one process shares (events, sync, the sweep, watches):
+/// one copy per (target, digest), the tag locks and the recently-verified memory span them.
+pub type SharedExecutor = Guarded<Executor<RegistrySet>>;
+
 /// The watcher `regrelay run` and `regrelay watch` build: every copy and tag write through
 /// the guarded executor.
-pub type AppWatcher = crate::watch::Watcher<Guarded<Executor<RegistrySet>>, RegistrySet>;
+pub type AppWatcher = crate::watch::Watcher<SharedExecutor, RegistrySet>;
 
 /// The watcher of `config`'s `[[watch]]` blocks, with its own executor (`regrelay watch`).
 pub fn watcher(config: &Config) -> Result<Arc<AppWatcher>, Error> {
-    let (executor, registries) = executor(config, health(config))?;
-    watcher_over(config, executor, registries)
+    let (replicator, executor) = engine(config, health(config))?;
+    watcher_over(config, executor, replicator.registries().clone())
 }
 
 fn watcher_over(
     config: &Config,
-    executor: Arc<Guarded<Executor<RegistrySet>>>,
+    executor: Arc<SharedExecutor>,
     registries: Arc<RegistrySet>,
 ) -> Result<Arc<AppWatcher>, Error> {
     crate::watch::Watcher::from_settings(&config.watch, executor, registries)
@@ -146,9 +153,8 @@ fn watcher_over(
         .map_err(|e| Error::Config(e.to_string()))
 }
 
-type AppExecutor = Arc<Guarded<Executor<RegistrySet>>>;
-
-fn executor(config: &Config, health: Arc<Health>) -> Result<(AppExecutor, Arc<RegistrySet>), Error> {
+/// The copy engine and the guarded executor over it, from `config` (what `run` builds).
+fn engine(config: &Config, health: Arc<Health>) -> Result<(Arc<Replicator<RegistrySet>>, Arc<SharedExecutor>), Error> {
     let opts = Options {
         platforms: Vec::new(),
         referrers: config.pipeline.referrers,
@@ -156,15 +162,28 @@ fn executor(config: &Config, health: Arc<Health>) -> Result<(AppExecutor, Arc<Re
         ..Options::default()
     };
     let replicator = replicator(config.registries.clone(), opts)?;
-    let registries = replicator.registries().clone();
     let memory = Memory {
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,
     };
-    Ok((
-        Arc::new(Guarded::new(Executor::new(replicator, memory), health)),
-        registries,
-    ))
+    let executor = Arc::new(Guarded::new(Executor::new(replicator.clone(), memory), health));
+    Ok((replicator, executor))
+}
+
+/// The delete settings of `config`, shared by event deletes and sync prunes.
+fn delete_policy(config: &Config) -> DeletePolicy {
+    DeletePolicy {
+        dry_run: config.pipeline.delete_dry_run,
+        fallback: config.pipeline.tag_delete_fallback,
+    }
+}
+
+/// The sync runner of `regrelay sync`: the same engine and guarded executor `run` builds,
+/// with at most `jobs` requests or items in flight.
+pub fn syncer(config: &Config, jobs: usize) -> Result<Syncer<RegistrySet, SharedExecutor>, Error> {
+    let health = health(config);
+    let (replicator, executor) = engine(config, health.clone())?;
+    Ok(Syncer::new(replicator, executor, delete_policy(config), jobs).with_health(health))
 }
 
 /// [`run`] with an external shutdown token (for embedding and tests).
@@ -176,7 +195,8 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
 async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     metrics::global().set_ready(false);
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
-    let (executor, registries) = executor(&config, health.clone())?;
+    let (replicator, executor) = engine(&config, health.clone())?;
+    let registries = replicator.registries().clone();
     // `[[watch]]` blocks run beside the event source, over the same executor.
     let watch_task = if config.watch.watches.is_empty() {
         None
@@ -184,6 +204,20 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         let w = watcher_over(&config, executor.clone(), registries.clone())?;
         Some(tokio::spawn(w.run(shutdown_token.clone())))
     };
+    // The sweep repairs through the pipeline's executor: one copy per (target, digest)
+    // across both front ends. It stops with the pipeline.
+    let sweep_stop = shutdown_token.child_token();
+    let sweep_task = config.reconcile.interval.map(|interval| {
+        let syncer = Syncer::new(
+            replicator.clone(),
+            executor.clone(),
+            delete_policy(&config),
+            config.reconcile.jobs,
+        )
+        .with_health(health.clone());
+        let sweep = Sweep::new(syncer, config.rules.clone(), interval, config.reconcile.prune);
+        tokio::spawn(sweep.run(sweep_stop.clone()))
+    });
     let origin = match &config.origin {
         Some(o) => crate::event::Origin::new(&o.registry, &o.repository),
         None => crate::event::Origin::none(),
@@ -260,6 +294,10 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
             }
         }
     };
+    sweep_stop.cancel();
+    if let Some(t) = sweep_task {
+        let _ = t.await;
+    }
     // Copies dropped at shutdown cancel their upload sessions in the background: let those
     // DELETEs out (bounded) before the runtime goes away (issue 9).
     if let Some(t) = watch_task {

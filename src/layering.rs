@@ -456,6 +456,24 @@ fn watches_and_gates_know_nothing_of_messages() {
 }
 
 #[test]
+fn sync_is_a_front_end_beside_the_pipeline() {
+    // It changes targets only through the executor and never sees a message.
+    assert_no_imports(
+        "sync",
+        &[
+            "crate::queue",
+            "crate::pipeline",
+            "crate::event",
+            "crate::app",
+            "crate::admin",
+            "crate::cli",
+        ],
+    );
+    assert_no_imports("engine", &["crate::sync"]);
+    assert_no_imports("pipeline", &["crate::sync"]);
+}
+
+#[test]
 fn command_front_ends_sit_on_the_composition_root_not_below_it() {
     // `cli` (the `copy` command) builds its engine through `app`, like `run`; nothing but
     // the binary calls into it, and it does not reach into the daemon's layers.

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config), `--version` | `app`, `cli`, `config`, `notify` |
 //! | [`app`] | composition root: build everything from a `Config` for `regrelay run`, run, drain; builds `copy`'s engine too | all |
-//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `promote`, `snapshot` | `app`, `config`, `oci`, `registry`, `replicate`, `engine`, `promote` |
+//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `promote`, `snapshot`, `sync` (plan lines, exit codes), `watch` | `app`, `config`, `oci`, `registry`, `replicate`, `engine`, `promote` |
 //! | [`promote`] | cip manifests, edge planning, inventory (tags/list + HEAD), snapshots; a front end over the executor | `engine`, `registry`, `oci` |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
@@ -27,6 +27,7 @@
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
+//! | [`sync`] | the second front end: `regrelay sync` and the reconcile sweep compare sources and targets (tag lists, HEADs) and send differences to the executor; blind to messages | `engine`, `health`, `rules`, `replicate`, `registry` (reads), `config`, `oci`, `metrics` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //! | [`retry`] | the one retry schedule (exponential, jittered) of every retry loop | — (leaf) |
@@ -60,6 +61,7 @@ pub mod replicate;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;
+pub mod sync;
 pub mod watch;
 
 // The dependency-direction test (STYLE.md section 1), with its path matcher.

@@ -1,11 +1,13 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
-//! its library front end (`run` to [`regrelay::app`], `copy`, `promote` and `snapshot` to
-//! [`regrelay::cli`],
-//! `check-config` to [`regrelay::config`]) and maps the result to an exit code.
+//! its library front end (`run` to [`regrelay::app`], `copy`, `promote`, `snapshot`, `sync`
+//! and `watch` to [`regrelay::cli`], `check-config` to [`regrelay::config`]) and maps the
+//! result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
-//! or line failed, or startup failed; 2 = `promote --check` found work pending; 64 = bad
-//! usage or configuration (nothing was contacted).
+//! or line failed, or startup failed; 2 = `promote --check` found work pending or
+//! `sync --check` found differences; 64 = bad usage or configuration (nothing was
+//! contacted, except by a `sync` whose pattern rule the registry's catalog cannot
+//! enumerate).
 //!
 //! This is the only place that reads the process environment for defaults (`DOCKER_CONFIG`,
 //! `HOME`, systemd's `NOTIFY_SOCKET`); secrets come only from variables and files the
@@ -22,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use regrelay::cli::copy::{self, CopyArgs};
 use regrelay::cli::promote::{self, PromoteArgs};
 use regrelay::cli::snapshot::{self, SnapshotArgs};
+use regrelay::cli::sync::{self as sync_cmd, SyncArgs};
 
 /// Exit code for bad usage or configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -56,6 +59,10 @@ enum Command {
     /// Run the daemon: pull registry events from the configured source, replicate, verify,
     /// and acknowledge each message only once its targets are verified.
     Run(ConfigArgs),
+    /// Converge the targets of the configured rules on their sources once, without events
+    /// (backfill, repair); `--dry-run`/`--check` only report. Exit 0 in sync or repaired,
+    /// 1 on errors, 2 when `--check` finds differences, 64 on bad usage or configuration.
+    Sync(SyncArgs),
     /// Validate a configuration file and print the effective configuration (secrets
     /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
     CheckConfig(ConfigArgs),
@@ -135,6 +142,12 @@ fn main() -> ExitCode {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }),
+        Command::Sync(args) => block_on(async move {
+            match sync_cmd::run(args).await {
+                Ok(exit) => ExitCode::from(exit.code()),
+                Err(e) => usage_error(e),
             }
         }),
         Command::CheckConfig(args) => match regrelay::config::load(&args.config) {

@@ -26,6 +26,10 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+mod sweep;
+
+pub use sweep::{Drift as SweepDrift, SweepMetrics};
+
 /// The `Content-Type` of [`Metrics::render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
@@ -265,6 +269,7 @@ pub struct Metrics {
     ready_gauge: IntGauge,
     source_paused: IntGauge,
     registry_healthy: IntGaugeVec,
+    sweep: SweepMetrics,
     ready: AtomicBool,
     alive: AtomicBool,
     /// `registry` label values handed out so far (see [`MAX_REGISTRY_LABELS`]).
@@ -470,6 +475,7 @@ impl Metrics {
                 &["registry"],
             ),
             watch: WatchMetrics::new(&r),
+            sweep: SweepMetrics::new(&r),
             registry: r,
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),
@@ -495,6 +501,11 @@ impl Metrics {
             m.deletes.with_label_values(&[d.as_str()]);
         }
         m
+    }
+
+    /// The reconcile sweep's families.
+    pub fn sweep(&self) -> &SweepMetrics {
+        &self.sweep
     }
 
     /// All families in the Prometheus text format ([`CONTENT_TYPE`]).

@@ -136,8 +136,9 @@ fn rule_routes(rule: &Rule, event: &Event) -> Result<Vec<Attempt>, String> {
         .collect())
 }
 
-/// Include filters (any of; none = every tag), then exclude filters.
-fn tag_passes(rule: &Rule, tag: &str) -> Result<(), String> {
+/// Include filters (any of; none = every tag), then exclude filters; the reason when
+/// `tag` does not pass. Shared with `sync`, so both front ends filter tags alike.
+pub fn tag_passes(rule: &Rule, tag: &str) -> Result<(), String> {
     let name = &rule.name;
     if !rule.tags_include.is_empty() && !rule.tags_include.iter().any(|m| m.is_match(tag)) {
         return Err(format!(
@@ -211,6 +212,7 @@ mod tests {
             name: name.into(),
             source_registry: "src.example".into(),
             repository: glob(repository),
+            repositories: Vec::new(),
             tags_include: Vec::new(),
             tags_exclude: Vec::new(),
             on_push: true,

@@ -513,3 +513,28 @@ async fn a_host_silent_past_unreachable_after_becomes_systemic_until_it_answers(
         "an answer resets the clock: {again}"
     );
 }
+
+#[tokio::test]
+async fn list_repositories_reads_the_catalog_with_the_catalog_scope() {
+    support::registry_bin_or_skip!();
+    let tokens = TokenServer::start(&[("bob", "bob-pw-456")]).await;
+    let reg = TestRegistry::start_token(&tokens).await;
+    let bob = Auth::Basic {
+        username: "bob".into(),
+        password: Secret::new("bob-pw-456"),
+    };
+    let r = image::client(&reg.host(), bob);
+    assert_eq!(r.list_repositories().await.unwrap(), Some(Vec::new()));
+    for (i, repo) in ["team/b", "team/a", "other"].into_iter().enumerate() {
+        image::push_simple(&r, repo, "v1", 1_000, 40 + i as u64).await;
+    }
+    let mut repos = r
+        .list_repositories()
+        .await
+        .unwrap()
+        .expect("the registry has a catalog");
+    repos.sort();
+    assert_eq!(repos, ["other", "team/a", "team/b"]);
+    let scopes: Vec<String> = tokens.requests().into_iter().flat_map(|r| r.scopes).collect();
+    assert!(scopes.iter().any(|s| s == "registry:catalog:*"), "{scopes:?}");
+}

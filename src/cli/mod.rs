@@ -1,5 +1,5 @@
 //! Command-line front ends of the `regrelay` binary besides the daemon (`regrelay run` is
-//! [`crate::app::run`]): [`copy`], [`promote`] and [`snapshot`]. Each one takes its parsed arguments, builds what
+//! [`crate::app::run`]): [`copy`], [`promote`], [`snapshot`], [`sync`] and [`watch`]. Each one takes its parsed arguments, builds what
 //! it needs through the composition root ([`crate::app`]), does its work, prints its
 //! report and returns a typed result that the binary maps to an exit code.
 //!
@@ -10,4 +10,5 @@
 pub mod copy;
 pub mod promote;
 pub mod snapshot;
+pub mod sync;
 pub mod watch;

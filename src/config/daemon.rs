@@ -28,6 +28,29 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// `[[watch]]`, `[gates.*]`, `[notify.*]`, `[watcher]`: buffered base images.
     pub watch: super::watch::WatchSettings,
+    /// `[reconcile]`: the periodic sweep.
+    pub reconcile: ReconcileConfig,
+}
+
+/// The reconcile sweep of `regrelay run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// Time between sweeps (±10 % jitter); `None` = no sweep.
+    pub interval: Option<Duration>,
+    /// HEADs and repairs in flight during a sweep.
+    pub jobs: usize,
+    /// Delete target tags gone at the source (delete rules only).
+    pub prune: bool,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval: None,
+            jobs: 2,
+            prune: false,
+        }
+    }
 }
 
 /// The event source.
@@ -330,6 +353,9 @@ pub struct Rule {
     pub source_registry: String,
     /// Source repository pattern.
     pub repository: Matcher,
+    /// The source repositories a sync or sweep visits for a pattern rule (config
+    /// `repositories`); empty = a literal pattern's one name, else the registry's catalog.
+    pub repositories: Vec<String>,
     /// Tags to replicate (empty = all tags).
     pub tags_include: Vec<Matcher>,
     /// Tags never replicated (checked after `tags_include`).

@@ -161,6 +161,8 @@ struct RawConfig {
     pipeline: Option<Spanned<RawPipeline>>,
     /// `[admin]`: the `/metrics`, `/livez`, `/readyz` HTTP server.
     admin: Option<Spanned<RawAdmin>>,
+    /// `[reconcile]`: the periodic sweep that repairs what events missed (off by default).
+    reconcile: Option<Spanned<RawReconcile>>,
     /// `[registries."HOST[:PORT]"]`: every registry regrelay may contact, keyed by the host
     /// exactly as it appears in image references. Events naming other hosts are rejected.
     #[serde(default)]
@@ -376,6 +378,20 @@ struct RawAdmin {
     enabled: Option<Spanned<bool>>,
 }
 
+/// `[reconcile]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    /// Seconds between the end of one sweep and the start of the next (±10 %); absent or
+    /// 0 = no sweep. With several replicas use the `regrelay sync` CronJob instead.
+    interval_secs: Option<Spanned<u64>>,
+    /// HEADs and repairs a sweep keeps in flight (below the event workers). Default 2.
+    jobs: Option<Spanned<usize>>,
+    /// Also delete target tags gone at the source (rules with the delete action, like
+    /// `sync --prune`). Default false.
+    prune: Option<bool>,
+}
+
 /// `[registries."HOST"]`. Defaults are those of `RegistryConfig::new`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -543,6 +559,9 @@ struct RawRule {
     repository: Option<Spanned<String>>,
     /// Regular expression over the source repository path, anchored `^…$`.
     repository_regex: Option<Spanned<String>>,
+    /// The source repositories `regrelay sync` and the reconcile sweep visit for a
+    /// pattern rule, instead of the registry's `_catalog`; each must match the pattern.
+    repositories: Option<Vec<Spanned<String>>>,
     /// Tag globs to include; absent or empty (with `tags_regex`) = every tag.
     tags: Option<Vec<Spanned<String>>>,
     /// Tag regexes to include (anchored); combined with `tags` by "any of".

@@ -654,102 +654,25 @@ impl Registry for HttpRegistry {
     }
 
     async fn list_tags(&self, repository: &str) -> Result<Vec<String>, Error> {
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
         let scopes = [RepoScope::pull(repository)];
-        let mut url = self.url(&format!("v2/{repository}/tags/list"));
-        url.query_pairs_mut().append_pair("n", "1000");
-        let mut tags = Vec::new();
-        // Bounded: 1,000 pages of 1,000 tags.
-        for _ in 0..1000 {
-            let req = Req {
-                method: Method::GET,
-                url: url.clone(),
-                step: "list tags",
-                scopes: &scopes,
-                headers: vec![],
-                body: None,
-                ok: &[200, 404],
-            };
-            let resp = self.execute(req).await?;
-            if resp.status() == StatusCode::NOT_FOUND {
-                return Ok(tags);
-            }
-            let next = header_str(resp.headers(), "link")
-                .and_then(|l| next_link(&l))
-                .and_then(|n| url.join(&n).ok());
-            let body = read_capped(resp, 16 << 20).await.map_err(|detail| Error::Transport {
-                step: "list tags",
-                url: redact(&url),
-                detail,
-            })?;
-            let page: TagList = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
-                step: "list tags",
-                url: redact(&url),
-                detail: "the tag list is not JSON".into(),
-            })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next {
-                Some(n) if self.is_own_host(&n) => url = n,
-                _ => break,
-            }
-        }
-        Ok(tags)
+        let url = self.url(&format!("v2/{repository}/tags/list"));
+        // A repository that does not exist has no tags.
+        self.paginated(url, "list tags", &scopes, "tags", true).await
     }
 
     async fn list_repositories(&self) -> Result<Option<Vec<String>>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Catalog {
-            #[serde(default)]
-            repositories: Option<Vec<String>>,
-        }
         let scopes = [RepoScope::catalog()];
-        let mut url = self.url("v2/_catalog");
-        url.query_pairs_mut().append_pair("n", "1000");
-        let mut repos = Vec::new();
-        // Bounded: 1,000 pages of 1,000 repositories.
-        for _ in 0..1000 {
-            let req = Req {
-                method: Method::GET,
-                url: url.clone(),
-                step: "list repositories",
-                scopes: &scopes,
-                headers: vec![],
-                body: None,
-                ok: &[200, 404, 405],
-            };
-            let resp = match self.execute(req).await {
-                Ok(r) => r,
-                // Many registries deny the catalog to everyone: not having one is an answer.
-                Err(Error::Unauthorized { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if resp.status() != StatusCode::OK {
-                return Ok(None);
-            }
-            let next = header_str(resp.headers(), "link")
-                .and_then(|l| next_link(&l))
-                .and_then(|n| url.join(&n).ok());
-            let body = read_capped(resp, 16 << 20).await.map_err(|detail| Error::Transport {
-                step: "list repositories",
-                url: redact(&url),
-                detail,
-            })?;
-            let page: Catalog = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
-                step: "list repositories",
-                url: redact(&url),
-                detail: "the catalog is not JSON".into(),
-            })?;
-            repos.extend(page.repositories.unwrap_or_default());
-            match next {
-                Some(n) if self.is_own_host(&n) => url = n,
-                _ => break,
-            }
+        let url = self.url("v2/_catalog");
+        match self
+            .paginated(url, "list repositories", &scopes, "repositories", false)
+            .await
+        {
+            Ok(list) => Ok(Some(list)),
+            // Many registries deny the catalog to everyone: not having one is an answer.
+            Err(Error::Unauthorized { .. }) => Ok(None),
+            Err(e) if matches!(e.status(), Some(404 | 405)) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some(repos))
     }
 
     async fn referrers(&self, repository: &str, digest: &Digest) -> Result<Option<Bytes>, Error> {
@@ -863,6 +786,65 @@ fn parse_oci_errors(body: &[u8]) -> (Vec<String>, String) {
 }
 
 /// The `rel="next"` target of a `Link` header.
+impl HttpRegistry {
+    /// GET a paginated list (`tags/list`, `_catalog`): `n=1000` per page, following the
+    /// `Link: <…>; rel="next"` header on this host only, at most 1,000 pages. The names
+    /// are under `key` in each page. `missing_is_empty`: a 404 ends the list (a
+    /// repository that does not exist has no tags).
+    async fn paginated(
+        &self,
+        mut url: reqwest::Url,
+        step: &'static str,
+        scopes: &[RepoScope],
+        key: &str,
+        missing_is_empty: bool,
+    ) -> Result<Vec<String>, Error> {
+        url.query_pairs_mut().append_pair("n", "1000");
+        let ok: &[u16] = if missing_is_empty { &[200, 404] } else { &[200] };
+        let mut names = Vec::new();
+        for _ in 0..1000 {
+            let req = Req {
+                method: Method::GET,
+                url: url.clone(),
+                step,
+                scopes,
+                headers: vec![],
+                body: None,
+                ok,
+            };
+            let resp = self.execute(req).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(names);
+            }
+            let next = header_str(resp.headers(), "link")
+                .and_then(|l| next_link(&l))
+                .and_then(|n| url.join(&n).ok());
+            let body = read_capped(resp, 16 << 20).await.map_err(|detail| Error::Transport {
+                step,
+                url: redact(&url),
+                detail,
+            })?;
+            let page = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| match v.get(key) {
+                    None | Some(serde_json::Value::Null) => Some(Vec::new()),
+                    Some(list) => serde_json::from_value::<Vec<String>>(list.clone()).ok(),
+                })
+                .ok_or_else(|| Error::Protocol {
+                    step,
+                    url: redact(&url),
+                    detail: format!("the answer is not JSON with a list of {key}"),
+                })?;
+            names.extend(page);
+            match next {
+                Some(n) if self.is_own_host(&n) => url = n,
+                _ => break,
+            }
+        }
+        Ok(names)
+    }
+}
+
 fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;

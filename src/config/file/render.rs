@@ -104,6 +104,12 @@ pub fn render(config: &Config) -> String {
         None => writeln!(o, "enabled = false"),
     };
 
+    let rc = &config.reconcile;
+    let _ = writeln!(o, "\n[reconcile]");
+    let _ = writeln!(o, "interval_secs = {}", rc.interval.map_or(0, |d| d.as_secs()));
+    let _ = writeln!(o, "jobs = {}", rc.jobs);
+    let _ = writeln!(o, "prune = {}", rc.prune);
+
     for r in &config.registries {
         let _ = writeln!(o, "\n[registries.{}]", quote(&r.host));
         let _ = writeln!(o, "insecure = {}", r.insecure);
@@ -161,6 +167,10 @@ pub fn render(config: &Config) -> String {
             Matcher::Glob(_, g) => writeln!(o, "repository = {}", quote(g)),
             Matcher::Regex(_, r) => writeln!(o, "repository_regex = {}", quote(r)),
         };
+        if !rule.repositories.is_empty() {
+            let names: Vec<String> = rule.repositories.iter().map(|r| quote(r)).collect();
+            let _ = writeln!(o, "repositories = [{}]", names.join(", "));
+        }
         matchers(o, "tags", "tags_regex", &rule.tags_include);
         matchers(o, "exclude_tags", "exclude_tags_regex", &rule.tags_exclude);
         let actions: Vec<&str> = [(rule.on_push, "\"push\""), (rule.on_delete, "\"delete\"")]

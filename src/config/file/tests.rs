@@ -784,3 +784,59 @@ fn servicebus_renders_without_its_key_and_reloads() {
     );
     assert_eq!(render(&ok(&out)), out);
 }
+
+#[test]
+fn rule_repositories_must_be_names_the_pattern_matches() {
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"team/*\"\nrepositories = [\"team/a\", \"team/b\"]",
+    );
+    assert_eq!(ok(&text).rules[0].repositories, ["team/a", "team/b"]);
+    assert!(render(&ok(&text)).contains("repositories = [\"team/a\", \"team/b\"]"));
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"team/*\"\nrepositories = [\"team/a\", \"other/b\"]",
+    );
+    expect(
+        &text,
+        "repositories",
+        "rules[0].repositories[1]",
+        "\"other/b\" does not match the rule's pattern \"team/*\"",
+    );
+    let text = BASE.replace(
+        "repository = \"**\"",
+        "repository = \"**\"\nrepositories = [\"Bad Name\"]",
+    );
+    expect(
+        &text,
+        "repositories",
+        "rules[0].repositories[0]",
+        "not a valid repository name",
+    );
+    assert!(ok(BASE).rules[0].repositories.is_empty());
+}
+
+#[test]
+fn reconcile_is_off_by_default_and_jobs_must_be_positive() {
+    assert_eq!(ok(BASE).reconcile, crate::config::ReconcileConfig::default());
+    assert_eq!(ok(BASE).reconcile.interval, None);
+    let text = format!("{BASE}\n[reconcile]\ninterval_secs = 600\njobs = 3\nprune = true\n");
+    let c = ok(&text);
+    assert_eq!(c.reconcile.interval, Some(Duration::from_secs(600)));
+    assert_eq!((c.reconcile.jobs, c.reconcile.prune), (3, true));
+    let rendered = render(&c);
+    assert!(
+        rendered.contains("[reconcile]\ninterval_secs = 600\njobs = 3\nprune = true"),
+        "{rendered}"
+    );
+    assert_eq!(
+        ok(&format!("{BASE}\n[reconcile]\ninterval_secs = 0\n"))
+            .reconcile
+            .interval,
+        None
+    );
+    let text = format!("{BASE}\n[reconcile]\njobs = 0\n");
+    expect(&text, "jobs = 0", "reconcile.jobs", "at least 1");
+    let text = format!("{BASE}\n[reconcile]\nevery = 3\n");
+    expect(&text, "every", "reconcile.every", "unknown field `every`");
+}

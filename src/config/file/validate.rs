@@ -13,12 +13,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{
-    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawPipeline, RawRegistry, RawReject, RawRule,
-    RawSource, RawTarget, RawUntagged, SourceKind, key_path,
+    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawPipeline, RawReconcile, RawRegistry, RawReject,
+    RawRule, RawSource, RawTarget, RawUntagged, SourceKind, key_path,
 };
 use crate::config::{
-    Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig, RejectMode, Rule,
-    RuleTarget, Secret, SecretSource, SourceConfig, Untagged,
+    Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, ReconcileConfig, RegistryConfig, RejectMode,
+    Rule, RuleTarget, Secret, SecretSource, SourceConfig, Untagged,
 };
 
 mod cloud_auth;
@@ -91,6 +91,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         pipeline.reject_mode = servicebus::reject_mode(source_reject, pipeline_reject)?;
     }
     let admin_listen = admin(raw.admin)?;
+    let reconcile = reconcile(raw.reconcile)?;
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, r) in raw.rules.into_iter().enumerate() {
@@ -115,7 +116,31 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
         pipeline,
         admin_listen,
         watch,
+        reconcile,
     })
+}
+
+fn reconcile(r: Option<Spanned<RawReconcile>>) -> Result<ReconcileConfig> {
+    let mut out = ReconcileConfig::default();
+    let Some(r) = r else { return Ok(out) };
+    let RawReconcile {
+        interval_secs,
+        jobs,
+        prune,
+    } = r.into_inner();
+    if let Some(i) = interval_secs {
+        // 0 = off. A sweep never overlaps the next one, so a short interval costs
+        // requests, not correctness.
+        out.interval = Some(Duration::from_secs(*i.get_ref())).filter(|d| !d.is_zero());
+    }
+    if let Some(j) = jobs {
+        if *j.get_ref() == 0 {
+            return invalid(j.span(), "reconcile.jobs", "must be at least 1");
+        }
+        out.jobs = *j.get_ref();
+    }
+    out.prune = prune.unwrap_or(false);
+    Ok(out)
 }
 
 fn invalid<T>(span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Result<T> {
@@ -567,6 +592,22 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         }
         (None, None) => return invalid(span, field("repository"), "required (a glob), or give repository_regex"),
     };
+    let mut repositories = Vec::new();
+    for (i, name) in r.repositories.iter().flatten().enumerate() {
+        let f = field(&format!("repositories[{i}]"));
+        let n = name.get_ref();
+        if crate::oci::Reference::new("registry.invalid", n, crate::oci::Locator::Tag("latest".into())).is_err() {
+            return invalid(name.span(), f, format!("{n:?} is not a valid repository name"));
+        }
+        if !repository.is_match(n) {
+            return invalid(
+                name.span(),
+                f,
+                format!("{n:?} does not match the rule's pattern {:?}", repository.as_str()),
+            );
+        }
+        repositories.push(n.clone());
+    }
     let patterns =
         |globs: &Option<Vec<Spanned<String>>>, gkey: &str, regexes: &Option<Vec<Spanned<String>>>, rkey: &str| {
             let mut out = Vec::new();
@@ -616,6 +657,7 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         name,
         source_registry,
         repository,
+        repositories,
         tags_include,
         tags_exclude,
         on_push,

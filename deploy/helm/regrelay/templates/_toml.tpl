@@ -1,7 +1,8 @@
 {{/*
 `config` (structured values) to regrelay's TOML file.
 
-Layout: [source], [pipeline], then [admin] (written by the chart from adminPort), one
+Layout: [source], [pipeline], then [admin] (written by the chart from adminPort), the
+optional [reconcile], one
 [registries."HOST"] table per entry of the `registries` list (its `host` is the key), and
 one [[rules]] table per rule with its [[rules.targets]]. Inside a table every key is
 `key = value` in key order; nested maps become inline tables and lists inline arrays.
@@ -111,6 +112,11 @@ source map.
 
 [admin]
 listen = {{ printf "0.0.0.0:%d" (int .Values.adminPort) | toJson }}
+{{- with $c.reconcile }}
+
+[reconcile]
+{{- include "regrelay.toml.keys" (dict "table" . "skip" list) }}
+{{- end }}
 {{- range $r := $c.registries }}
 
 [registries.{{ toJson $r.host }}]
