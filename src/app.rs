@@ -134,6 +134,13 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
 
 async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     metrics::global().set_ready(false);
+    // The closed `rule` and `target` label sets of the copy metrics.
+    metrics::global().configure_routes(
+        config
+            .rules
+            .iter()
+            .flat_map(|r| r.targets.iter().map(move |t| (r.name.as_str(), t.registry.as_str()))),
+    );
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
     let opts = Options {
         platforms: Vec::new(),

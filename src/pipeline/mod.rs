@@ -305,7 +305,7 @@ impl<E: Execute> Pipeline<E> {
             let item = settle::item(event, route, &self.cfg);
             async move {
                 match item {
-                    Ok(item) => self.executor.execute(&item).await,
+                    Ok(item) => self.executor.execute(&item, &route.rule).await,
                     Err(f) => Err(f),
                 }
             }

@@ -28,6 +28,8 @@ struct Fake {
     answer: Answer,
     delay: Duration,
     calls: Mutex<Vec<Item>>,
+    /// The rule name passed with each call, in call order.
+    rules: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -36,6 +38,7 @@ impl Fake {
             answer: Box::new(answer),
             delay: Duration::ZERO,
             calls: Mutex::default(),
+            rules: Mutex::default(),
         }
     }
 
@@ -50,7 +53,8 @@ impl Fake {
 }
 
 impl Execute for Fake {
-    async fn execute(&self, item: &Item) -> ItemResult {
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
+        self.rules.lock().unwrap().push(rule.to_string());
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(item.clone());
@@ -134,8 +138,8 @@ fn start(fake: Arc<Fake>, targets: &[&str], cfg: PipelineConfig) -> Run {
 struct ArcExec(Arc<Fake>);
 
 impl Execute for ArcExec {
-    async fn execute(&self, item: &Item) -> ItemResult {
-        self.0.execute(item).await
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
+        self.0.execute(item, rule).await
     }
 }
 
@@ -169,6 +173,8 @@ async fn acked_only_when_every_item_verified_or_was_stale() {
     let broker = run.stop().await;
     assert_eq!(broker.settlements_of("m1"), [Settlement::Ack]);
     assert_eq!((fake.calls_to(A), fake.calls_to(B)), (1, 1));
+    // Each item runs under its route's rule name (the copy metrics' `rule` label).
+    assert_eq!(*fake.rules.lock().unwrap(), ["m", "m"]);
 }
 
 #[tokio::test(start_paused = true)]
