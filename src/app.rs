@@ -194,6 +194,7 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         rules = config.rules.len(),
         registries = config.registries.len(),
         workers = config.pipeline.workers,
+        dry_run = config.pipeline.dry_run,
         "regrelay started"
     );
     let finished = match &config.source {

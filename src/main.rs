@@ -1,6 +1,7 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
 //! its library front end (`run` to [`regrelay::app`], `copy` to [`regrelay::cli::copy`],
-//! `check-config` to [`regrelay::config`]) and maps the result to an exit code.
+//! `explain` to [`regrelay::cli::explain`], `check-config` to [`regrelay::config`]) and
+//! maps the result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
 //! or line failed, or startup failed; 64 = bad usage or configuration (nothing was
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use regrelay::cli::copy::{self, CopyArgs};
+use regrelay::cli::explain::{self, ExplainArgs};
 
 /// Exit code for bad usage or configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -47,12 +49,25 @@ enum Command {
     Copy(Box<CopyArgs>),
     /// Run the daemon: pull registry events from the configured source, replicate, verify,
     /// and acknowledge each message only once its targets are verified.
-    Run(ConfigArgs),
+    Run(RunArgs),
+    /// Decode one event and print, for each route, the rule, the target and what would
+    /// happen. Contacts nothing unless --resolve (HEAD requests, never a write).
+    Explain(ExplainArgs),
     /// Validate a configuration file and print the effective configuration (secrets
     /// redacted). Exit 0 when valid, 64 when not. Contacts nothing.
     CheckConfig(ConfigArgs),
     /// Print the version and the git commit it was built from (also `--version`).
     Version,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Plan and log every route of every message, write nothing, and hand each message
+    /// back to the broker at once (nack; nothing is acked or rejected).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -100,12 +115,21 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => {
             // Validate everything before anything binds or connects.
-            let cfg = match regrelay::config::load(&args.config) {
+            let mut cfg = match regrelay::config::load(&args.config.config) {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
+            cfg.pipeline.dry_run = args.dry_run;
             block_on(run(cfg))
         }
+        Command::Explain(args) => block_on(async move {
+            let mut stdout = std::io::stdout().lock();
+            match explain::run(args, &mut std::io::stdin().lock(), &mut stdout).await {
+                Ok(s) if s.resolve_failures == 0 => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => usage_error(e),
+            }
+        }),
     }
 }
 

@@ -237,6 +237,9 @@ pub struct PipelineConfig {
     pub max_waiting: usize,
     /// What a tag delete does at a target that cannot delete a tag.
     pub tag_delete_fallback: TagDeleteFallback,
+    /// `regrelay run --dry-run` (not a file setting): plan and log every route, write
+    /// nothing, hand every message back to the broker at once.
+    pub dry_run: bool,
 }
 
 impl Default for PipelineConfig {
@@ -256,6 +259,7 @@ impl Default for PipelineConfig {
             retry_delay_max: Duration::from_secs(300),
             max_waiting: 1000,
             tag_delete_fallback: TagDeleteFallback::Manifest,
+            dry_run: false,
         }
     }
 }
@@ -335,6 +339,9 @@ pub struct Rule {
     pub on_delete: bool,
     /// Digest-only events.
     pub untagged: Untagged,
+    /// Deletes of this rule are only logged (`Some(true)`) or carried out
+    /// (`Some(false)`); `None` = `[pipeline] delete_dry_run`.
+    pub delete_dry_run: Option<bool>,
     /// Where matching images go (at least one).
     pub targets: Vec<RuleTarget>,
 }

@@ -539,6 +539,8 @@ struct RawRule {
     actions: Option<Spanned<Vec<RawAction>>>,
     /// Digest-only pushes: `"ignore"` (default) or `"replicate"`.
     untagged: Option<RawUntagged>,
+    /// Deletes of this rule are only logged; default `[pipeline] delete_dry_run`.
+    delete_dry_run: Option<bool>,
     /// Required, at least one `[[rules.targets]]`.
     targets: Option<Vec<Spanned<RawTarget>>>,
 }

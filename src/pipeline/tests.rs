@@ -391,3 +391,34 @@ async fn an_envelope_of_several_events_is_acked_only_when_all_of_them_are_verifi
         "{targets:?}"
     );
 }
+
+// Real time: the in-memory broker redelivers a nack at once, so the messages circulate
+// and paused time would never advance.
+#[tokio::test]
+async fn dry_run_executes_nothing_and_nacks_at_once_15() {
+    let fake = Arc::new(Fake::new(|_, _| done()));
+    let run = start(
+        fake.clone(),
+        &[A, B],
+        PipelineConfig {
+            dry_run: true,
+            ..cfg(30)
+        },
+    );
+    let t0 = tokio::time::Instant::now();
+    run.broker.send("m1", event("1.0"));
+    run.broker.send("m2", b"not json".to_vec());
+    run.until("both settled", |b| {
+        !b.settlements_of("m1").is_empty() && !b.settlements_of("m2").is_empty()
+    })
+    .await;
+    // Handed back at once, not after the 30 s retry delay; even the undecodable one is
+    // not rejected.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let broker = run.stop().await;
+    for id in ["m1", "m2"] {
+        let s = broker.settlements_of(id);
+        assert!(!s.is_empty() && s.iter().all(|s| *s == Settlement::Nack), "{id}: {s:?}");
+    }
+    assert!(fake.calls.lock().unwrap().is_empty(), "a dry run executed an item");
+}

@@ -168,6 +168,9 @@ pub fn render(config: &Config) -> String {
             Untagged::Replicate => "replicate",
         };
         let _ = writeln!(o, "untagged = \"{untagged}\"");
+        if let Some(d) = rule.delete_dry_run {
+            let _ = writeln!(o, "delete_dry_run = {d}");
+        }
         for t in &rule.targets {
             let _ = writeln!(o, "[[rules.targets]]");
             let _ = writeln!(o, "registry = {}", quote(&t.registry));

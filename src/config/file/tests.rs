@@ -143,6 +143,7 @@ exclude_tags = ["*-dev"]
 exclude_tags_regex = ["rc[0-9]+"]
 actions = ["push", "delete"]
 untagged = "replicate"
+delete_dry_run = true
 [[rules.targets]]
 registry = "127.0.0.1:5002"
 repository = "mirror/{{registry}}/{{name}}"
@@ -209,6 +210,7 @@ repository = "backup/{{repository}}"
     assert_eq!(r.tags_exclude.len(), 2);
     assert!(r.on_push && r.on_delete);
     assert_eq!(r.untagged, Untagged::Replicate);
+    assert_eq!(r.delete_dry_run, Some(true));
     assert_eq!(
         r.targets[0].expand_repository("a.example", "team/web"),
         "mirror/a.example/web"

@@ -604,6 +604,7 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         on_push,
         on_delete,
         untagged,
+        delete_dry_run: r.delete_dry_run,
         targets,
     })
 }
