@@ -208,6 +208,15 @@ fn patterns(list: &[Matcher]) -> String {
 
 /// Apply `target`'s templates; an invalid result drops the route, with the reason.
 fn route(rule: &Rule, target: &RuleTarget, kind: RouteKind, event: &Event, tag: Option<&str>) -> Result<Route, String> {
+    if !target.strips(&event.repository) {
+        return Err(format!(
+            "rule {} target {}: repository {} does not start with strip_prefix {:?}; route dropped",
+            rule.name,
+            target.registry,
+            event.repository,
+            target.strip_prefix.as_deref().unwrap_or_default()
+        ));
+    }
     let repository = target.expand_repository(&event.registry, &event.repository);
     let target_tag = tag.map(|t| target.expand_tag(t));
     let dropped = |what: &str| {
@@ -252,6 +261,7 @@ mod tests {
             registry: registry.into(),
             repository: repository.into(),
             tag: tag.map(str::to_owned),
+            strip_prefix: None,
         }
     }
 
@@ -418,6 +428,20 @@ mod tests {
         // A manifest delete with a tag in the event still deletes by digest.
         let routes = work(plan(&rules, &event(Action::DeleteManifest, "a", Some("keep-1"))));
         assert_eq!(routes[0].target_tag, None);
+    }
+
+    #[test]
+    fn strip_prefix_maps_or_drops_the_route_with_the_reason_15() {
+        let mut t = target("dst.example", "acr/{repository}", None);
+        t.strip_prefix = Some("my-project/docker/".into());
+        let rules = [rule("ar", "**", vec![t])];
+        let routes = work(plan(&rules, &push("my-project/docker/team/app", "v1")));
+        assert_eq!(routes[0].target_repository, "acr/team/app");
+        let why = ignored(plan(&rules, &push("other/docker/app", "v1")));
+        assert_eq!(
+            why,
+            "rule ar target dst.example: repository other/docker/app does not start with strip_prefix \"my-project/docker/\"; route dropped"
+        );
     }
 
     #[test]

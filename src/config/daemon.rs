@@ -356,14 +356,26 @@ pub struct RuleTarget {
     pub repository: String,
     /// Optional tag template: `{tag}` and literal text, e.g. `{tag}-mirror`. Default `{tag}`.
     pub tag: Option<String>,
+    /// A leading path (ending with `/`) removed from the source repository before the
+    /// template sees it: `strip_prefix = "my-project/docker/"` maps Artifact Registry's
+    /// `my-project/docker/team/app` to `{repository}` = `team/app`. A source repository
+    /// that does not start with it gets no route to this target (the reason is logged).
+    pub strip_prefix: Option<String>,
 }
 
 impl RuleTarget {
     /// The target repository for `repository` on `source_registry`: `{repository}`,
     /// `{name}` and `{registry}` replaced. A placeholder this version does not know is
     /// left as written (the loader rejects such templates), so the result may be an
-    /// invalid name: callers validate it before use.
+    /// invalid name: callers validate it before use. With `strip_prefix`, `repository`
+    /// is taken without it (callers check [`Self::strips`] first; a path without the
+    /// prefix is used whole).
     pub fn expand_repository(&self, source_registry: &str, repository: &str) -> String {
+        let repository = self
+            .strip_prefix
+            .as_deref()
+            .and_then(|p| repository.strip_prefix(p))
+            .unwrap_or(repository);
         let name = repository.rsplit('/').next().unwrap_or(repository);
         expand(
             &self.repository,
@@ -373,6 +385,14 @@ impl RuleTarget {
                 ("registry", source_registry),
             ],
         )
+    }
+
+    /// Whether `repository` can be mapped: it starts with `strip_prefix` (and is longer),
+    /// or there is none.
+    pub fn strips(&self, repository: &str) -> bool {
+        self.strip_prefix
+            .as_deref()
+            .is_none_or(|p| repository.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
     }
 
     /// The target tag for `tag`: the tag template with `{tag}` replaced, or `tag` itself
@@ -421,7 +441,33 @@ mod tests {
             registry: "dst.example".into(),
             repository: repository.into(),
             tag: tag.map(str::to_owned),
+            strip_prefix: None,
         }
+    }
+
+    #[test]
+    fn strip_prefix_removes_the_leading_path_before_the_template_15() {
+        let t = RuleTarget {
+            strip_prefix: Some("my-project/docker/".into()),
+            ..target("mirror/{repository}", None)
+        };
+        assert_eq!(
+            t.expand_repository("europe-docker.pkg.dev", "my-project/docker/team/app"),
+            "mirror/team/app"
+        );
+        assert!(t.strips("my-project/docker/team/app"));
+        assert!(t.strips("my-project/docker/app"));
+        // Not under the prefix, the prefix itself, or a lookalike segment: no mapping.
+        assert!(!t.strips("other/docker/team/app"));
+        assert!(!t.strips("my-project/docker/"));
+        assert!(!t.strips("my-project/dockerx/app"));
+        // `{name}` is unchanged by it; without strip_prefix everything maps.
+        let n = RuleTarget {
+            strip_prefix: Some("p/r/".into()),
+            ..target("{name}", None)
+        };
+        assert_eq!(n.expand_repository("s", "p/r/team/app"), "app");
+        assert!(target("{repository}", None).strips("anything/at/all"));
     }
 
     #[test]

@@ -556,4 +556,7 @@ struct RawTarget {
     repository: Option<Spanned<String>>,
     /// Tag template over `{tag}`. Default: the source tag unchanged.
     tag: Option<Spanned<String>>,
+    /// A leading path removed from the source repository before the template sees it
+    /// (`{repository}`), e.g. `"my-project/docker/"`; ends with `/`.
+    strip_prefix: Option<Spanned<String>>,
 }

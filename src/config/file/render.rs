@@ -178,9 +178,41 @@ pub fn render(config: &Config) -> String {
             if let Some(tag) = &t.tag {
                 let _ = writeln!(o, "tag = {}", quote(tag));
             }
+            if let Some(p) = &t.strip_prefix {
+                let _ = writeln!(o, "strip_prefix = {}", quote(p));
+            }
+            if let Some(example) = example_mapping(rule, t) {
+                let _ = writeln!(o, "# example: {example}");
+            }
         }
     }
     out
+}
+
+/// `SRC/REPO:1.0 -> TARGET/MAPPED:TAG` for a source repository the rule matches, built
+/// from its pattern (`**` = `team/app`, `*` = `app`, under the target's `strip_prefix`);
+/// `None` when no such sample matches (a regex, say) or the target refuses it.
+fn example_mapping(rule: &crate::config::Rule, t: &crate::config::RuleTarget) -> Option<String> {
+    let from_glob = match &rule.repository {
+        Matcher::Glob(_, g) => Some(g.replace("**", "team/app").replace('*', "app")),
+        Matcher::Regex(..) => None,
+    };
+    let prefix = t.strip_prefix.as_deref().unwrap_or_default();
+    let repository = [
+        from_glob,
+        Some(format!("{prefix}team/app")),
+        Some(format!("{prefix}app")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|r| rule.repository.is_match(r) && t.strips(r))?;
+    let tag = t.expand_tag("1.0");
+    Some(format!(
+        "{}/{repository}:1.0 -> {}/{}:{tag}",
+        rule.source_registry,
+        t.registry,
+        t.expand_repository(&rule.source_registry, &repository)
+    ))
 }
 
 /// The inline table of `kind = "acr_entra"`, secrets as `"***"`.

@@ -9,6 +9,8 @@ use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, TagDeleteFa
 
 /// `kind = "google"` and `kind = "acr_entra"` registry auth.
 mod cloud;
+/// `strip_prefix` on targets, per-rule `delete_dry_run`, and check-config's example mappings.
+mod mapping;
 /// `[source.origin]`: the registry of events that name no host.
 mod origin;
 
