@@ -371,6 +371,8 @@ struct RawAdmin {
 struct RawRegistry {
     /// Use plain HTTP (loopback hosts always do). Default false.
     insecure: Option<bool>,
+    /// PEM bundle of CA certificates trusted for this host, besides the system's roots.
+    ca_file: Option<Spanned<String>>,
     /// Most concurrent requests to this host, ≥ 1. Default 16.
     max_in_flight: Option<Spanned<usize>>,
     /// Request rate limit, > 0. Default: none.

@@ -140,7 +140,12 @@ impl HttpRegistry {
                 attempt.stop()
             }
         });
+        let roots = cfg.ca_certificates().map_err(|reason| config::Error::Invalid {
+            field: format!("registries.{}.ca_file", cfg.host),
+            reason,
+        })?;
         let client = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .user_agent(concat!("regrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)

@@ -102,6 +102,9 @@ pub fn render(config: &Config) -> String {
     for r in &config.registries {
         let _ = writeln!(o, "\n[registries.{}]", quote(&r.host));
         let _ = writeln!(o, "insecure = {}", r.insecure);
+        if let Some(ca) = &r.ca_file {
+            let _ = writeln!(o, "ca_file = {}", quote(&ca.display().to_string()));
+        }
         let _ = writeln!(o, "max_in_flight = {}", r.max_in_flight);
         if let Some(rps) = r.requests_per_second {
             let _ = writeln!(o, "requests_per_second = {rps:?}");

@@ -336,6 +336,18 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     let r = r.into_inner();
     let mut c = RegistryConfig::new(host.get_ref());
     c.insecure = r.insecure.unwrap_or(c.insecure);
+    if let Some(ca) = &r.ca_file {
+        if c.insecure {
+            return invalid(
+                ca.span(),
+                field("ca_file"),
+                "needs TLS, but insecure = true means plain HTTP",
+            );
+        }
+        c.ca_file = Some(std::path::PathBuf::from(ca.get_ref()));
+        c.ca_certificates()
+            .map_err(|e| Problem::new(ca.span(), field("ca_file"), e))?;
+    }
     c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
     if let Some(rps) = &r.requests_per_second {
         if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {
