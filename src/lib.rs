@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config), `--version` | `app`, `cli`, `config`, `notify` |
 //! | [`app`] | composition root: build everything from a `Config` for `regrelay run`, run, drain; builds `copy`'s engine too | all |
-//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report) | `app`, `config`, `oci`, `registry`, `replicate` |
+//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `explain` (one event's plan, optionally resolved) | `app`, `config`, `event`, `oci`, `registry`, `replicate`, `rules` |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
 //! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
