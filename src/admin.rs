@@ -149,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_endpoint_serves_the_text_format() {
         let s = start().await;
-        metrics::global().registry_request("admin-test.example", Some(200));
+        metrics::global().registry_request("admin-test.example", "GET", Some(200), std::time::Duration::ZERO);
         let (status, ct, body) = s.get("/metrics").await;
         assert_eq!(status, 200);
         assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");

@@ -194,6 +194,13 @@ pub async fn run_until(config: Config, shutdown_token: CancellationToken) -> Res
 
 async fn run_with(config: Config, health: Arc<Health>, shutdown_token: CancellationToken) -> Result<Finished, Error> {
     metrics::global().set_ready(false);
+    // The closed `rule` and `target` label sets of the copy metrics.
+    metrics::global().configure_routes(
+        config
+            .rules
+            .iter()
+            .flat_map(|r| r.targets.iter().map(move |t| (r.name.as_str(), t.registry.as_str()))),
+    );
     let hosts: Vec<String> = config.registries.iter().map(|r| r.host.clone()).collect();
     let (replicator, executor) = engine(&config, health.clone())?;
     let registries = replicator.registries().clone();
@@ -257,6 +264,7 @@ async fn run_with(config: Config, health: Arc<Health>, shutdown_token: Cancellat
         rules = config.rules.len(),
         registries = config.registries.len(),
         workers = config.pipeline.workers,
+        dry_run = config.pipeline.dry_run,
         "regrelay started"
     );
     let finished = match &config.source {

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `main.rs` | thin binary: CLI, tracing, exit codes (64 = bad usage/config), `--version` | `app`, `cli`, `config`, `notify` |
 //! | [`app`] | composition root: build everything from a `Config` for `regrelay run`, run, drain; builds `copy`'s engine too | all |
-//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `promote`, `snapshot`, `sync` (plan lines, exit codes), `watch` | `app`, `config`, `oci`, `registry`, `replicate`, `engine`, `promote` |
+//! | [`cli`] | command front ends besides the daemon: `copy` (pairs, credential flags, progress, report), `explain` (one event's plan, optionally resolved), `promote`, `snapshot`, `sync` (plan lines, exit codes), `watch` | `app`, `config`, `oci`, `registry`, `replicate`, `engine`, `promote` |
 //! | [`promote`] | cip manifests, edge planning, inventory (tags/list + HEAD), snapshots; a front end over the executor | `engine`, `registry`, `oci` |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |

@@ -1,7 +1,7 @@
 //! The `regrelay` binary: parses the command line, sets up logging, hands each command to
-//! its library front end (`run` to [`regrelay::app`], `copy`, `promote`, `snapshot`, `sync`
-//! and `watch` to [`regrelay::cli`], `check-config` to [`regrelay::config`]) and maps the
-//! result to an exit code.
+//! its library front end (`run` to [`regrelay::app`], `copy`, `explain`, `promote`,
+//! `snapshot`, `sync` and `watch` to [`regrelay::cli`], `check-config` to
+//! [`regrelay::config`]) and maps the result to an exit code.
 //!
 //! Exit codes: 0 = success (every copy verified, a clean shutdown); 1 = at least one copy
 //! or line failed, or startup failed; 2 = `promote --check` found work pending or
@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use regrelay::cli::copy::{self, CopyArgs};
+use regrelay::cli::explain::{self, ExplainArgs};
 use regrelay::cli::promote::{self, PromoteArgs};
 use regrelay::cli::snapshot::{self, SnapshotArgs};
 use regrelay::cli::sync::{self as sync_cmd, SyncArgs};
@@ -58,7 +59,10 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// Run the daemon: pull registry events from the configured source, replicate, verify,
     /// and acknowledge each message only once its targets are verified.
-    Run(ConfigArgs),
+    Run(RunArgs),
+    /// Decode one event and print, for each route, the rule, the target and what would
+    /// happen. Contacts nothing unless --resolve (HEAD requests, never a write).
+    Explain(ExplainArgs),
     /// Converge the targets of the configured rules on their sources once, without events
     /// (backfill, repair); `--dry-run`/`--check` only report. Exit 0 in sync or repaired,
     /// 1 on errors, 2 when `--check` finds differences, 64 on bad usage or configuration.
@@ -71,6 +75,16 @@ enum Command {
     Watch(WatchArgs),
     /// Print the version and the git commit it was built from (also `--version`).
     Version,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Plan and log every route of every message, write nothing, and hand each message
+    /// back to the broker at once (nack; nothing is acked or rejected).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -167,12 +181,21 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             // Validate everything before anything binds or connects.
-            let cfg = match regrelay::config::load(&args.config) {
+            let mut cfg = match regrelay::config::load(&args.config.config) {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
+            cfg.pipeline.dry_run = args.dry_run;
             block_on(run(cfg))
         }
+        Command::Explain(args) => block_on(async move {
+            let mut stdout = std::io::stdout().lock();
+            match explain::run(args, &mut std::io::stdin().lock(), &mut stdout).await {
+                Ok(s) if s.resolve_failures == 0 => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => usage_error(e),
+            }
+        }),
     }
 }
 

@@ -18,7 +18,7 @@ pub use watch::WatchMetrics;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
@@ -44,9 +44,38 @@ const LAG_BUCKETS: [f64; 15] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 ];
 
+/// Buckets of `regrelay_registry_request_duration_seconds`: 5 ms (a HEAD on loopback) to
+/// 10 min (a multi-GiB streamed upload).
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0,
+];
+
 /// Most distinct `registry` label values kept; later hosts are counted as `other`.
 /// Hosts come from the configuration, so this only trips on a bug.
 const MAX_REGISTRY_LABELS: usize = 64;
+
+/// Most configured rule names (and target hosts) kept as `rule` (`target`) label values;
+/// the rest are counted as [`OTHER`]. Rules come from the configuration.
+const MAX_ROUTE_LABELS: usize = 256;
+
+/// The `rule` or `target` label value of a copy whose rule or target host is not in the
+/// configured sets ([`Metrics::configure_routes`]): work from a front end without rules,
+/// or any value a bug might pass.
+pub const OTHER: &str = "other";
+
+/// The `method` label value of a registry request: the HTTP methods the client sends,
+/// anything else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
 
 /// How a message was settled (label `outcome` of `regrelay_messages_settled_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -264,6 +293,7 @@ pub struct Metrics {
     last_success: Gauge,
     deletes: IntCounterVec,
     registry_requests: IntCounterVec,
+    registry_request_duration: HistogramVec,
     registry_throttled: IntCounterVec,
     registry_retries: IntCounterVec,
     ready_gauge: IntGauge,
@@ -276,6 +306,15 @@ pub struct Metrics {
     registry_labels: Mutex<HashSet<String>>,
     /// Watches, gates, promotions and notifications (buffered base images).
     pub watch: WatchMetrics,
+    /// Configured rule names and target hosts: the closed `rule` and `target` label sets.
+    routes: RwLock<RouteLabels>,
+}
+
+/// The closed `rule` and `target` label sets (see [`Metrics::configure_routes`]).
+#[derive(Debug, Default)]
+struct RouteLabels {
+    rules: HashSet<String>,
+    targets: HashSet<String>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -325,14 +364,21 @@ impl Metrics {
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "regrelay_build_info",
-                "Always 1; the version label tells which regrelay build is running.",
+                "Always 1; the version and commit labels tell which regrelay build is running.",
             ),
-            &["version"],
+            &["version", "commit"],
         )
         .expect("valid gauge definition");
         r.register(Box::new(build_info.clone()))
             .expect("metric names are unique");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("REGRELAY_GIT_COMMIT")])
+            .set(1);
+        // Standard process metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, ...); the collector reads /proc and reports nothing elsewhere.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("metric names are unique");
 
         let m = Metrics {
             messages_received: counter_vec(
@@ -364,17 +410,19 @@ impl Metrics {
                 &r,
                 "regrelay_copies_total",
                 "Image copies finished, by outcome and, for failures, error class (transient = retried \
-                 via redelivery, permanent = this image only, systemic = needs an operator).",
-                &["outcome", "error_class"],
+                 via redelivery, permanent = this image only, systemic = needs an operator), by \
+                 configured rule and target registry host (other = not from a configured rule).",
+                &["outcome", "error_class", "rule", "target"],
             ),
             copy_duration: {
                 let h = HistogramVec::new(
                     HistogramOpts::new(
                         "regrelay_copy_duration_seconds",
-                        "Wall time of one image copy including verification, by outcome.",
+                        "Wall time of one image copy including verification, by outcome, configured rule \
+                         and target registry host.",
                     )
                     .buckets(COPY_BUCKETS.to_vec()),
-                    &["outcome"],
+                    &["outcome", "rule", "target"],
                 )
                 .expect("valid histogram definition");
                 r.register(Box::new(h.clone())).expect("metric names are unique");
@@ -443,6 +491,20 @@ impl Metrics {
                  status class; error = no HTTP answer (connect, reset, timeout).",
                 &["registry", "status_class"],
             ),
+            registry_request_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "regrelay_registry_request_duration_seconds",
+                        "Time from sending a registry request to its answer's headers (or the transport \
+                         failure), by configured registry host, HTTP method and status class.",
+                    )
+                    .buckets(REQUEST_BUCKETS.to_vec()),
+                    &["registry", "method", "status_class"],
+                )
+                .expect("valid histogram definition");
+                r.register(Box::new(h.clone())).expect("metric names are unique");
+                h
+            },
             registry_throttled: counter_vec(
                 &r,
                 "regrelay_registry_throttled_total",
@@ -480,17 +542,13 @@ impl Metrics {
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             registry_labels: Mutex::new(HashSet::new()),
+            routes: RwLock::new(RouteLabels::default()),
         };
         // Pre-create every combination of the closed label sets at zero.
         for s in Settle::ALL {
             m.messages_settled.with_label_values(&[s.as_str()]);
         }
-        for c in CopyResult::ALL {
-            m.copies.with_label_values(&[c.outcome(), c.error_class()]);
-        }
-        for o in ["replicated", "already_present", "failed"] {
-            m.copy_duration.with_label_values(&[o]);
-        }
+        m.precreate_copies(OTHER, OTHER);
         for a in BlobAction::ALL {
             m.blobs.with_label_values(&[a.as_str()]);
         }
@@ -538,13 +596,61 @@ impl Metrics {
         self.lock_lost.inc();
     }
 
-    /// One copy finished after `duration`.
-    pub fn copy_finished(&self, result: CopyResult, duration: Duration) {
+    /// Declare the configured routes, each a (rule name, target registry host): they
+    /// become the closed `rule` and `target` label sets of the copy families, created at
+    /// zero for each pair. Replaces an earlier declaration's sets (series already created
+    /// stay). Beyond [`MAX_ROUTE_LABELS`] rules or targets the rest count as [`OTHER`].
+    pub fn configure_routes<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let routes: Vec<(&str, &str)> = routes.into_iter().collect();
+        let mut labels = RouteLabels::default();
+        for (rule, target) in &routes {
+            if labels.rules.len() < MAX_ROUTE_LABELS {
+                labels.rules.insert((*rule).to_owned());
+            }
+            if labels.targets.len() < MAX_ROUTE_LABELS && looks_like_host(target) {
+                labels.targets.insert((*target).to_owned());
+            }
+        }
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = labels;
+        for (rule, target) in routes {
+            let (rule, target) = self.route_labels(rule, target);
+            self.precreate_copies(&rule, &target);
+        }
+    }
+
+    /// The copy series of one (rule, target) label pair, at zero.
+    fn precreate_copies(&self, rule: &str, target: &str) {
+        for c in CopyResult::ALL {
+            self.copies
+                .with_label_values(&[c.outcome(), c.error_class(), rule, target]);
+        }
+        for o in ["replicated", "already_present", "failed"] {
+            self.copy_duration.with_label_values(&[o, rule, target]);
+        }
+    }
+
+    /// The `rule` and `target` label values: each itself when configured, else [`OTHER`].
+    fn route_labels(&self, rule: &str, target: &str) -> (String, String) {
+        let labels = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let pick = |set: &HashSet<String>, v: &str| {
+            if set.contains(v) {
+                v.to_owned()
+            } else {
+                OTHER.to_owned()
+            }
+        };
+        (pick(&labels.rules, rule), pick(&labels.targets, target))
+    }
+
+    /// One copy for `rule` to the `target` registry host finished after `duration`.
+    /// A rule or target outside the configured sets counts as [`OTHER`].
+    pub fn copy_finished(&self, result: CopyResult, duration: Duration, rule: &str, target: &str) {
+        let (rule, target) = self.route_labels(rule, target);
         self.copies
-            .with_label_values(&[result.outcome(), result.error_class()])
+            .with_label_values(&[result.outcome(), result.error_class(), &rule, &target])
             .inc();
         self.copy_duration
-            .with_label_values(&[result.outcome()])
+            .with_label_values(&[result.outcome(), &rule, &target])
             .observe(duration.as_secs_f64());
     }
 
@@ -597,13 +703,17 @@ impl Metrics {
         self.deletes.with_label_values(&[outcome.as_str()]).inc();
     }
 
-    /// One answer from `registry` (a configured host): its HTTP status, or `None` when
-    /// the request got no answer. A 429 also counts in `regrelay_registry_throttled_total`.
-    pub fn registry_request(&self, registry: &str, status: Option<u16>) {
+    /// One answer from `registry` (a configured host) to a `method` request after
+    /// `elapsed`: its HTTP status, or `None` when the request got no answer. A 429 also
+    /// counts in `regrelay_registry_throttled_total`.
+    pub fn registry_request(&self, registry: &str, method: &str, status: Option<u16>, elapsed: Duration) {
         let registry = self.registry_label(registry);
         self.registry_requests
             .with_label_values(&[registry.as_str(), status_class(status)])
             .inc();
+        self.registry_request_duration
+            .with_label_values(&[registry.as_str(), method_label(method), status_class(status)])
+            .observe(elapsed.as_secs_f64());
         if status == Some(429) {
             self.registry_throttled.with_label_values(&[registry.as_str()]).inc();
         }
@@ -705,293 +815,4 @@ impl Default for Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FAMILIES: [(&str, &str); 21] = [
-        ("regrelay_build_info", "gauge"),
-        ("regrelay_messages_received_total", "counter"),
-        ("regrelay_messages_settled_total", "counter"),
-        ("regrelay_deliveries_dropped_total", "counter"),
-        ("regrelay_lock_lost_total", "counter"),
-        ("regrelay_copies_total", "counter"),
-        ("regrelay_copy_duration_seconds", "histogram"),
-        ("regrelay_copied_bytes_total", "counter"),
-        ("regrelay_blobs_total", "counter"),
-        ("regrelay_dedup_hits_total", "counter"),
-        ("regrelay_event_lag_seconds", "histogram"),
-        ("regrelay_copies_in_flight", "gauge"),
-        ("regrelay_messages_waiting", "gauge"),
-        ("regrelay_last_success_timestamp_seconds", "gauge"),
-        ("regrelay_deletes_total", "counter"),
-        ("regrelay_registry_requests_total", "counter"),
-        ("regrelay_registry_throttled_total", "counter"),
-        ("regrelay_registry_retries_total", "counter"),
-        ("regrelay_ready", "gauge"),
-        ("regrelay_source_paused", "gauge"),
-        ("regrelay_registry_healthy", "gauge"),
-    ];
-
-    /// The value of the sample line that starts with `prefix` (name plus labels).
-    fn sample(text: &str, prefix: &str) -> Option<f64> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok()))
-    }
-
-    /// Drive every method once, with a registry host, so each family has samples.
-    fn exercise(m: &Metrics) {
-        m.message_received("pubsub");
-        for s in Settle::ALL {
-            m.message_settled(s);
-        }
-        m.delivery_dropped();
-        m.lock_lost();
-        for c in CopyResult::ALL {
-            m.copy_finished(c, Duration::from_millis(1500));
-        }
-        m.copy_stats(1234, 2, 1, 3);
-        for k in DedupKind::ALL {
-            m.dedup_hit(k);
-        }
-        m.event_lag(Duration::from_secs(3));
-        drop(m.copy_in_flight());
-        drop(m.message_waiting());
-        m.last_success_now();
-        for d in DeleteResult::ALL {
-            m.delete_finished(d);
-        }
-        for s in [None, Some(200), Some(301), Some(404), Some(429), Some(503)] {
-            m.registry_request("registry.example:5000", s);
-        }
-        for c in [Class::Transient, Class::Permanent, Class::Systemic] {
-            m.registry_retry("registry.example:5000", c);
-        }
-        m.set_ready(true);
-        m.set_paused(true);
-        m.set_registry_healthy("registry.example:5000", false);
-        m.set_alive(true);
-    }
-
-    #[test]
-    fn every_family_has_help_and_type() {
-        let m = Metrics::new();
-        exercise(&m);
-        let text = m.render();
-        let names: HashSet<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 21, "twenty-one distinct families");
-        for (name, kind) in FAMILIES {
-            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{text}");
-            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "no TYPE for {name}");
-        }
-        for name in names {
-            assert!(
-                name.starts_with("regrelay_")
-                    && (name.ends_with("_total")
-                        || name.ends_with("_seconds")
-                        || name.ends_with("_info")
-                        || name.ends_with("_in_flight")
-                        || name == "regrelay_messages_waiting"
-                        || name == "regrelay_registry_healthy"
-                        || name == "regrelay_ready"
-                        || name == "regrelay_source_paused"),
-                "{name} breaks the naming rule"
-            );
-        }
-    }
-
-    #[test]
-    fn closed_label_sets_exist_at_zero_before_any_event() {
-        let text = Metrics::new().render();
-        for line in [
-            r#"regrelay_messages_settled_total{outcome="acked"} 0"#,
-            r#"regrelay_messages_settled_total{outcome="rejected"} 0"#,
-            r#"regrelay_copies_total{error_class="none",outcome="replicated"} 0"#,
-            r#"regrelay_copies_total{error_class="none",outcome="already_present"} 0"#,
-            r#"regrelay_copies_total{error_class="systemic",outcome="failed"} 0"#,
-            r#"regrelay_copy_duration_seconds_count{outcome="failed"} 0"#,
-            r#"regrelay_blobs_total{action="mounted"} 0"#,
-            r#"regrelay_dedup_hits_total{kind="in_flight"} 0"#,
-            r#"regrelay_deletes_total{outcome="dry_run"} 0"#,
-            "regrelay_deliveries_dropped_total 0",
-            "regrelay_ready 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}`:\n{text}");
-        }
-        let version = format!(r#"regrelay_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
-        assert!(text.contains(&version));
-        // Registry hosts are not pre-created: only configured hosts that were contacted.
-        assert!(!text.contains("regrelay_registry_requests_total{"));
-    }
-
-    #[test]
-    fn counters_move() {
-        let m = Metrics::new();
-        m.message_settled(Settle::Nacked);
-        m.message_settled(Settle::Nacked);
-        m.copy_finished(CopyResult::Failed(Class::Transient), Duration::from_secs(2));
-        m.copy_finished(CopyResult::Replicated, Duration::from_millis(40));
-        m.copy_stats(100, 1, 0, 4);
-        m.copy_stats(50, 1, 2, 0);
-        m.registry_request("r.example", Some(429));
-        m.registry_request("r.example", Some(202));
-        m.registry_request("r.example", None);
-        m.registry_retry("r.example", Class::Transient);
-        m.dedup_hit(DedupKind::Recent);
-        m.delete_finished(DeleteResult::Unsupported);
-        m.message_received("servicebus");
-        m.event_lag(Duration::from_millis(300));
-        let t = m.render();
-        let v = |p: &str| sample(&t, p).unwrap_or_else(|| panic!("no sample {p}:\n{t}"));
-        assert_eq!(v(r#"regrelay_messages_settled_total{outcome="nacked"}"#), 2.0);
-        assert_eq!(
-            v(r#"regrelay_copies_total{error_class="transient",outcome="failed"}"#),
-            1.0
-        );
-        assert_eq!(v(r#"regrelay_copy_duration_seconds_count{outcome="replicated"}"#), 1.0);
-        assert_eq!(
-            v(r#"regrelay_copy_duration_seconds_bucket{outcome="replicated",le="0.05"}"#),
-            1.0
-        );
-        assert_eq!(v("regrelay_copied_bytes_total"), 150.0);
-        assert_eq!(v(r#"regrelay_blobs_total{action="uploaded"}"#), 2.0);
-        assert_eq!(v(r#"regrelay_blobs_total{action="skipped"}"#), 4.0);
-        assert_eq!(
-            v(r#"regrelay_registry_requests_total{registry="r.example",status_class="4xx"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"regrelay_registry_requests_total{registry="r.example",status_class="error"}"#),
-            1.0
-        );
-        assert_eq!(v(r#"regrelay_registry_throttled_total{registry="r.example"}"#), 1.0);
-        assert_eq!(
-            v(r#"regrelay_registry_retries_total{error_class="transient",registry="r.example"}"#),
-            1.0
-        );
-        assert_eq!(v(r#"regrelay_dedup_hits_total{kind="recent"}"#), 1.0);
-        assert_eq!(v(r#"regrelay_deletes_total{outcome="unsupported"}"#), 1.0);
-        assert_eq!(v(r#"regrelay_messages_received_total{source="servicebus"}"#), 1.0);
-        assert_eq!(v("regrelay_event_lag_seconds_count"), 1.0);
-        assert_eq!(v(r#"regrelay_event_lag_seconds_bucket{le="0.5"}"#), 1.0);
-    }
-
-    #[test]
-    fn gauges_and_latches() {
-        let m = Metrics::new();
-        assert!(!m.is_ready() && m.is_alive(), "starts not ready, alive");
-        let a = m.copy_in_flight();
-        let b = m.copy_in_flight();
-        assert_eq!(sample(&m.render(), "regrelay_copies_in_flight"), Some(2.0));
-        drop(a);
-        assert_eq!(sample(&m.render(), "regrelay_copies_in_flight"), Some(1.0));
-        drop(b);
-        assert_eq!(sample(&m.render(), "regrelay_copies_in_flight"), Some(0.0));
-        m.set_ready(true);
-        m.set_paused(true);
-        assert!(m.is_ready());
-        let t = m.render();
-        assert_eq!(sample(&t, "regrelay_ready"), Some(1.0));
-        assert_eq!(sample(&t, "regrelay_source_paused"), Some(1.0));
-        m.set_ready(false);
-        m.set_alive(false);
-        assert!(!m.is_ready() && !m.is_alive());
-        assert_eq!(sample(&m.render(), "regrelay_ready"), Some(0.0));
-        assert_eq!(
-            sample(&m.render(), "regrelay_last_success_timestamp_seconds"),
-            Some(0.0)
-        );
-        m.last_success_now();
-        assert!(sample(&m.render(), "regrelay_last_success_timestamp_seconds").unwrap() > 1.6e9);
-    }
-
-    #[test]
-    fn no_label_value_comes_from_free_text() {
-        // Label values are typed: enums, `&'static str` sources and host names. Even a
-        // caller passing junk as a "host" cannot smuggle a reference, digest or error text in.
-        let m = Metrics::new();
-        exercise(&m);
-        let digest = format!("sha256:{}", "a".repeat(64));
-        m.registry_request(&format!("r.example/team/app@{digest}"), Some(200));
-        m.registry_request("connection refused: tcp 10.0.0.1", None);
-        m.registry_retry(&digest, Class::Permanent);
-        let text = m.render();
-        assert!(!text.contains("sha256:"), "a digest reached a label:\n{text}");
-        assert!(!text.contains("team/app") && !text.contains("refused"));
-        assert_eq!(
-            sample(
-                &text,
-                r#"regrelay_registry_requests_total{registry="invalid",status_class="2xx"}"#
-            ),
-            Some(1.0)
-        );
-    }
-
-    #[test]
-    fn registry_label_values_are_capped() {
-        let m = Metrics::new();
-        for i in 0..MAX_REGISTRY_LABELS + 5 {
-            m.registry_request(&format!("r{i}.example"), Some(200));
-        }
-        let t = m.render();
-        assert_eq!(
-            sample(
-                &t,
-                r#"regrelay_registry_requests_total{registry="other",status_class="2xx"}"#
-            ),
-            Some(5.0)
-        );
-        assert_eq!(
-            sample(
-                &t,
-                r#"regrelay_registry_requests_total{registry="r0.example",status_class="2xx"}"#
-            ),
-            Some(1.0)
-        );
-    }
-
-    #[test]
-    fn host_shapes() {
-        for ok in [
-            "r.example",
-            "127.0.0.1:5000",
-            "[::1]:5000",
-            "[fd00::1]",
-            "europe-docker.pkg.dev",
-            "my_reg:443",
-        ] {
-            assert!(looks_like_host(ok), "{ok}");
-        }
-        let digest = format!("sha256:{}", "a".repeat(64));
-        for bad in [
-            "",
-            digest.as_str(),
-            "r.example/team/app",
-            "r.example:v1",
-            "a b",
-            "[::1",
-            "[::1]x",
-            "r.example:123456",
-            "https://r.example",
-        ] {
-            assert!(!looks_like_host(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(status_class(Some(101)), "1xx");
-        assert_eq!(status_class(Some(204)), "2xx");
-        assert_eq!(status_class(Some(307)), "3xx");
-        assert_eq!(status_class(Some(401)), "4xx");
-        assert_eq!(status_class(Some(599)), "5xx");
-        assert_eq!(status_class(Some(999)), "error");
-        assert_eq!(status_class(None), "error");
-    }
-
-    #[test]
-    fn global_is_one_instance() {
-        assert!(std::ptr::eq(global(), global()));
-        assert!(global().render().contains("regrelay_build_info"));
-    }
-}
+mod tests;

@@ -38,6 +38,8 @@ pub struct Route {
     pub target_repository: String,
     /// Target tag (template applied, valid); `None` = by digest only.
     pub target_tag: Option<String>,
+    /// The rule's own `delete_dry_run`; `None` = the pipeline's.
+    pub delete_dry_run: Option<bool>,
 }
 
 /// What to do at the target.
@@ -85,6 +87,52 @@ pub fn plan(rules: &[Rule], event: &Event) -> Plan {
         Plan::Ignore(reasons.join("; "))
     } else {
         Plan::Work(routes)
+    }
+}
+
+impl Route {
+    /// The target reference `route` writes or deletes for `event`: `registry/repository:tag`,
+    /// or `@digest` for digest-only work.
+    pub fn target_reference(&self, event: &Event) -> String {
+        let repo = format!("{}/{}", self.target_registry, self.target_repository);
+        match (&self.target_tag, &event.digest) {
+            (Some(t), _) => format!("{repo}:{t}"),
+            (None, Some(d)) => format!("{repo}@{d}"),
+            (None, None) => repo,
+        }
+    }
+
+    /// What carrying out this route for `event` does, in one line (for `regrelay explain`
+    /// and `regrelay run --dry-run`); `default_delete_dry_run` is `[pipeline]
+    /// delete_dry_run`, which the rule's own setting overrides.
+    pub fn describe(&self, event: &Event, default_delete_dry_run: bool) -> String {
+        let source = format!("{}/{}", event.registry, event.repository);
+        let target = self.target_reference(event);
+        match self.kind {
+            RouteKind::Push => match (&event.tag, &self.target_tag, &event.digest) {
+                (Some(tag), Some(_), _) => format!(
+                    "copy {source}:{tag} to {target} (the source tag is resolved again when the message is handled)"
+                ),
+                (_, _, Some(d)) => format!("copy {source}@{d} to {target} by digest"),
+                _ => "nothing: the event names neither a tag nor a digest (rejected)".into(),
+            },
+            RouteKind::Delete => {
+                let dry = if self.delete_dry_run.unwrap_or(default_delete_dry_run) {
+                    " (dry run: only logged)"
+                } else {
+                    ""
+                };
+                match (event.action, &event.tag, &event.digest) {
+                    (Action::DeleteTag, Some(tag), _) => {
+                        format!("delete tag {target}, unless {source}:{tag} exists again at the source{dry}")
+                    }
+                    (Action::DeleteManifest, _, Some(d)) => format!(
+                        "delete manifest {target} if it is still {d}, unless {source}@{d} exists again at the source{dry}"
+                    ),
+                    _ => "nothing: the delete event lacks the tag or digest it needs (rejected)".into(),
+                }
+            }
+        }
     }
 }
 
@@ -161,6 +209,15 @@ fn patterns(list: &[Matcher]) -> String {
 
 /// Apply `target`'s templates; an invalid result drops the route, with the reason.
 fn route(rule: &Rule, target: &RuleTarget, kind: RouteKind, event: &Event, tag: Option<&str>) -> Result<Route, String> {
+    if !target.strips(&event.repository) {
+        return Err(format!(
+            "rule {} target {}: repository {} does not start with strip_prefix {:?}; route dropped",
+            rule.name,
+            target.registry,
+            event.repository,
+            target.strip_prefix.as_deref().unwrap_or_default()
+        ));
+    }
     let repository = target.expand_repository(&event.registry, &event.repository);
     let target_tag = tag.map(|t| target.expand_tag(t));
     let dropped = |what: &str| {
@@ -187,6 +244,7 @@ fn route(rule: &Rule, target: &RuleTarget, kind: RouteKind, event: &Event, tag: 
         target_registry: target.registry.clone(),
         target_repository: repository,
         target_tag,
+        delete_dry_run: rule.delete_dry_run,
     })
 }
 
@@ -204,6 +262,7 @@ mod tests {
             registry: registry.into(),
             repository: repository.into(),
             tag: tag.map(str::to_owned),
+            strip_prefix: None,
         }
     }
 
@@ -218,6 +277,7 @@ mod tests {
             on_push: true,
             on_delete: false,
             untagged: Untagged::Ignore,
+            delete_dry_run: None,
             targets,
         }
     }
@@ -271,6 +331,7 @@ mod tests {
                 target_registry: "dst.example".into(),
                 target_repository: "mirror/team/a/app".into(),
                 target_tag: Some("v1".into()),
+                delete_dry_run: None,
             }]
         );
     }
@@ -369,6 +430,63 @@ mod tests {
         // A manifest delete with a tag in the event still deletes by digest.
         let routes = work(plan(&rules, &event(Action::DeleteManifest, "a", Some("keep-1"))));
         assert_eq!(routes[0].target_tag, None);
+    }
+
+    #[test]
+    fn strip_prefix_maps_or_drops_the_route_with_the_reason_15() {
+        let mut t = target("dst.example", "acr/{repository}", None);
+        t.strip_prefix = Some("my-project/docker/".into());
+        let rules = [rule("ar", "**", vec![t])];
+        let routes = work(plan(&rules, &push("my-project/docker/team/app", "v1")));
+        assert_eq!(routes[0].target_repository, "acr/team/app");
+        let why = ignored(plan(&rules, &push("other/docker/app", "v1")));
+        assert_eq!(
+            why,
+            "rule ar target dst.example: repository other/docker/app does not start with strip_prefix \"my-project/docker/\"; route dropped"
+        );
+    }
+
+    #[test]
+    fn routes_describe_what_they_would_do_15() {
+        let d = Digest::sha256_of(b"x");
+        let mut r = rule(
+            "r",
+            "**",
+            vec![target("dst.example", "m/{repository}", Some("{tag}-x"))],
+        );
+        r.on_delete = true;
+        let rules = [r.clone()];
+        let ev = push("team/app", "v1");
+        let route = &work(plan(&rules, &ev))[0];
+        assert_eq!(route.target_reference(&ev), "dst.example/m/team/app:v1-x");
+        assert_eq!(
+            route.describe(&ev, false),
+            "copy src.example/team/app:v1 to dst.example/m/team/app:v1-x (the source tag is resolved again when the message is handled)"
+        );
+        let mut untagged = ev.clone();
+        untagged.tag = None;
+        r.untagged = Untagged::Replicate;
+        let route = &work(plan(std::slice::from_ref(&r), &untagged))[0];
+        assert_eq!(route.target_reference(&untagged), format!("dst.example/m/team/app@{d}"));
+        assert!(route.describe(&untagged, false).ends_with("by digest"));
+        let del = event(Action::DeleteTag, "team/app", Some("v1"));
+        let route = &work(plan(&rules, &del))[0];
+        let text = route.describe(&del, false);
+        assert!(
+            text.starts_with("delete tag dst.example/m/team/app:v1-x, unless src.example/team/app:v1 exists again"),
+            "{text}"
+        );
+        assert!(!text.contains("dry run"));
+        assert!(route.describe(&del, true).ends_with("(dry run: only logged)"));
+        // The rule's own delete_dry_run overrides the pipeline's.
+        r.delete_dry_run = Some(false);
+        let route = &work(plan(std::slice::from_ref(&r), &del))[0];
+        assert!(!route.describe(&del, true).contains("dry run"));
+        let gone = event(Action::DeleteManifest, "team/app", None);
+        let route = &work(plan(&rules, &gone))[0];
+        assert!(route.describe(&gone, false).starts_with(&format!(
+            "delete manifest dst.example/m/team/app@{d} if it is still {d}"
+        )));
     }
 
     #[test]

@@ -64,6 +64,20 @@ pub struct CopyArgs {
     /// Basic credentials for the source and the target registry.
     #[command(flatten)]
     pub creds: CredArgs,
+    /// `text` (one line per image) or `json` (one JSON object per verified image on
+    /// stdout: source, target, digest, outcome, bytes, blobs, referrers, seconds).
+    /// Failures go to stderr either way.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// How `copy` reports verified images on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One human-readable line per image.
+    Text,
+    /// One JSON object per image, one per line (for scripts).
+    Json,
 }
 
 /// The credential flags of `regrelay copy`.
@@ -131,36 +145,79 @@ pub async fn run(args: CopyArgs, ctx: Context) -> Result<Summary, UsageError> {
     let engine = app::replicator(configs, opts).map_err(|e| UsageError(e.to_string()))?;
     let bar = ctx.progress.then(|| progress_bar(&engine));
     let tasks: Vec<Task> = pairs.into_iter().map(|(s, d)| Task::from_refs(s, &d)).collect();
-    let results: Vec<(Task, Result<Outcome, replicate::Error>)> = futures_util::stream::iter(tasks)
+    let timed: Vec<(Task, Result<Outcome, replicate::Error>, f64)> = futures_util::stream::iter(tasks)
         .map(|t| {
             let engine = engine.clone();
             async move {
+                let started = tokio::time::Instant::now();
                 let r = engine.replicate(&t).await;
-                (t, r)
+                (t, r, started.elapsed().as_secs_f64())
             }
         })
         .buffer_unordered(args.jobs)
         .collect()
         .await;
+    let seconds: Vec<f64> = timed.iter().map(|(_, _, s)| *s).collect();
+    let results: Vec<(Task, Result<Outcome, replicate::Error>)> = timed.into_iter().map(|(t, r, _)| (t, r)).collect();
     if let Some((bar, handle)) = bar {
         handle.abort();
         bar.finish_and_clear();
     }
     Ok(report(
         &results,
+        Reporting {
+            format: args.output,
+            seconds: &seconds,
+        },
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     ))
 }
 
+/// How [`report`] prints: the format, and each result's wall time (same order; missing
+/// entries count as 0).
+#[derive(Debug, Clone, Copy)]
+struct Reporting<'a> {
+    format: OutputFormat,
+    seconds: &'a [f64],
+}
+
 /// Print each result (verified images to `out`, errors and the many-images total to
 /// `err`) and count them.
-fn report(results: &[(Task, Result<Outcome, replicate::Error>)], out: &mut dyn Write, err: &mut dyn Write) -> Summary {
+fn report(
+    results: &[(Task, Result<Outcome, replicate::Error>)],
+    how: Reporting<'_>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Summary {
     let total = results.len();
     let mut failed = 0;
     // A closed stdout or stderr (`| head`) must not turn verified copies into a failure.
-    for (task, result) in results {
+    for (i, (task, result)) in results.iter().enumerate() {
         match result {
+            Ok(o) if how.format == OutputFormat::Json => {
+                let s = o.stats();
+                let outcome = if matches!(o, Outcome::AlreadyPresent { .. }) {
+                    "already_present"
+                } else {
+                    "replicated"
+                };
+                let line = serde_json::json!({
+                    "source": task.source.to_string(),
+                    "target": task.target_ref(),
+                    "digest": o.digest().to_string(),
+                    "outcome": outcome,
+                    "bytes": s.bytes_copied,
+                    "blobs": {
+                        "uploaded": s.blobs_uploaded,
+                        "mounted": s.blobs_mounted,
+                        "skipped": s.blobs_skipped,
+                    },
+                    "referrers": s.referrers_copied,
+                    "seconds": how.seconds.get(i).copied().unwrap_or(0.0),
+                });
+                let _ = writeln!(out, "{line}");
+            }
             Ok(o) => {
                 let s = o.stats();
                 let what = if matches!(o, Outcome::AlreadyPresent { .. }) {

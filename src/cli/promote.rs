@@ -237,7 +237,7 @@ async fn execute<E: Execute>(executor: &E, planned: Vec<Planned>, jobs: usize, f
                     return (i, Row::with(p, RowResult::Held(why), 0, Duration::ZERO));
                 }
                 let started = tokio::time::Instant::now();
-                let result = executor.execute(&item(&p.edge)).await;
+                let result = executor.execute(&item(&p.edge), "promote").await;
                 let took = started.elapsed();
                 let (r, bytes) = match result {
                     Ok(Outcome::Done(Done::Copied { bytes })) => (RowResult::Copied, bytes),

@@ -265,6 +265,9 @@ pub struct PipelineConfig {
     pub max_waiting: usize,
     /// What a tag delete does at a target that cannot delete a tag.
     pub tag_delete_fallback: TagDeleteFallback,
+    /// `regrelay run --dry-run` (not a file setting): plan and log every route, write
+    /// nothing, hand every message back to the broker at once.
+    pub dry_run: bool,
 }
 
 impl Default for PipelineConfig {
@@ -284,6 +287,7 @@ impl Default for PipelineConfig {
             retry_delay_max: Duration::from_secs(300),
             max_waiting: 1000,
             tag_delete_fallback: TagDeleteFallback::Manifest,
+            dry_run: false,
         }
     }
 }
@@ -366,6 +370,9 @@ pub struct Rule {
     pub on_delete: bool,
     /// Digest-only events.
     pub untagged: Untagged,
+    /// Deletes of this rule are only logged (`Some(true)`) or carried out
+    /// (`Some(false)`); `None` = `[pipeline] delete_dry_run`.
+    pub delete_dry_run: Option<bool>,
     /// Where matching images go (at least one).
     pub targets: Vec<RuleTarget>,
 }
@@ -380,14 +387,26 @@ pub struct RuleTarget {
     pub repository: String,
     /// Optional tag template: `{tag}` and literal text, e.g. `{tag}-mirror`. Default `{tag}`.
     pub tag: Option<String>,
+    /// A leading path (ending with `/`) removed from the source repository before the
+    /// template sees it: `strip_prefix = "my-project/docker/"` maps Artifact Registry's
+    /// `my-project/docker/team/app` to `{repository}` = `team/app`. A source repository
+    /// that does not start with it gets no route to this target (the reason is logged).
+    pub strip_prefix: Option<String>,
 }
 
 impl RuleTarget {
     /// The target repository for `repository` on `source_registry`: `{repository}`,
     /// `{name}` and `{registry}` replaced. A placeholder this version does not know is
     /// left as written (the loader rejects such templates), so the result may be an
-    /// invalid name: callers validate it before use.
+    /// invalid name: callers validate it before use. With `strip_prefix`, `repository`
+    /// is taken without it (callers check [`Self::strips`] first; a path without the
+    /// prefix is used whole).
     pub fn expand_repository(&self, source_registry: &str, repository: &str) -> String {
+        let repository = self
+            .strip_prefix
+            .as_deref()
+            .and_then(|p| repository.strip_prefix(p))
+            .unwrap_or(repository);
         let name = repository.rsplit('/').next().unwrap_or(repository);
         expand(
             &self.repository,
@@ -397,6 +416,14 @@ impl RuleTarget {
                 ("registry", source_registry),
             ],
         )
+    }
+
+    /// Whether `repository` can be mapped: it starts with `strip_prefix` (and is longer),
+    /// or there is none.
+    pub fn strips(&self, repository: &str) -> bool {
+        self.strip_prefix
+            .as_deref()
+            .is_none_or(|p| repository.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
     }
 
     /// The target tag for `tag`: the tag template with `{tag}` replaced, or `tag` itself
@@ -445,7 +472,33 @@ mod tests {
             registry: "dst.example".into(),
             repository: repository.into(),
             tag: tag.map(str::to_owned),
+            strip_prefix: None,
         }
+    }
+
+    #[test]
+    fn strip_prefix_removes_the_leading_path_before_the_template_15() {
+        let t = RuleTarget {
+            strip_prefix: Some("my-project/docker/".into()),
+            ..target("mirror/{repository}", None)
+        };
+        assert_eq!(
+            t.expand_repository("europe-docker.pkg.dev", "my-project/docker/team/app"),
+            "mirror/team/app"
+        );
+        assert!(t.strips("my-project/docker/team/app"));
+        assert!(t.strips("my-project/docker/app"));
+        // Not under the prefix, the prefix itself, or a lookalike segment: no mapping.
+        assert!(!t.strips("other/docker/team/app"));
+        assert!(!t.strips("my-project/docker/"));
+        assert!(!t.strips("my-project/dockerx/app"));
+        // `{name}` is unchanged by it; without strip_prefix everything maps.
+        let n = RuleTarget {
+            strip_prefix: Some("p/r/".into()),
+            ..target("{name}", None)
+        };
+        assert_eq!(n.expand_repository("s", "p/r/team/app"), "app");
+        assert!(target("{repository}", None).strips("anything/at/all"));
     }
 
     #[test]

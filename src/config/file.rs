@@ -398,6 +398,8 @@ struct RawReconcile {
 struct RawRegistry {
     /// Use plain HTTP (loopback hosts always do). Default false.
     insecure: Option<bool>,
+    /// PEM bundle of CA certificates trusted for this host, besides the system's roots.
+    ca_file: Option<Spanned<String>>,
     /// Most concurrent requests to this host, ≥ 1. Default 16.
     max_in_flight: Option<Spanned<usize>>,
     /// Request rate limit, > 0. Default: none.
@@ -574,6 +576,8 @@ struct RawRule {
     actions: Option<Spanned<Vec<RawAction>>>,
     /// Digest-only pushes: `"ignore"` (default) or `"replicate"`.
     untagged: Option<RawUntagged>,
+    /// Deletes of this rule are only logged; default `[pipeline] delete_dry_run`.
+    delete_dry_run: Option<bool>,
     /// Required, at least one `[[rules.targets]]`.
     targets: Option<Vec<Spanned<RawTarget>>>,
 }
@@ -589,4 +593,7 @@ struct RawTarget {
     repository: Option<Spanned<String>>,
     /// Tag template over `{tag}`. Default: the source tag unchanged.
     tag: Option<Spanned<String>>,
+    /// A leading path removed from the source repository before the template sees it
+    /// (`{repository}`), e.g. `"my-project/docker/"`; ends with `/`.
+    strip_prefix: Option<Spanned<String>>,
 }

@@ -335,8 +335,13 @@ impl RetryPolicy {
 pub struct RegistryConfig {
     /// Host with optional port, exactly as it appears in references.
     pub host: String,
-    /// Use plain HTTP. Loopback hosts use plain HTTP whatever this says.
+    /// Use plain HTTP (no TLS at all; nothing about certificates). Loopback hosts use
+    /// plain HTTP whatever this says, unless `ca_file` is set.
     pub insecure: bool,
+    /// A PEM bundle of CA certificates trusted for this host in addition to the system's
+    /// roots (a registry with a private CA). Setting it means the host speaks HTTPS, on
+    /// loopback too.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Credentials.
     pub auth: Auth,
     /// Maximum concurrent requests to this host (shared by all copies).
@@ -379,6 +384,7 @@ impl RegistryConfig {
         RegistryConfig {
             host: host.into(),
             insecure: false,
+            ca_file: None,
             auth: Auth::Anonymous,
             max_in_flight: 16,
             requests_per_second: None,
@@ -416,12 +422,30 @@ impl RegistryConfig {
         if self.retry.min_delay > self.retry.max_delay {
             return Err(invalid("retry.min_delay", "must not exceed retry.max_delay"));
         }
+        if self.insecure && self.ca_file.is_some() {
+            return Err(invalid("ca_file", "needs TLS, but insecure = true means plain HTTP"));
+        }
         Ok(())
     }
 
-    /// The URL scheme to use: HTTPS unless insecure or loopback.
+    /// The certificates of `ca_file` (none without one); an error names the file and says
+    /// what is wrong with it.
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(certs)
+    }
+
+    /// The URL scheme to use: HTTPS unless insecure or loopback (a `ca_file` means HTTPS).
     pub fn scheme(&self) -> &'static str {
-        if self.insecure || is_loopback_host(self.dial_host()) {
+        if self.ca_file.is_none() && (self.insecure || is_loopback_host(self.dial_host())) {
             "http"
         } else {
             "https"

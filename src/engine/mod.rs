@@ -208,8 +208,10 @@ pub type ItemResult = Result<Outcome, Failure>;
 /// Makes items true. The pipeline and every other front end depend on this trait, so a
 /// fake can stand in for the real [`Executor`] in tests.
 pub trait Execute: Send + Sync + 'static {
-    /// Make `item` true and verified, or say why not.
-    fn execute(&self, item: &Item) -> impl Future<Output = ItemResult> + Send;
+    /// Make `item` true and verified, or say why not. `rule` names the configured rule
+    /// the item carries out: the `rule` label of the copy metrics (a front end without
+    /// rules passes its own fixed name, which counts as `other`).
+    fn execute(&self, item: &Item, rule: &str) -> impl Future<Output = ItemResult> + Send;
 }
 
 /// How long a verified (target, digest) is remembered, and how many.
@@ -257,7 +259,7 @@ impl<E: Execute> Guarded<E> {
 }
 
 impl<E: Execute> Execute for Guarded<E> {
-    async fn execute(&self, item: &Item) -> ItemResult {
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
         let (src, dst) = item.registries();
         for registry in [src, dst] {
             if let Err(u) = self.health.check(registry) {
@@ -268,7 +270,7 @@ impl<E: Execute> Execute for Guarded<E> {
                 });
             }
         }
-        let result = self.inner.execute(item).await;
+        let result = self.inner.execute(item, rule).await;
         match &result {
             Ok(_) => {
                 self.health.succeeded(src);
@@ -286,7 +288,7 @@ impl<E: Execute> Execute for Guarded<E> {
 }
 
 impl<S: Registries> Execute for Executor<S> {
-    async fn execute(&self, item: &Item) -> ItemResult {
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
         let span = tracing::info_span!("item", target_ref = %item.target_ref());
         match item {
             Item::Digest {
@@ -295,7 +297,7 @@ impl<S: Registries> Execute for Executor<S> {
                 target,
                 tag,
             } => {
-                self.digest(source, digest, target, tag.as_deref())
+                self.digest(source, digest, target, tag.as_deref(), rule)
                     .instrument(span)
                     .await
             }
@@ -306,7 +308,7 @@ impl<S: Registries> Execute for Executor<S> {
                 target,
                 tag,
             } => {
-                self.tag(source, source_tag, seen.as_ref(), target, tag)
+                self.tag(source, source_tag, seen.as_ref(), target, tag, rule)
                     .instrument(span)
                     .await
             }
@@ -339,8 +341,8 @@ impl<S: Registries> Executor<S> {
         }
     }
 
-    async fn digest(&self, source: &Repo, digest: &Digest, target: &Repo, tag: Option<&str>) -> ItemResult {
-        let copied = self.ensure_digest(source, digest, target).await?;
+    async fn digest(&self, source: &Repo, digest: &Digest, target: &Repo, tag: Option<&str>, rule: &str) -> ItemResult {
+        let copied = self.ensure_digest(source, digest, target, rule).await?;
         let wrote = match tag {
             Some(t) => self.ensure_tag(source, target, t, digest).await?,
             None => false,
@@ -356,6 +358,7 @@ impl<S: Registries> Executor<S> {
         seen: Option<&Digest>,
         target: &Repo,
         tag: &str,
+        rule: &str,
     ) -> ItemResult {
         let key = (target.registry.clone(), target.repository.clone(), tag.to_string());
         let _tag_lock = self.tag_locks.lock(&key).await;
@@ -383,7 +386,7 @@ impl<S: Registries> Executor<S> {
             tracing::info!(source_ref = %src, digest = %current, "verified: the target tag is in place");
             return Ok(Outcome::Done(Done::InPlace));
         }
-        let copied = self.ensure_digest(source, &current, target).await?;
+        let copied = self.ensure_digest(source, &current, target, rule).await?;
         let wrote = self.ensure_tag(source, target, tag, &current).await?;
         tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
@@ -397,8 +400,15 @@ impl<S: Registries> Executor<S> {
     }
 
     /// Make sure `target` holds `digest` (verified), copying it if needed. `Some(bytes)`
-    /// when a copy streamed blobs, `None` when it was in place.
-    async fn ensure_digest(&self, source: &Repo, digest: &Digest, target: &Repo) -> Result<Option<u64>, Failure> {
+    /// when a copy streamed blobs, `None` when it was in place. The copy counts under
+    /// `rule` (the first caller's, when several join one copy).
+    async fn ensure_digest(
+        &self,
+        source: &Repo,
+        digest: &Digest,
+        target: &Repo,
+        rule: &str,
+    ) -> Result<Option<u64>, Failure> {
         let m = metrics::global();
         let fail = |e: &replicate::Error| Failure::of(e, &source.registry, &target.registry);
         let key = (target.registry.clone(), target.repository.clone(), digest.clone());
@@ -437,14 +447,19 @@ impl<S: Registries> Executor<S> {
                             replicate::Outcome::Replicated { .. } => (CopyResult::Replicated, true),
                             replicate::Outcome::AlreadyPresent { .. } => (CopyResult::AlreadyPresent, false),
                         };
-                        m.copy_finished(result, started.elapsed());
+                        m.copy_finished(result, started.elapsed(), rule, &target.registry);
                         m.copy_stats(s.bytes_copied, s.blobs_uploaded, s.blobs_mounted, s.blobs_skipped);
                         bytes.store(s.bytes_copied, std::sync::atomic::Ordering::Relaxed);
                         self.recent.insert(key.clone());
                         Ok(copied)
                     }
                     Ok(outcome) => {
-                        m.copy_finished(CopyResult::Failed(Class::Transient), started.elapsed());
+                        m.copy_finished(
+                            CopyResult::Failed(Class::Transient),
+                            started.elapsed(),
+                            rule,
+                            &target.registry,
+                        );
                         Err(Failure {
                             class: ErrorClass::Transient,
                             message: format!("target verified {}, expected {digest}", outcome.digest()),
@@ -452,7 +467,12 @@ impl<S: Registries> Executor<S> {
                         })
                     }
                     Err(e) => {
-                        m.copy_finished(CopyResult::Failed(e.class().into()), started.elapsed());
+                        m.copy_finished(
+                            CopyResult::Failed(e.class().into()),
+                            started.elapsed(),
+                            rule,
+                            &target.registry,
+                        );
                         Err(fail(&e))
                     }
                 }

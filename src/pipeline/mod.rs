@@ -18,6 +18,10 @@
 //!    Transient or Systemic → hand back after the retry delay ([`handback`]: the message
 //!    is held, its lease or lock kept, for a delay that grows with its delivery count).
 //!
+//! With `dry_run` (`regrelay run --dry-run`) steps 1–3 run and every route is logged with
+//! what it would do; nothing is executed and every message is nacked at once (no retry
+//! delay), so it goes back to the broker untouched.
+//!
 //! Pulling pauses only while no rule can make progress (its source registry or all its
 //! targets unhealthy: [`Health::pause_until`]).
 //!
@@ -226,6 +230,12 @@ impl<E: Execute> Pipeline<E> {
         }
         async move {
             let m = metrics::global();
+            if self.cfg.dry_run {
+                self.log_plan(&payload);
+                handle.nack();
+                m.message_settled(Settle::Nacked);
+                return;
+            }
             match self.handle_payload(&payload).await {
                 Verdict::Done => {
                     handle.ack();
@@ -264,6 +274,42 @@ impl<E: Execute> Pipeline<E> {
         }
         .instrument(span)
         .await;
+    }
+
+    /// Dry run: decode and plan like [`Self::handle_payload`], and log each route with
+    /// what it would do instead of running it.
+    fn log_plan(&self, payload: &[u8]) {
+        let decoded = match event::decode(payload, &self.origin) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!(error = %e, "dry run: undecodable message; would be rejected");
+                return;
+            }
+        };
+        for reason in &decoded.ignored {
+            tracing::info!(%reason, "dry run: part of the message not acted on");
+        }
+        if let Some(e) = decoded.events.iter().find(|e| !self.allowed.contains(&e.registry)) {
+            tracing::warn!(registry = %e.registry, "dry run: registry not in the configuration; would be rejected without contact");
+            return;
+        }
+        for event in &decoded.events {
+            let source_ref = format!("{}/{}", event.registry, event.repository);
+            match rules::plan(&self.rules, event) {
+                Plan::Ignore(reason) => tracing::info!(%source_ref, %reason, "dry run: ignored"),
+                Plan::Work(routes) => {
+                    for route in routes {
+                        tracing::info!(
+                            rule = %route.rule,
+                            %source_ref,
+                            target_ref = %route.target_reference(event),
+                            would = %route.describe(event, self.cfg.delete_dry_run),
+                            "dry run: not executed"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     async fn handle_payload(&self, payload: &[u8]) -> Verdict {
@@ -310,7 +356,7 @@ impl<E: Execute> Pipeline<E> {
             let item = settle::item(event, route, &self.cfg);
             async move {
                 match item {
-                    Ok(item) => self.executor.execute(&item).await,
+                    Ok(item) => self.executor.execute(&item, &route.rule).await,
                     Err(f) => Err(f),
                 }
             }

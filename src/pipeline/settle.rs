@@ -24,6 +24,7 @@ pub enum Verdict {
 /// The item that carries out `route` for `event`; an error for an event that lacks what
 /// the route needs.
 pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, Failure> {
+    let dry_run = route.delete_dry_run.unwrap_or(cfg.delete_dry_run);
     let source = Repo::new(&event.registry, &event.repository);
     let target = Repo::new(&route.target_registry, &route.target_repository);
     match route.kind {
@@ -50,7 +51,7 @@ pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, 
                 target,
                 locator: Locator::Tag(target_tag.clone()),
                 expected: None,
-                dry_run: cfg.delete_dry_run,
+                dry_run,
                 fallback: cfg.tag_delete_fallback,
             }),
             (Action::DeleteManifest, Some(d), _, _) => Ok(Item::Delete {
@@ -59,7 +60,7 @@ pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, 
                 target,
                 locator: Locator::Digest(d.clone()),
                 expected: Some(d.clone()),
-                dry_run: cfg.delete_dry_run,
+                dry_run,
                 fallback: cfg.tag_delete_fallback,
             }),
             _ => Err(Failure::permanent("delete event without the tag or digest it needs")),
@@ -156,6 +157,7 @@ mod tests {
             target_registry: "dst.example".into(),
             target_repository: "mirror/team/app".into(),
             target_tag: tag.map(str::to_string),
+            delete_dry_run: None,
         }
     }
 
@@ -207,6 +209,19 @@ mod tests {
                 ..
             })
         ));
+        // A rule's own delete_dry_run wins over the pipeline's, both ways.
+        let per_rule = |rule: bool, cfg: &PipelineConfig| {
+            let r = Route {
+                delete_dry_run: Some(rule),
+                ..route(RouteKind::Delete, None)
+            };
+            match item(&event(Action::DeleteManifest, None, Some(&d)), &r, cfg) {
+                Ok(Item::Delete { dry_run, .. }) => dry_run,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(per_rule(true, &cfg));
+        assert!(!per_rule(false, &dry));
         let bad = item(
             &event(Action::DeleteManifest, None, None),
             &route(RouteKind::Delete, None),

@@ -28,6 +28,8 @@ struct Fake {
     answer: Answer,
     delay: Duration,
     calls: Mutex<Vec<Item>>,
+    /// The rule name passed with each call, in call order.
+    rules: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -36,6 +38,7 @@ impl Fake {
             answer: Box::new(answer),
             delay: Duration::ZERO,
             calls: Mutex::default(),
+            rules: Mutex::default(),
         }
     }
 
@@ -50,7 +53,8 @@ impl Fake {
 }
 
 impl Execute for Fake {
-    async fn execute(&self, item: &Item) -> ItemResult {
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
+        self.rules.lock().unwrap().push(rule.to_string());
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(item.clone());
@@ -134,8 +138,8 @@ fn start(fake: Arc<Fake>, targets: &[&str], cfg: PipelineConfig) -> Run {
 struct ArcExec(Arc<Fake>);
 
 impl Execute for ArcExec {
-    async fn execute(&self, item: &Item) -> ItemResult {
-        self.0.execute(item).await
+    async fn execute(&self, item: &Item, rule: &str) -> ItemResult {
+        self.0.execute(item, rule).await
     }
 }
 
@@ -169,6 +173,8 @@ async fn acked_only_when_every_item_verified_or_was_stale() {
     let broker = run.stop().await;
     assert_eq!(broker.settlements_of("m1"), [Settlement::Ack]);
     assert_eq!((fake.calls_to(A), fake.calls_to(B)), (1, 1));
+    // Each item runs under its route's rule name (the copy metrics' `rule` label).
+    assert_eq!(*fake.rules.lock().unwrap(), ["m", "m"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -384,4 +390,35 @@ async fn an_envelope_of_several_events_is_acked_only_when_all_of_them_are_verifi
             .all(|t| t.contains("mirror/team/a:1.0") || t.contains("mirror/team/b:2.0")),
         "{targets:?}"
     );
+}
+
+// Real time: the in-memory broker redelivers a nack at once, so the messages circulate
+// and paused time would never advance.
+#[tokio::test]
+async fn dry_run_executes_nothing_and_nacks_at_once_15() {
+    let fake = Arc::new(Fake::new(|_, _| done()));
+    let run = start(
+        fake.clone(),
+        &[A, B],
+        PipelineConfig {
+            dry_run: true,
+            ..cfg(30)
+        },
+    );
+    let t0 = tokio::time::Instant::now();
+    run.broker.send("m1", event("1.0"));
+    run.broker.send("m2", b"not json".to_vec());
+    run.until("both settled", |b| {
+        !b.settlements_of("m1").is_empty() && !b.settlements_of("m2").is_empty()
+    })
+    .await;
+    // Handed back at once, not after the 30 s retry delay; even the undecodable one is
+    // not rejected.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let broker = run.stop().await;
+    for id in ["m1", "m2"] {
+        let s = broker.settlements_of(id);
+        assert!(!s.is_empty() && s.iter().all(|s| *s == Settlement::Nack), "{id}: {s:?}");
+    }
+    assert!(fake.calls.lock().unwrap().is_empty(), "a dry run executed an item");
 }

@@ -391,6 +391,11 @@ impl Authenticator {
         })?;
         let realm_host = realm_url.host_str().unwrap_or_default().to_owned();
         let scope_strings: Vec<String> = scopes.iter().map(RepoScope::as_scope).collect();
+        // The OAuth2 form is POSTed; every other credential asks with a GET.
+        let method = match creds {
+            Credentials::IdentityToken(_) => "POST",
+            _ => "GET",
+        };
         let req = match creds {
             Credentials::IdentityToken(refresh) => {
                 // OAuth2 form (distribution docs/spec/auth/oauth.md): scope is one
@@ -434,8 +439,14 @@ impl Authenticator {
             detail,
             status,
         };
+        let started = tokio::time::Instant::now();
         let sent = req.send().await;
-        crate::metrics::global().registry_request(&self.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        crate::metrics::global().registry_request(
+            &self.host,
+            method,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
         let resp = sent.map_err(|e| unavailable(format!("connection failed: {}", without_url(&e)), None))?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {

@@ -141,7 +141,12 @@ impl HttpRegistry {
                 attempt.stop()
             }
         });
+        let roots = cfg.ca_certificates().map_err(|reason| config::Error::Invalid {
+            field: format!("registries.{}.ca_file", cfg.host),
+            reason,
+        })?;
         let client = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .user_agent(concat!("regrelay/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)
@@ -201,8 +206,19 @@ impl HttpRegistry {
     /// Send a built request and count the answer, or the transport failure, in the
     /// registry metrics. Every request to the registry goes through here.
     async fn send(&self, rb: reqwest::RequestBuilder) -> reqwest::Result<Response> {
-        let sent = rb.send().await;
-        metrics::global().registry_request(&self.cfg.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let started = tokio::time::Instant::now();
+        let (client, req) = rb.build_split();
+        let method = req.as_ref().map(|r| r.method().as_str().to_owned()).unwrap_or_default();
+        let sent = match req {
+            Ok(req) => client.execute(req).await,
+            Err(e) => Err(e),
+        };
+        metrics::global().registry_request(
+            &self.cfg.host,
+            &method,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
         let mut since = self.unreachable_since.lock().expect("unreachable state poisoned");
         match &sent {
             // Any answer, even an error status, proves the host reachable.

@@ -444,7 +444,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                 tag: c.target_tag,
                 target_digest: current,
             };
-            self.handle(&drift, opts, &mut r, sink).await;
+            self.handle(rule, &drift, opts, &mut r, sink).await;
         }
         r
     }
@@ -484,18 +484,23 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             tag,
             target_digest: Some(expected),
         };
-        self.handle(&drift, opts, &mut r, sink).await;
+        self.handle(rule, &drift, opts, &mut r, sink).await;
         r
     }
 
     /// Count `drift`, repair it when applying, and report it.
-    async fn handle(&self, drift: &Drift, opts: Options, report: &mut Report, sink: Sink<'_>) {
+    async fn handle(&self, rule: &Rule, drift: &Drift, opts: Options, report: &mut Report, sink: Sink<'_>) {
         report.found[index(drift.kind)] += 1;
         if !opts.apply {
             sink(Entry::Drift(drift, None));
             return;
         }
-        let result = self.executor.execute(&drift.item(self.deletes)).await;
+        // A rule's own `delete_dry_run` wins over the pipeline's.
+        let deletes = DeletePolicy {
+            dry_run: rule.delete_dry_run.unwrap_or(self.deletes.dry_run),
+            ..self.deletes
+        };
+        let result = self.executor.execute(&drift.item(deletes), &drift.rule).await;
         match &result {
             Ok(Outcome::Done(Done::Copied { .. } | Done::TagWritten | Done::Deleted)) => {
                 report.repaired[index(drift.kind)] += 1;
@@ -522,7 +527,7 @@ mod tests {
     struct Unreachable;
 
     impl Execute for Unreachable {
-        async fn execute(&self, item: &Item) -> ItemResult {
+        async fn execute(&self, item: &Item, _rule: &str) -> ItemResult {
             panic!("executor reached with {item:?}")
         }
     }
@@ -555,10 +560,12 @@ mod tests {
             on_push: true,
             on_delete: false,
             untagged: Untagged::Ignore,
+            delete_dry_run: None,
             targets: vec![RuleTarget {
                 registry: dst.into(),
                 repository: "{repository}".into(),
                 tag: None,
+                strip_prefix: None,
             }],
         };
         let seen = Mutex::new(Vec::new());

@@ -188,6 +188,7 @@ mod tests {
             on_push: true,
             on_delete: true,
             untagged: Untagged::Ignore,
+            delete_dry_run: None,
             targets: vec![target(None)],
         }
     }
@@ -201,6 +202,7 @@ mod tests {
             registry: "dst.example".into(),
             repository: "mirror/{repository}".into(),
             tag: tag.map(str::to_owned),
+            strip_prefix: None,
         }
     }
 

@@ -349,7 +349,7 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             target: repo(&w.staging),
             tag: None,
         };
-        if let Err(f) = self.executor.execute(&stage).await {
+        if let Err(f) = self.executor.execute(&stage, &w.name).await {
             tracing::warn!(watch = %w.name, source_ref, digest = %digest, error = %f.message, "staging copy failed; retried at the next poll");
             return TagOutcome::Deferred(digest);
         }
@@ -395,7 +395,7 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
                 target: repo(&w.target),
                 tag: Some(target_tag.clone()),
             };
-            if let Err(f) = self.executor.execute(&item).await {
+            if let Err(f) = self.executor.execute(&item, &w.name).await {
                 m.promotion(&w.name, "failed");
                 tracing::warn!(watch = %w.name, target_ref = %format!("{}:{target_tag}", w.target), digest = %digest,
                     error = %f.message, "promotion failed; retried at the next poll");

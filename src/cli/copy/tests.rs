@@ -248,7 +248,11 @@ fn the_report_prints_each_verified_image_and_counts_failures() {
         ),
     ];
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let summary = report(&results, &mut out, &mut err);
+    let text = Reporting {
+        format: OutputFormat::Text,
+        seconds: &[],
+    };
+    let summary = report(&results, text, &mut out, &mut err);
     assert_eq!(summary, Summary { total: 3, failed: 1 });
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -270,7 +274,42 @@ fn the_report_prints_each_verified_image_and_counts_failures() {
 
     // One image: no total line.
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let summary = report(&results[..1], &mut out, &mut err);
+    let summary = report(&results[..1], text, &mut out, &mut err);
     assert_eq!(summary, Summary { total: 1, failed: 0 });
     assert!(err.is_empty());
+
+    // JSON: one object per verified image on stdout, failures still on stderr.
+    let json = Reporting {
+        format: OutputFormat::Json,
+        seconds: &[1.5, 0.25, 3.0],
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let summary = report(&results, json, &mut out, &mut err);
+    assert_eq!(summary, Summary { total: 3, failed: 1 });
+    let objects: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        objects[0],
+        serde_json::json!({
+            "source": "src.example/a:v1",
+            "target": "dst.example/a:v1",
+            "digest": digest.to_string(),
+            "outcome": "replicated",
+            "bytes": 10,
+            "blobs": {"uploaded": 2, "mounted": 1, "skipped": 3},
+            "referrers": 1,
+            "seconds": 1.5,
+        })
+    );
+    assert_eq!(objects[1]["outcome"], "already_present");
+    assert_eq!(objects[1]["seconds"], 0.25);
+    assert_eq!(objects.len(), 2);
+    assert!(
+        String::from_utf8(err)
+            .unwrap()
+            .starts_with("error: source reference src.example/c")
+    );
 }

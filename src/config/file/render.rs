@@ -113,6 +113,9 @@ pub fn render(config: &Config) -> String {
     for r in &config.registries {
         let _ = writeln!(o, "\n[registries.{}]", quote(&r.host));
         let _ = writeln!(o, "insecure = {}", r.insecure);
+        if let Some(ca) = &r.ca_file {
+            let _ = writeln!(o, "ca_file = {}", quote(&ca.display().to_string()));
+        }
         let _ = writeln!(o, "max_in_flight = {}", r.max_in_flight);
         if let Some(rps) = r.requests_per_second {
             let _ = writeln!(o, "requests_per_second = {rps:?}");
@@ -183,6 +186,9 @@ pub fn render(config: &Config) -> String {
             Untagged::Replicate => "replicate",
         };
         let _ = writeln!(o, "untagged = \"{untagged}\"");
+        if let Some(d) = rule.delete_dry_run {
+            let _ = writeln!(o, "delete_dry_run = {d}");
+        }
         for t in &rule.targets {
             let _ = writeln!(o, "[[rules.targets]]");
             let _ = writeln!(o, "registry = {}", quote(&t.registry));
@@ -190,10 +196,42 @@ pub fn render(config: &Config) -> String {
             if let Some(tag) = &t.tag {
                 let _ = writeln!(o, "tag = {}", quote(tag));
             }
+            if let Some(p) = &t.strip_prefix {
+                let _ = writeln!(o, "strip_prefix = {}", quote(p));
+            }
+            if let Some(example) = example_mapping(rule, t) {
+                let _ = writeln!(o, "# example: {example}");
+            }
         }
     }
     watch::render(o, &config.watch);
     out
+}
+
+/// `SRC/REPO:1.0 -> TARGET/MAPPED:TAG` for a source repository the rule matches, built
+/// from its pattern (`**` = `team/app`, `*` = `app`, under the target's `strip_prefix`);
+/// `None` when no such sample matches (a regex, say) or the target refuses it.
+fn example_mapping(rule: &crate::config::Rule, t: &crate::config::RuleTarget) -> Option<String> {
+    let from_glob = match &rule.repository {
+        Matcher::Glob(_, g) => Some(g.replace("**", "team/app").replace('*', "app")),
+        Matcher::Regex(..) => None,
+    };
+    let prefix = t.strip_prefix.as_deref().unwrap_or_default();
+    let repository = [
+        from_glob,
+        Some(format!("{prefix}team/app")),
+        Some(format!("{prefix}app")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|r| rule.repository.is_match(r) && t.strips(r))?;
+    let tag = t.expand_tag("1.0");
+    Some(format!(
+        "{}/{repository}:1.0 -> {}/{}:{tag}",
+        rule.source_registry,
+        t.registry,
+        t.expand_repository(&rule.source_registry, &repository)
+    ))
 }
 
 /// The inline table of `kind = "acr_entra"`, secrets as `"***"`.

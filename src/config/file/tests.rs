@@ -9,6 +9,8 @@ use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, TagDeleteFa
 
 /// `kind = "google"` and `kind = "acr_entra"` registry auth.
 mod cloud;
+/// `strip_prefix` on targets, per-rule `delete_dry_run`, and check-config's example mappings.
+mod mapping;
 /// `[source.origin]`: the registry of events that name no host.
 mod origin;
 
@@ -143,6 +145,7 @@ exclude_tags = ["*-dev"]
 exclude_tags_regex = ["rc[0-9]+"]
 actions = ["push", "delete"]
 untagged = "replicate"
+delete_dry_run = true
 [[rules.targets]]
 registry = "127.0.0.1:5002"
 repository = "mirror/{{registry}}/{{name}}"
@@ -209,6 +212,7 @@ repository = "backup/{{repository}}"
     assert_eq!(r.tags_exclude.len(), 2);
     assert!(r.on_push && r.on_delete);
     assert_eq!(r.untagged, Untagged::Replicate);
+    assert_eq!(r.delete_dry_run, Some(true));
     assert_eq!(
         r.targets[0].expand_repository("a.example", "team/web"),
         "mirror/a.example/web"

@@ -378,6 +378,18 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     {
         c.dial = r.test_dial.clone();
     }
+    if let Some(ca) = &r.ca_file {
+        if c.insecure {
+            return invalid(
+                ca.span(),
+                field("ca_file"),
+                "needs TLS, but insecure = true means plain HTTP",
+            );
+        }
+        c.ca_file = Some(std::path::PathBuf::from(ca.get_ref()));
+        c.ca_certificates()
+            .map_err(|e| Problem::new(ca.span(), field("ca_file"), e))?;
+    }
     c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
     if let Some(rps) = &r.requests_per_second {
         if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {
@@ -663,6 +675,7 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         on_push,
         on_delete,
         untagged,
+        delete_dry_run: r.delete_dry_run,
         targets,
     })
 }
@@ -704,14 +717,37 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
     if let Some(tag) = &t.tag {
         placeholders(tag.get_ref(), &["tag"]).map_err(|e| Problem::new(tag.span(), field("tag"), e))?;
     }
+    if let Some(p) = &t.strip_prefix {
+        let prefix = p.get_ref();
+        let Some(path) = prefix.strip_suffix('/') else {
+            return invalid(
+                p.span(),
+                field("strip_prefix"),
+                format!("{prefix:?} must end with '/' (whole path segments are removed), e.g. \"{prefix}/\""),
+            );
+        };
+        if !valid_repository(path) {
+            return invalid(
+                p.span(),
+                field("strip_prefix"),
+                format!(
+                    "{prefix:?} is not a repository path followed by '/' (lowercase [a-z0-9] segments joined by '/', '.', '_', '__' or '-')"
+                ),
+            );
+        }
+    }
     let target = RuleTarget {
         registry,
         repository: repo_template.to_owned(),
         tag: t.tag.as_ref().map(|t| t.get_ref().clone()),
+        strip_prefix: t.strip_prefix.as_ref().map(|p| p.get_ref().clone()),
     };
     // A valid source path starts and ends with [a-z0-9], so expanding with "a" shows
     // whether the template's literal text can ever give a valid name.
-    let sample = target.expand_repository(source_registry, "a");
+    let sample = target.expand_repository(
+        source_registry,
+        &format!("{}a", target.strip_prefix.as_deref().unwrap_or_default()),
+    );
     if !valid_repository(&sample) {
         return invalid(
             repo_span,
@@ -735,7 +771,11 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
         }
     }
     let same_tag = target.tag.as_deref().is_none_or(|t| t == "{tag}");
-    if target.registry == source_registry && target.repository == "{repository}" && same_tag {
+    if target.registry == source_registry
+        && target.repository == "{repository}"
+        && target.strip_prefix.is_none()
+        && same_tag
+    {
         return invalid(
             t.registry.span(),
             field("registry"),

@@ -196,13 +196,19 @@ impl Authenticator {
             ("tenant", acr.tenant.clone()),
             ("access_token", entra.expose().into()),
         ];
+        let started = tokio::time::Instant::now();
         let sent = client
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form_encode(&form))
             .send()
             .await;
-        crate::metrics::global().registry_request(&self.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        crate::metrics::global().registry_request(
+            &self.host,
+            "POST",
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
         let unavailable = |detail: String, status: Option<u16>| Error::TokenUnavailable {
             host: self.host.clone(),
             realm_host: realm_host.clone(),

@@ -102,8 +102,14 @@ impl Canceller {
                 rb = rb.header(AUTHORIZATION, h);
             }
         }
+        let started = tokio::time::Instant::now();
         let sent = rb.send().await;
-        metrics::global().registry_request(&self.host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        metrics::global().registry_request(
+            &self.host,
+            "DELETE",
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
         sent.map(|r| r.status().as_u16()).map_err(|e| without_url(&e))
     }
 
@@ -248,6 +254,7 @@ impl HttpRegistry {
         };
         let host = self.cfg.host.clone();
         let task = self.canceller.background.spawn(async move {
+            let started = tokio::time::Instant::now();
             let sent = tokio::select! {
                 sent = rb.send() => sent,
                 // Stopped: the body has ended; give the answer a bounded time to come.
@@ -255,7 +262,12 @@ impl HttpRegistry {
                     return (session, None);
                 }
             };
-            metrics::global().registry_request(&host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+            metrics::global().registry_request(
+                &host,
+                "PATCH",
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+                started.elapsed(),
+            );
             if let Ok(resp) = &sent
                 && resp.status().as_u16() == 202
                 && let Some(next) = header_str(resp.headers(), "location").and_then(|l| session.location.join(&l).ok())
