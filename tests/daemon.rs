@@ -779,16 +779,11 @@ async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
         events.push(ar_insert(&src.host(), "team/app", Some(&tag), &digest.to_string()));
         digests.push((tag, digest));
     }
-    let cfg = config(
+    let cfg = support::outage_pipeline(&config(
         &pubsub_source(&emu).replace("max_outstanding_messages = 16", "max_outstanding_messages = 40"),
         &src.host(),
         &proxy.host(),
-    )
-    .replace(
-        "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
-        "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
-    )
-    .replace("workers = 4\n", "workers = 8\n");
+    ));
     proxy.add_rule(Rule::status(503).times(usize::MAX));
     let daemon = Daemon::start(&cfg).await;
     emu.publish_many(TOPIC, &events).await;

@@ -630,12 +630,7 @@ async fn a_30_second_outage_dead_letters_nothing() {
             image::push_simple(&s, "team/app", &tag, 4_000, 100 + i).await.digest,
         ));
     }
-    let cfg = config(&source(&sb, &dir, &key, ""), &src.host(), &proxy.host())
-        .replace(
-            "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
-            "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
-        )
-        .replace("workers = 4\n", "workers = 8\n");
+    let cfg = support::outage_pipeline(&config(&source(&sb, &dir, &key, ""), &src.host(), &proxy.host()));
     proxy.add_rule(Rule::status(503).times(usize::MAX));
     let daemon = Daemon::start(&cfg).await;
     for (tag, digest) in &digests {

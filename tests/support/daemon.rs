@@ -73,6 +73,16 @@ repository = "mirror/{{repository}}"
     )
 }
 
+/// `cfg` (from [`mirror_config`]) tuned for the outage tests: 8 workers, retry delays of
+/// 2 s doubling to 8 s.
+pub fn outage_pipeline(cfg: &str) -> String {
+    cfg.replace(
+        "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
+        "retry_delay_min_secs = 2\nretry_delay_max_secs = 8\n",
+    )
+    .replace("workers = 4\n", "workers = 8\n")
+}
+
 /// The digest `repo:tag` names in `reg`; `None` if it is absent (or the HEAD failed).
 pub async fn tag_digest(reg: &HttpRegistry, repo: &str, tag: &str) -> Option<String> {
     reg.head_manifest(repo, &Locator::Tag(tag.into()))

@@ -35,7 +35,9 @@ mod token;
 
 // Each test binary uses only some of these names.
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
-pub use daemon::{COPIES, Daemon, LONG, Registries, SETTLED, free_port, mirror_config, sample_sum, tag_digest};
+pub use daemon::{
+    COPIES, Daemon, LONG, Registries, SETTLED, free_port, mirror_config, outage_pipeline, sample_sum, tag_digest,
+};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use proxy::{Action, FaultProxy, Rule, Seen};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]

@@ -382,20 +382,8 @@ impl HttpRegistry {
                 }
             }
         }
-        let scopes = [RepoScope::push(&session.repository)];
-        let mut url = session.location.clone();
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let req = Req {
-            method: Method::PUT,
-            url,
-            step: "upload blob",
-            scopes: &scopes,
-            headers: vec![(CONTENT_TYPE, "application/octet-stream".into())],
-            body: Some(buf.freeze()),
-            ok: &[201, 204],
-        };
-        match self.execute(req).await {
-            Ok(_) => Ok(()),
+        match self.close_upload(session, digest, "upload blob", buf.freeze()).await {
+            Ok(()) => Ok(()),
             Err(e) if e.status() == Some(413) => {
                 self.force_chunked.store(true, Ordering::Relaxed);
                 tracing::warn!(registry = %self.cfg.host, size, "upload refused as too large (413); using chunked uploads for this registry");
@@ -410,16 +398,32 @@ impl HttpRegistry {
 
     /// Close an upload whose bytes are all in: `PUT ?digest=` with an empty body.
     async fn commit(&self, session: &UploadSession, digest: &Digest) -> Result<(), Error> {
+        self.close_upload(session, digest, "commit upload", Bytes::new()).await
+    }
+
+    /// `PUT ?digest=` on the session's location with `body` (the last bytes, or none).
+    async fn close_upload(
+        &self,
+        session: &UploadSession,
+        digest: &Digest,
+        step: &'static str,
+        body: Bytes,
+    ) -> Result<(), Error> {
         let scopes = [RepoScope::push(&session.repository)];
         let mut url = session.location.clone();
         url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let headers = if body.is_empty() {
+            vec![]
+        } else {
+            vec![(CONTENT_TYPE, "application/octet-stream".into())]
+        };
         let req = Req {
             method: Method::PUT,
             url,
-            step: "commit upload",
+            step,
             scopes: &scopes,
-            headers: vec![],
-            body: Some(Bytes::new()),
+            headers,
+            body: Some(body),
             ok: &[201, 204],
         };
         self.execute(req).await?;
