@@ -530,7 +530,7 @@ def check_values_file(chart, schema, metrics, label, values):
     check(f"{label}: kubernetes-validate", check_kubernetes, objects)
     check(f"{label}: CRD objects", check_crds, objects, metrics)
     check(f"{label}: config.toml against the pod", check_pod, objects)
-    if by_kind(objects, "CronJob"):
+    if any(c["metadata"]["name"].endswith("-sync") for c in by_kind(objects, "CronJob")):
         check(f"{label}: sync CronJob", check_sync_cronjob, objects)
     if binary:
         check(f"{label}: regrelay check-config", check_config_binary, objects, binary)
@@ -543,7 +543,7 @@ def check_values_file(chart, schema, metrics, label, values):
 
 def check_sync_cronjob(objects):
     """`regrelay sync` once at a time, with the Deployment's config, mounts and identity."""
-    cron = by_kind(objects, "CronJob")[0]
+    cron = next(c for c in by_kind(objects, "CronJob") if c["metadata"]["name"].endswith("-sync"))
     deployment = by_kind(objects, "Deployment")[0]
     if cron["spec"].get("concurrencyPolicy") != "Forbid":
         raise Problem("concurrencyPolicy is not Forbid")
