@@ -19,8 +19,8 @@
 //!    is held, its lease or lock kept, for a delay that grows with its delivery count).
 //!
 //! With `dry_run` (`regrelay run --dry-run`) steps 1–3 run and every route is logged with
-//! what it would do; nothing is executed and every message is nacked at once (no retry
-//! delay), so it goes back to the broker untouched.
+//! what it would do; nothing is executed and every message goes back to the broker
+//! untouched, after the retry delay (so a dry run does not spin on redeliveries).
 //!
 //! Pulling pauses only while no rule can make progress (its source registry or all its
 //! targets unhealthy: [`Health::pause_until`]).
@@ -232,7 +232,15 @@ impl<E: Execute> Pipeline<E> {
             let m = metrics::global();
             if self.cfg.dry_run {
                 self.log_plan(&payload);
-                handle.nack();
+                // Back to the broker after the retry delay like a failure, not at once: an
+                // immediate hand-back would loop (Pub/Sub) or burn through the delivery
+                // count (Service Bus) in seconds.
+                let retry_in = if redelivers {
+                    self.handback.delay(self.handback.attempt(&id, attempt))
+                } else {
+                    Duration::ZERO
+                };
+                self.handback.park(handle, retry_in).await;
                 m.message_settled(Settle::Nacked);
                 return;
             }
