@@ -91,6 +91,17 @@ impl HandBack {
         d + d.mul_f64(fastrand::f64() * 0.2)
     }
 
+    /// How long a failed message waits before it goes back: zero for a source without
+    /// redelivery (`redelivers == false`: a nacked file line has simply failed), else the
+    /// [`HandBack::delay`] for its delivery count ([`HandBack::attempt`]).
+    pub fn retry_delay(&self, message_id: &str, broker_attempt: Option<u32>, redelivers: bool) -> Duration {
+        if redelivers {
+            self.delay(self.attempt(message_id, broker_attempt))
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Hold `handle` for `delay`, then nack it. Waits for a free slot when `max_waiting`
     /// messages are already held; returns once the message is parked (the caller's worker
     /// is free again). A zero delay, or a hand-back after [`HandBack::release_all`], nacks

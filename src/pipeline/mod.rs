@@ -235,11 +235,7 @@ impl<E: Execute> Pipeline<E> {
                 // Back to the broker after the retry delay like a failure, not at once: an
                 // immediate hand-back would loop (Pub/Sub) or burn through the delivery
                 // count (Service Bus) in seconds.
-                let retry_in = if redelivers {
-                    self.handback.delay(self.handback.attempt(&id, attempt))
-                } else {
-                    Duration::ZERO
-                };
+                let retry_in = self.handback.retry_delay(&id, attempt, redelivers);
                 self.handback.park(handle, retry_in).await;
                 m.message_settled(Settle::Nacked);
                 return;
@@ -268,11 +264,7 @@ impl<E: Execute> Pipeline<E> {
                     tracing::warn!(error = %f.message, "rejected: permanent failure");
                 }
                 Verdict::Failed(f) => {
-                    let retry_in = if redelivers {
-                        self.handback.delay(self.handback.attempt(&id, attempt))
-                    } else {
-                        Duration::ZERO
-                    };
+                    let retry_in = self.handback.retry_delay(&id, attempt, redelivers);
                     let class = if f.class == ErrorClass::Systemic { "systemic" } else { "transient" };
                     tracing::warn!(error = %f.message, registry = f.registry.as_deref(), class, ?retry_in, "failed; the message goes back to the broker after the retry delay");
                     self.handback.park(handle, retry_in).await;
