@@ -12,18 +12,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use regrelay::config::RegistryConfig;
-use regrelay::oci::Reference;
 use regrelay::registry::ErrorClass;
-use regrelay::replicate::{Options, Outcome, Task};
-use support::image::{self, test_retry};
+use regrelay::replicate::{Options, Outcome};
+use support::image::{self, task, test_retry};
 use support::{TestRegistry, TokenRequest, TokenServer};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
-
-fn task(src: &str, dst: &str) -> Task {
-    Task::from_refs(src.parse().unwrap(), &dst.parse::<Reference>().unwrap())
-}
 
 /// Registry configs for an anonymous `src` and a `dst` with `auth`, through the TOML loader.
 fn registries(src: &TestRegistry, dst: &TestRegistry, auth: &str) -> Vec<RegistryConfig> {

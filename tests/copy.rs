@@ -6,15 +6,11 @@ mod support;
 use std::time::Duration;
 
 use regrelay::config::{Auth, Secret};
-use regrelay::oci::{Locator, Reference};
+use regrelay::oci::Locator;
 use regrelay::registry::{ErrorClass, Registry};
-use regrelay::replicate::{Options, Outcome, Task};
-use support::image::{self, cfg};
+use regrelay::replicate::{Options, Outcome};
+use support::image::{self, anon, cfg, task};
 use support::{Action, FaultProxy, Method, Rule, TestRegistry, TokenServer};
-
-fn task(src: &str, dst: &str) -> Task {
-    Task::from_refs(src.parse().unwrap(), &dst.parse::<Reference>().unwrap())
-}
 
 /// Engine options without referrer copying, for tests about blobs and manifests.
 fn no_refs() -> Options {
@@ -22,10 +18,6 @@ fn no_refs() -> Options {
         referrers: false,
         ..Options::default()
     }
-}
-
-fn anon(host: &str) -> regrelay::config::RegistryConfig {
-    cfg(host, Auth::Anonymous)
 }
 
 async fn target_digest(reg: &impl Registry, repo: &str, tag: &str) -> Option<String> {

@@ -9,12 +9,8 @@ use regrelay::config::{Auth, Secret};
 use regrelay::oci::{Digest, Locator, Reference};
 use regrelay::registry::{self, ErrorClass, Registry};
 use regrelay::replicate::{Deletion, Error, Kept, Options, Side};
-use support::image::{self, cfg};
+use support::image::{self, anon, cfg};
 use support::{Action, FaultProxy, Method, Rule, TestRegistry, TokenServer};
-
-fn anon(host: &str) -> regrelay::config::RegistryConfig {
-    cfg(host, Auth::Anonymous)
-}
 
 fn reference(s: &str) -> Reference {
     s.parse().unwrap()

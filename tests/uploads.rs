@@ -12,18 +12,9 @@ mod support;
 use std::time::Duration;
 
 use regrelay::config::Auth;
-use regrelay::oci::Reference;
-use regrelay::replicate::{Options, Task};
-use support::image::{self, cfg};
+use regrelay::replicate::Options;
+use support::image::{self, anon, task};
 use support::{Action, FaultProxy, Method, Rule, TestRegistry};
-
-fn task(src: &str, dst: &str) -> Task {
-    Task::from_refs(src.parse().unwrap(), &dst.parse::<Reference>().unwrap())
-}
-
-fn anon(host: &str) -> regrelay::config::RegistryConfig {
-    cfg(host, Auth::Anonymous)
-}
 
 /// Two quick attempts per blob, no referrers.
 fn opts() -> Options {

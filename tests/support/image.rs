@@ -51,6 +51,16 @@ pub fn cfg(host: &str, auth: Auth) -> RegistryConfig {
     c
 }
 
+/// An anonymous registry config for a loopback test host.
+pub fn anon(host: &str) -> RegistryConfig {
+    cfg(host, Auth::Anonymous)
+}
+
+/// A copy task from `src` to `dst` (references as `regrelay copy` takes them).
+pub fn task(src: &str, dst: &str) -> regrelay::replicate::Task {
+    regrelay::replicate::Task::from_refs(src.parse().unwrap(), &dst.parse::<regrelay::oci::Reference>().unwrap())
+}
+
 /// A client for seeding.
 pub fn client(host: &str, auth: Auth) -> HttpRegistry {
     HttpRegistry::new(cfg(host, auth)).expect("client")
