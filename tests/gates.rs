@@ -111,16 +111,19 @@ async fn a_rule_writes_the_target_tag_only_after_its_exec_gate_passed_the_target
     let daemon = Daemon::start(&cfg).await;
 
     let h = src.host();
-    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.0", &good.digest)).await;
+    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.0", &good.digest))
+        .await;
     emu.publish(TOPIC, &ar_insert(&h, "team/bad", "1.0", &bad.digest)).await;
-    emu.publish(TOPIC, &ar_insert(&h, "team/later", "1.0", &later.digest)).await;
+    emu.publish(TOPIC, &ar_insert(&h, "team/later", "1.0", &later.digest))
+        .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 2.0)
         .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 1.0)
         .await;
-    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.1", &good.digest)).await;
+    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.1", &good.digest))
+        .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 3.0)
         .await;
@@ -135,16 +138,37 @@ async fn a_rule_writes_the_target_tag_only_after_its_exec_gate_passed_the_target
     // "Try again later" handed the message back (nacked) before it passed.
     assert!(daemon.metric(SETTLED, &[("outcome", "nacked")]).await >= 1.0);
     assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 1.0);
-    assert_eq!(daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "fail")]).await, 1.0);
-    assert_eq!(daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "retry")]).await, 1.0);
-    assert_eq!(daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "pass")]).await, 2.0);
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "fail")]).await,
+        1.0
+    );
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "retry")]).await,
+        1.0
+    );
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "smoke"), ("outcome", "pass")]).await,
+        2.0
+    );
 
     // Every gate saw the exact target digest, never a tag; good ran once for two tags.
     let seen = lines(&log);
     let at = |repo: &str, p: &image::Pushed| format!("{}/mirror/{repo}@{}", dst.host(), p.digest);
-    assert_eq!(seen.iter().filter(|l| **l == at("team/good", &good)).count(), 1, "{seen:?}");
-    assert_eq!(seen.iter().filter(|l| **l == at("team/bad", &bad)).count(), 1, "{seen:?}");
-    assert_eq!(seen.iter().filter(|l| **l == at("team/later", &later)).count(), 2, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|l| **l == at("team/good", &good)).count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| **l == at("team/bad", &bad)).count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| **l == at("team/later", &later)).count(),
+        2,
+        "{seen:?}"
+    );
     assert_eq!(seen.len(), 4, "{seen:?}");
     // The rejection is logged with the gate's output tail.
     let log_text = daemon.log();
@@ -193,8 +217,14 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
     );
     assert_eq!(tag_digest(&d, "mirror/team/unsigned", "1.0").await, None);
     assert_eq!(tag_digest(&d, "mirror/team/other-key", "1.0").await, None);
-    assert_eq!(daemon.metric(GATES, &[("gate", "signed"), ("outcome", "pass")]).await, 1.0);
-    assert_eq!(daemon.metric(GATES, &[("gate", "signed"), ("outcome", "fail")]).await, 2.0);
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "signed"), ("outcome", "pass")]).await,
+        1.0
+    );
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "signed"), ("outcome", "fail")]).await,
+        2.0
+    );
     assert!(daemon.log().contains("no cosign signature"), "{}", daemon.log());
 }
 

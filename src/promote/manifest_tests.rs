@@ -211,7 +211,11 @@ fn require_is_regrelays_optional_extension_with_its_line() {
         "manifests/a/promoter-manifest.yaml",
         "registries:\n- name: gcr.io/s\n  src: true\n- name: us.gcr.io/p\nrequire:\n- smoke\n",
     );
-    write(dir.path(), "images/a/images.yaml", &format!("- name: apple\n  dmap:\n    \"{D1}\": [\"1.0\"]\n"));
+    write(
+        dir.path(),
+        "images/a/images.yaml",
+        &format!("- name: apple\n  dmap:\n    \"{D1}\": [\"1.0\"]\n"),
+    );
     let ms = parse_thin_dir(dir.path()).unwrap();
     assert_eq!(ms[0].require, ["smoke"]);
     assert_eq!(ms[0].require_at.1, 5);
