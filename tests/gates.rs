@@ -5,12 +5,18 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
+use regrelay::config::watch::GateConfig;
+use regrelay::engine::{Execute as _, Executor, Item, Memory, Outcome, Repo};
+use regrelay::gates::GateSet;
 use regrelay::oci::{Digest, Locator};
-use regrelay::registry::{HttpRegistry, Registry as _};
+use regrelay::registry::{HttpRegistry, Registry as _, RegistrySet};
+use regrelay::replicate::{ErrorClass, Options};
 use support::cosign::{Claim, new_key, pem, sign};
 use support::image;
 use support::{Daemon, LONG, PubSubEmulator, Registries, SETTLED, mirror_config, tag_digest};
@@ -335,5 +341,119 @@ async fn a_rule_requiring_an_unknown_gate_is_a_config_error() {
             path.display()
         )),
         "{err}"
+    );
+}
+
+/// An executor over `src` and `dst` with one exec gate `smoke` running `script` (after
+/// appending `$REGRELAY_IMAGE` to `log`).
+fn executor(src: &str, dst: &str, log: &Path, script: &str) -> Executor<RegistrySet> {
+    let script = format!("echo \"$REGRELAY_IMAGE\" >> {}\n{script}", log.display());
+    let mut cfg = BTreeMap::new();
+    cfg.insert(
+        "smoke".to_string(),
+        GateConfig::Exec {
+            argv: vec!["sh".into(), "-c".into(), script],
+            timeout: Duration::from_secs(30),
+            max_output_bytes: 4096,
+            pass_env: Vec::new(),
+        },
+    );
+    let engine = image::engine(vec![image::anon(src), image::anon(dst)], Options::default());
+    let memory = Memory {
+        ttl: Duration::from_secs(600),
+        max_entries: 1000,
+    };
+    Executor::new(Arc::new(engine), memory).with_gates(Arc::new(GateSet::from_config(&cfg).unwrap()))
+}
+
+#[tokio::test]
+async fn a_digest_only_item_is_copied_then_gated_and_a_rejected_digest_never_gets_a_tag() {
+    support::registry_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gate.log");
+    let ex = executor(&src.host(), &dst.host(), &log, "echo 'no good'; exit 1");
+    let app = image::push_simple(&s, "app", "1.0", 2000, 31).await;
+    let item = |tag: Option<&str>| Item::Digest {
+        source: Repo::new(src.host(), "app"),
+        digest: app.digest.clone(),
+        target: Repo::new(dst.host(), "app"),
+        tag: tag.map(str::to_string),
+        require: vec!["smoke".into()],
+    };
+
+    // Untagged: copied (the gate needs it at the target), gated, rejected; by digest only.
+    let f = ex.execute(&item(None), "r").await.unwrap_err();
+    assert_eq!(f.class, ErrorClass::Permanent, "{f:?}");
+    assert!(f.message.contains("no good"), "{f:?}");
+    assert!(has_digest(&d, "app", &app.digest).await);
+    assert_eq!(lines(&log), [format!("{}/app@{}", dst.host(), app.digest)]);
+
+    // A tag for the rejected digest: refused from memory, no second run, no tag.
+    let f = ex.execute(&item(Some("1.0")), "r").await.unwrap_err();
+    assert_eq!(f.class, ErrorClass::Permanent, "{f:?}");
+    assert!(f.message.contains("remembered"), "{f:?}");
+    assert_eq!(tag_digest(&d, "app", "1.0").await, None);
+    assert_eq!(lines(&log).len(), 1);
+
+    // A target tag already at the digest (written by someone else) is in place: no gate.
+    image::push_simple(&d, "app", "2.0", 2000, 31).await;
+    let done = ex.execute(&item(Some("2.0")), "r").await;
+    assert!(matches!(done, Ok(Outcome::Done(_))), "{done:?}");
+    assert_eq!(lines(&log).len(), 1);
+
+    // Without `require`, the same executor tags as before.
+    let plain = Item::Digest {
+        source: Repo::new(src.host(), "app"),
+        digest: app.digest.clone(),
+        target: Repo::new(dst.host(), "app"),
+        tag: Some("1.0".into()),
+        require: Vec::new(),
+    };
+    assert!(ex.execute(&plain, "r").await.is_ok());
+    assert_eq!(tag_digest(&d, "app", "1.0").await, Some(app.digest.to_string()));
+}
+
+#[tokio::test]
+async fn regrelay_sync_gates_the_tags_it_repairs() {
+    support::registry_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gate.log");
+    let good = image::push_simple(&s, "team/good", "1.0", 2000, 41).await;
+    image::push_simple(&s, "team/bad", "1.0", 2000, 42).await;
+    let config = dir.path().join("regrelay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"file\"\n[registries.\"{s}\"]\n[registries.\"{d}\"]\n\
+             [[rules]]\nsource_registry = \"{s}\"\nrepository = \"team/*\"\nrepositories = [\"team/good\", \"team/bad\"]\nrequire = [\"smoke\"]\n\
+             [[rules.targets]]\nregistry = \"{d}\"\n{}",
+            exec_gate(
+                "smoke",
+                &log,
+                "case \"$REGRELAY_IMAGE\" in */team/bad@*) echo 'bad image'; exit 1;; esac"
+            ),
+            s = src.host(),
+            d = dst.host(),
+        ),
+    )
+    .unwrap();
+    let o = tokio::process::Command::new(BIN)
+        .args(["sync", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "a rejected repair is an error: {}", text(&o));
+    assert_eq!(tag_digest(&d, "team/good", "1.0").await, Some(good.digest.to_string()));
+    assert_eq!(tag_digest(&d, "team/bad", "1.0").await, None);
+    assert_eq!(lines(&log).len(), 2, "{:?}", lines(&log));
+    assert!(
+        lines(&log)
+            .iter()
+            .all(|l| l.starts_with(&format!("{}/team/", dst.host())) && l.contains("@sha256:"))
     );
 }
