@@ -174,3 +174,104 @@ impl Gating {
         map.insert(key, (r, Instant::now()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::watch::GateConfig;
+    use crate::registry::RegistrySet;
+
+    /// Gating with exec gates `name → script` (each appends a line to `log` first).
+    fn gating(log: &std::path::Path, gates: &[(&str, &str)]) -> Gating {
+        let cfg: BTreeMap<String, GateConfig> = gates
+            .iter()
+            .map(|(name, script)| {
+                let script = format!("echo {name} >> {}; {script}", log.display());
+                let gate = GateConfig::Exec {
+                    argv: vec!["sh".into(), "-c".into(), script],
+                    timeout: Duration::from_secs(10),
+                    max_output_bytes: 1024,
+                    pass_env: Vec::new(),
+                };
+                (name.to_string(), gate)
+            })
+            .collect();
+        Gating::new(Arc::new(GateSet::from_config(&cfg).unwrap()))
+    }
+
+    fn runs(log: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn verdicts_are_remembered_per_digest_and_gate_set_but_a_retry_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let later = dir.path().join("later");
+        let retry_once = format!("test -e {0} || {{ touch {0}; exit 75; }}", later.display());
+        let g = gating(&log, &[("ok", "exit 0"), ("no", "exit 1"), ("soon", &retry_once)]);
+        let none = RegistrySet::from_configs(Vec::new()).unwrap();
+        let target = Repo::new("dst.example", "app");
+        let (d1, d2) = (Digest::sha256_of(b"1"), Digest::sha256_of(b"2"));
+        let check = |d: &Digest, req: &[&str]| {
+            let req = names(req);
+            let (g, none, target, d) = (&g, &none, &target, d.clone());
+            async move { g.check(none, target, &d, &req, "src.example/app:1").await }
+        };
+
+        assert!(check(&d1, &[]).await.is_ok(), "no gates: nothing runs");
+        assert!(check(&d1, &["ok"]).await.is_ok());
+        assert!(
+            check(&d1, &["ok", "ok"]).await.is_ok(),
+            "remembered; a name listed twice runs once"
+        );
+        assert_eq!(runs(&log), ["ok"]);
+        assert!(check(&d2, &["ok"]).await.is_ok(), "another digest runs again");
+        assert_eq!(runs(&log).len(), 2);
+
+        let f = check(&d1, &["ok", "no"]).await.unwrap_err();
+        assert_eq!(f.class, ErrorClass::Permanent);
+        assert!(f.message.contains("gate no rejected dst.example/app@sha256:"), "{f:?}");
+        // Another set of gates (even in another order) is another key; the same set is not.
+        let again = check(&d1, &["no", "ok"]).await.unwrap_err();
+        assert!(again.message.contains("remembered"), "{again:?}");
+        assert_eq!(runs(&log), ["ok", "ok", "ok", "no"]);
+
+        let f = check(&d1, &["soon"]).await.unwrap_err();
+        assert_eq!(f.class, ErrorClass::Transient, "{f:?}");
+        assert!(check(&d1, &["soon"]).await.is_ok(), "a retry is not remembered");
+        assert_eq!(runs(&log).iter().filter(|r| *r == "soon").count(), 2);
+
+        let f = check(&d1, &["ok", "missing"]).await.unwrap_err();
+        assert_eq!(f.class, ErrorClass::Permanent);
+        assert!(f.message.contains("\"missing\" is not configured"), "{f:?}");
+        assert_eq!(runs(&log).len(), 6, "an unknown gate runs nothing");
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let g = Gating::new(Arc::default());
+        let key = |i: usize| {
+            let d = Digest::sha256_of(&i.to_le_bytes());
+            ("r".to_string(), "app".to_string(), d, vec!["g".to_string()])
+        };
+        for i in 0..MEMORY_MAX {
+            g.remember(key(i), Remembered::Passed);
+        }
+        assert!(g.recall(&key(0)).is_some());
+        g.remember(key(MEMORY_MAX), Remembered::Passed);
+        let len = g.memory.lock().unwrap().len();
+        assert!(len <= MEMORY_MAX, "{len} entries");
+        assert!(g.recall(&key(MEMORY_MAX)).is_some());
+    }
+}
