@@ -181,6 +181,30 @@ async fn a_rule_writes_the_target_tag_only_after_its_exec_gate_passed_the_target
     assert!(log_text.contains("smoke test failed: app exited 3"), "{log_text}");
 }
 
+/// A cosign gate `signed` trusting `key` (its public key written under `dir`), plus `extra`
+/// lines in its table.
+fn cosign_gate(dir: &Path, key: &p256::ecdsa::SigningKey, extra: &str) -> String {
+    let keyfile = dir.join("cosign.pub");
+    std::fs::write(&keyfile, pem(key)).unwrap();
+    format!(
+        "\n[gates.signed]\nkind = \"cosign\"\nkeys = [{:?}]\n{extra}",
+        keyfile.display().to_string()
+    )
+}
+
+/// The messages left in the subscription once the daemon stopped; with `expect_some`,
+/// waits for them: the daemon nacks what it held at shutdown, yet the emulator sometimes
+/// keeps delivering to the closed stream for a few ack deadlines (see tests/daemon.rs).
+async fn left(emu: &PubSubEmulator, expect_some: bool) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let mut left = emu.peek(SUB, 10).await;
+    while expect_some && left.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = emu.peek(SUB, 10).await;
+    }
+    left.iter().map(|m| serde_json::from_slice(m).unwrap()).collect()
+}
+
 #[tokio::test]
 async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
     support::registry_bin_or_skip!();
@@ -189,18 +213,13 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let key = new_key(7);
-    let keyfile = dir.path().join("cosign.pub");
-    std::fs::write(&keyfile, pem(&key)).unwrap();
     let signed = image::push_simple(&s, "team/signed", "1.0", 2000, 11).await;
     sign(&s, "team/signed", &signed.digest, &key, &Claim::default()).await;
     let unsigned = image::push_simple(&s, "team/unsigned", "1.0", 2000, 12).await;
     let other = image::push_simple(&s, "team/other-key", "1.0", 2000, 13).await;
     sign(&s, "team/other-key", &other.digest, &new_key(8), &Claim::default()).await;
-    let gate = format!(
-        "\n[gates.signed]\nkind = \"cosign\"\nkeys = [{:?}]\n",
-        keyfile.display().to_string()
-    );
-    let daemon = Daemon::start(&config(&emu, &src.host(), &dst.host(), "[\"signed\"]", &gate)).await;
+    let gate = cosign_gate(dir.path(), &key, "");
+    let mut daemon = Daemon::start(&config(&emu, &src.host(), &dst.host(), "[\"signed\"]", &gate)).await;
 
     let h = src.host();
     for (repo, p) in [
@@ -211,11 +230,17 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
         emu.publish(TOPIC, &ar_insert(&h, repo, "1.0", &p.digest)).await;
     }
     daemon
-        .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 2.0)
+        .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 1.0)
         .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
         .await;
+    // The never-signed image is not rejected: it is handed back again and again (retry
+    // delay 1-2 s), gated each time, never tagged.
+    daemon
+        .wait_metric(GATES, &[("gate", "signed"), ("outcome", "retry")], LONG, |v| v >= 3.0)
+        .await;
+    assert!(daemon.metric(SETTLED, &[("outcome", "nacked")]).await >= 2.0);
     // The signature travelled with the image; the gate verified it at the target.
     assert_eq!(
         tag_digest(&d, "mirror/team/signed", "1.0").await,
@@ -227,11 +252,82 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
         daemon.metric(GATES, &[("gate", "signed"), ("outcome", "pass")]).await,
         1.0
     );
+    // A signature by another key is a rejection, not a retry.
     assert_eq!(
         daemon.metric(GATES, &[("gate", "signed"), ("outcome", "fail")]).await,
-        2.0
+        1.0
     );
-    assert!(daemon.log().contains("no cosign signature"), "{}", daemon.log());
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 1.0);
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "acked")]).await, 1.0);
+    let log = daemon.log();
+    assert!(log.contains("no cosign signature"), "{log}");
+    assert!(log.contains("verifies with none of the keys"), "{log}");
+    // Stopped, the daemon hands the waiting message back: it is still in the subscription.
+    let (status, _) = daemon.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    let left = left(&emu, true).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["tag"], format!("{h}/team/unsigned:1.0"));
+}
+
+#[tokio::test]
+async fn an_image_signed_after_its_push_event_is_tagged_once_its_signature_exists() {
+    support::registry_bin_or_skip!();
+    support::gcloud_bin_or_skip!();
+    let Registries { src, dst, s, d } = Registries::start().await;
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(7);
+    let gate = cosign_gate(dir.path(), &key, "");
+    let mut daemon = Daemon::start(&config(&emu, &src.host(), &dst.host(), "[\"signed\"]", &gate)).await;
+
+    // CI's order: push, the push event goes out, then `cosign sign`.
+    let app = image::push_simple(&s, "team/app", "1.0", 2000, 51).await;
+    emu.publish(TOPIC, &ar_insert(&src.host(), "team/app", "1.0", &app.digest))
+        .await;
+    // The first delivery copies the image, finds no signature and hands the message back;
+    // the redelivery finds none either.
+    daemon
+        .wait_metric(GATES, &[("gate", "signed"), ("outcome", "retry")], LONG, |v| v >= 2.0)
+        .await;
+    assert_eq!(tag_digest(&d, "mirror/team/app", "1.0").await, None);
+    assert!(
+        has_digest(&d, "mirror/team/app", &app.digest).await,
+        "copied to be gated"
+    );
+    sign(&s, "team/app", &app.digest, &key, &Claim::default()).await;
+
+    // A redelivery copies again (the image is at the target, its tag is not): the
+    // signature comes along, the gate passes at the target, the tag is written, acked.
+    daemon
+        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 1.0)
+        .await;
+    assert_eq!(
+        tag_digest(&d, "mirror/team/app", "1.0").await,
+        Some(app.digest.to_string())
+    );
+    let sig_tag = format!("{}.sig", app.digest.fallback_tag());
+    let sig = d
+        .head_manifest("mirror/team/app", &Locator::Tag(sig_tag))
+        .await
+        .unwrap();
+    assert!(sig.is_some(), "the signature is at the target");
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "signed"), ("outcome", "pass")]).await,
+        1.0
+    );
+    assert_eq!(
+        daemon.metric(GATES, &[("gate", "signed"), ("outcome", "fail")]).await,
+        0.0
+    );
+    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 0.0);
+    let (status, _) = daemon.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        left(&emu, false).await,
+        Vec::<serde_json::Value>::new(),
+        "the message was acked"
+    );
 }
 
 async fn promote(args: &[&str]) -> Output {

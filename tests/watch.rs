@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use regrelay::app::AppWatcher;
 use regrelay::config::Auth;
-use regrelay::gates::{CosignGate, PublicKey, Subject, Verdict};
+use regrelay::gates::{CosignGate, PublicKey, Subject, Unsigned, Verdict};
 use regrelay::oci::{self, Digest, Locator};
 use regrelay::registry::{HttpRegistry, Registry, RegistrySet};
 use regrelay::watch::TagOutcome;
@@ -189,6 +189,11 @@ async fn cosign_gate_accepts_only_a_valid_signature_over_the_subject_digest() {
             PublicKey::from_pem("unrelated.pub", &pem(&new_key(3))).unwrap(),
             PublicKey::from_pem("cosign.pub", &pem(&key)).unwrap(),
         ],
+        unsigned: Unsigned::Retry,
+    };
+    let rejecting = CosignGate {
+        unsigned: Unsigned::Reject,
+        ..gate.clone()
     };
     let verdict = |repo: &'static str, d: Digest| {
         let (gate, set) = (&gate, &set);
@@ -209,8 +214,19 @@ async fn cosign_gate_accepts_only_a_valid_signature_over_the_subject_digest() {
     sign(&c, "valid", &img.digest, &key, &Claim::default()).await;
     assert_eq!(verdict("valid", img.digest.clone()).await, Verdict::Pass);
 
+    // No signature at all: not signed yet, try again later (or, when told, rejected).
     let img = image::push_simple(&c, "unsigned", "1", 100, 2).await;
-    fails(verdict("unsigned", img.digest).await, "no cosign signature");
+    match verdict("unsigned", img.digest.clone()).await {
+        Verdict::Retry { reason } => assert!(reason.contains("no cosign signature"), "{reason}"),
+        v => panic!("expected a retry, got {v:?}"),
+    }
+    let subject = Subject {
+        registry: reg.host(),
+        repository: "unsigned".into(),
+        digest: img.digest,
+        source: "upstream".into(),
+    };
+    fails(rejecting.check(&set, &subject).await, "no cosign signature");
 
     let img = image::push_simple(&c, "otherkey", "1", 100, 3).await;
     sign(&c, "otherkey", &img.digest, &other, &Claim::default()).await;
@@ -241,6 +257,44 @@ async fn cosign_gate_accepts_only_a_valid_signature_over_the_subject_digest() {
     };
     sign(&c, "wrongtype", &img.digest, &key, &claim).await;
     fails(verdict("wrongtype", img.digest).await, "payload type");
+}
+
+#[tokio::test]
+async fn an_upstream_digest_signed_after_its_push_is_deferred_then_promoted_with_its_signature() {
+    support::registry_bin_or_skip!();
+    let env = Env::start().await;
+    let keys = env.path("cosign.pub");
+    let tables = format!("[gates.signed]\nkind = \"cosign\"\nkeys = [{keys:?}]\n");
+    let w = env.watcher(&env.config(&["signed"], &tables, ""));
+    let first = image::push_simple(&env.up, UP, "22", 200, 1).await;
+    let sig_tag = format!("{}.sig", first.digest.fallback_tag());
+    // Not signed yet: staged, deferred (not rejected), staged and gated again next poll.
+    for _ in 0..2 {
+        assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Deferred(first.digest.clone()));
+    }
+    assert_eq!(env.target_tag("22").await, None);
+    // Signed upstream now: the next poll copies the signature to staging (not answered
+    // from the executor's memory of the staged digest), the gate passes, promoted.
+    sign(&env.up, UP, &first.digest, &env.key, &Claim::default()).await;
+    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Promoted(first.digest.clone()));
+    assert_eq!(env.target_tag("22").await, Some(first.digest.clone()));
+    for repo in [STAGING, TARGET] {
+        let sig = env.central.head_manifest(repo, &Locator::Tag(sig_tag.clone())).await;
+        assert!(sig.unwrap().is_some(), "{repo}:{sig_tag}");
+    }
+    assert_eq!(env.lines("notify.log").len(), 1);
+
+    // `unsigned = "reject"`: the old behaviour, remembered until the tag moves.
+    let tables = format!("{tables}unsigned = \"reject\"\n");
+    let w = env.watcher(&env.config(&["signed"], &tables, ""));
+    let second = image::push_simple(&env.up, UP, "22", 200, 2).await;
+    assert_eq!(
+        w.run_once().await[0].1[0].1,
+        TagOutcome::Rejected(second.digest.clone())
+    );
+    sign(&env.up, UP, &second.digest, &env.key, &Claim::default()).await;
+    assert_eq!(w.run_once().await[0].1[0].1, TagOutcome::Unchanged);
+    assert_eq!(env.target_tag("22").await, Some(first.digest));
 }
 
 #[tokio::test]
@@ -573,6 +627,7 @@ async fn cosign_signatures_are_also_found_as_oci_referrers() {
     let key = new_key(1);
     let gate = CosignGate {
         keys: vec![PublicKey::from_pem("cosign.pub", &pem(&key)).unwrap()],
+        unsigned: Unsigned::Reject,
     };
     let img = image::push_simple(&c, "app", "1", 100, 1).await;
     let sig = sign(&c, "app", &img.digest, &key, &Claim::default()).await;

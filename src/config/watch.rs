@@ -61,7 +61,19 @@ pub enum GateConfig {
     Cosign {
         /// (file path, PEM text) of each ECDSA P-256 public key.
         keys: Vec<(PathBuf, String)>,
+        /// What an image with no signature at all gets.
+        unsigned: Unsigned,
     },
+}
+
+/// A cosign gate's answer for an image that carries no signature at all (`unsigned`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unsigned {
+    /// "Try again later" (default): images are usually signed after they are pushed.
+    #[default]
+    Retry,
+    /// Rejected, like an image whose signature does not verify.
+    Reject,
 }
 
 /// One `[notify.NAME]`.

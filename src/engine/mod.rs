@@ -12,7 +12,9 @@
 //! Gates: an item may `require` gates (`[gates.NAME]`, a rule's `require`, a promotion's).
 //! They run against the exact target digest after the copy is verified and before the
 //! target tag is written ([`gate`]); a rejection is Permanent, "try again later" Transient,
-//! and the tag is not written either way. A digest-only item is copied and then gated (its
+//! and the tag is not written either way; after "try again later" the (target, digest) is
+//! dropped from the recently-verified memory, so the retry copies again (signatures that
+//! appeared at the source since come along) before gating again. A digest-only item is copied and then gated (its
 //! result is the gates'), so nothing is ever tagged by regrelay without passing; the copied
 //! digest itself stays in the target repository. Deletes are never gated.
 //!
@@ -235,6 +237,12 @@ pub trait Execute: Send + Sync + 'static {
     /// the item carries out: the `rule` label of the copy metrics (a front end without
     /// rules passes its own fixed name, which counts as `other`).
     fn execute(&self, item: &Item, rule: &str) -> impl Future<Output = ItemResult> + Send;
+
+    /// Forget that `target` was recently verified to hold `digest`: the next item for it
+    /// copies again (signature tags and referrers that appeared since come with it)
+    /// instead of answering from memory. For a front end whose own gate asked to try
+    /// again later (a watch). An executor without such a memory has nothing to forget.
+    fn forget(&self, _target: &Repo, _digest: &Digest) {}
 }
 
 /// How long a verified (target, digest) is remembered, and how many.
@@ -309,6 +317,10 @@ impl<E: Execute> Execute for Guarded<E> {
         }
         result
     }
+
+    fn forget(&self, target: &Repo, digest: &Digest) {
+        self.inner.forget(target, digest);
+    }
 }
 
 impl<S: Registries> Execute for Executor<S> {
@@ -353,6 +365,11 @@ impl<S: Registries> Execute for Executor<S> {
                     .await
             }
         }
+    }
+
+    fn forget(&self, target: &Repo, digest: &Digest) {
+        self.recent
+            .remove(&(target.registry.clone(), target.repository.clone(), digest.clone()));
     }
 }
 
@@ -450,9 +467,17 @@ impl<S: Registries> Executor<S> {
 
     /// Run the gates `require` names against `target@digest` (none: nothing to do).
     async fn gate(&self, target: &Repo, digest: &Digest, require: &[String], source: &str) -> Result<(), Failure> {
-        self.gating
+        let result = self
+            .gating
             .check(&**self.replicator.registries(), target, digest, require, source)
-            .await
+            .await;
+        // "Try again later" often waits for something that travels with the image (a
+        // signature pushed after it): the retry must run the copy again, which brings
+        // the signature tags and referrers that appeared since, not answer from memory.
+        if result.as_ref().is_err_and(|f| f.class == ErrorClass::Transient) {
+            self.forget(target, digest);
+        }
+        result
     }
 
     async fn ensure_tag(&self, source: &Repo, target: &Repo, tag: &str, digest: &Digest) -> Result<bool, Failure> {

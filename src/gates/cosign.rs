@@ -10,6 +10,14 @@
 //! payload's `critical.image.docker-manifest-digest` is the subject digest and its
 //! `critical.type` is `cosign container image signature`.
 //!
+//! No signature at all (neither the tag nor a cosign referrer) is not the same as a bad
+//! one: CI usually pushes the image and signs it a moment later, so the push event (or the
+//! watch's poll) can arrive before the signature exists. By default ([`Unsigned::Retry`])
+//! that answer is "try again later"; the redelivery or the next poll copies the image
+//! again (its signature tags and referrers with it) and checks again. A signature that is
+//! there but does not verify (another key, a tampered payload, another digest, another
+//! type) is a rejection.
+//!
 //! Keys: ECDSA P-256 public keys in PEM (`PUBLIC KEY`, as `cosign generate-key-pair`
 //! writes them). Verification uses the RustCrypto `p256` crate directly (see
 //! docs/design.md). Keyless signatures (Fulcio certificates, Rekor proofs, sigstore
@@ -26,6 +34,7 @@ use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
 
 use super::{Subject, Verdict};
+pub use crate::config::watch::Unsigned;
 use crate::oci::{Digest, Locator};
 use crate::registry::{self, Registries, Registry};
 
@@ -94,6 +103,18 @@ impl PublicKey {
 pub struct CosignGate {
     /// Any one of them may have signed.
     pub keys: Vec<PublicKey>,
+    /// The verdict for an image with no signature at all.
+    pub unsigned: Unsigned,
+}
+
+/// What the signatures of an image came to.
+enum Found {
+    /// A candidate verified with this key.
+    Verified(String),
+    /// There is no signature at all (why, for logs).
+    Nothing(String),
+    /// Signatures exist, none verified (why not).
+    Invalid(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,11 +166,17 @@ impl CosignGate {
             Err(e) => return Verdict::Fail { reason: e.to_string() },
         };
         match self.find(&*registry, subject).await {
-            Ok(Ok(key)) => {
+            Ok(Found::Verified(key)) => {
                 tracing::debug!(digest = %subject.digest, key, "cosign signature verified");
                 Verdict::Pass
             }
-            Ok(Err(why)) => Verdict::Fail { reason: why },
+            Ok(Found::Nothing(why)) => match self.unsigned {
+                Unsigned::Retry => Verdict::Retry {
+                    reason: format!("{why}; not signed yet? checked again later"),
+                },
+                Unsigned::Reject => Verdict::Fail { reason: why },
+            },
+            Ok(Found::Invalid(why)) => Verdict::Fail { reason: why },
             // The registry could not be read: undecided, not a rejection.
             Err(e) if e.class() == registry::ErrorClass::Permanent => Verdict::Fail {
                 reason: format!("reading signatures: {e}"),
@@ -160,12 +187,8 @@ impl CosignGate {
         }
     }
 
-    /// `Ok(Ok(key name))` when a candidate verified, `Ok(Err(why not))` when none did.
-    async fn find<G: Registry>(
-        &self,
-        registry: &G,
-        subject: &Subject,
-    ) -> Result<Result<String, String>, registry::Error> {
+    /// What the signatures of `subject` come to.
+    async fn find<G: Registry>(&self, registry: &G, subject: &Subject) -> Result<Found, registry::Error> {
         let repo = &subject.repository;
         let mut manifests = Vec::new();
         let sig_tag = format!("{}.sig", subject.digest.fallback_tag());
@@ -191,7 +214,7 @@ impl CosignGate {
             }
         }
         if manifests.is_empty() {
-            return Ok(Err(format!(
+            return Ok(Found::Nothing(format!(
                 "no cosign signature (neither tag {sig_tag} nor a referrer)"
             )));
         }
@@ -208,7 +231,7 @@ impl CosignGate {
                 .take(MAX_CANDIDATES)
             {
                 match self.candidate(registry, repo, layer, &subject.digest).await? {
-                    Ok(key) => return Ok(Ok(key)),
+                    Ok(key) => return Ok(Found::Verified(key)),
                     Err(reason) => why.push(reason),
                 }
             }
@@ -216,7 +239,7 @@ impl CosignGate {
         if why.is_empty() {
             why.push("signature manifests hold no simple-signing layer".into());
         }
-        Ok(Err(format!("no valid cosign signature: {}", why.join("; "))))
+        Ok(Found::Invalid(format!("no valid cosign signature: {}", why.join("; "))))
     }
 
     async fn candidate<G: Registry>(

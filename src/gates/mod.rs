@@ -7,7 +7,8 @@
 //! (rejected: not gated again until its tag moves) or asked to be tried again later.
 //! [`ExecGate`] runs an argv (never through a shell) with the image in its environment;
 //! [`CosignGate`] requires a cosign signature over the image's digest verified with one
-//! of the configured public keys, fetched with regrelay's own registry client.
+//! of the configured public keys, fetched with regrelay's own registry client (an image
+//! with no signature at all is "try again later" by default: CI signs after it pushes).
 //!
 //! Must never: look at an image by tag (a tag can move while a gate runs); treat a gate
 //! that could not decide as a pass; put a gate's full output in a metric label.
@@ -22,7 +23,7 @@ use std::time::Duration;
 use crate::config::watch::GateConfig;
 use crate::oci::Digest;
 
-pub use cosign::{COSIGN_ARTIFACT, CosignGate, KeyError, PublicKey};
+pub use cosign::{COSIGN_ARTIFACT, CosignGate, KeyError, PublicKey, Unsigned};
 pub use exec::ExecGate;
 
 /// The exact image a gate checks.
@@ -50,8 +51,8 @@ impl Subject {
 pub enum Verdict {
     /// The image passed.
     Pass,
-    /// The gate could not decide now (exec exit 75, a registry error): not rejected,
-    /// gated again at the next poll.
+    /// The gate could not decide now (exec exit 75, a registry error, a cosign gate
+    /// finding no signature yet): not rejected, gated again at the next poll.
     Retry {
         /// Why, for logs.
         reason: String,
@@ -115,11 +116,12 @@ pub fn build(cfg: &GateConfig) -> Result<Gate, KeyError> {
             max_output_bytes: *max_output_bytes,
             pass_env: pass_env.clone(),
         }),
-        GateConfig::Cosign { keys } => Gate::Cosign(CosignGate {
+        GateConfig::Cosign { keys, unsigned } => Gate::Cosign(CosignGate {
             keys: keys
                 .iter()
                 .map(|(path, pem)| PublicKey::from_pem(path.display().to_string(), pem))
                 .collect::<Result<_, _>>()?,
+            unsigned: *unsigned,
         }),
     })
 }

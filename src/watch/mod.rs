@@ -7,7 +7,9 @@
 //! (an [`Item::Digest`] with a tag: copied from staging, verified) → record it → notify.
 //! A tag that moves upstream while the gates run changes nothing: the digest that was
 //! gated is the one promoted, and the new one is gated at the next poll. A digest a gate
-//! rejects is remembered and not gated again until its tag moves.
+//! rejects is remembered and not gated again until its tag moves; a digest a gate asks to
+//! try again later (exec exit 75, a cosign gate finding no signature yet) is staged again
+//! (signatures that appeared upstream come along) and gated again at the next poll.
 //!
 //! Polling is one manifest HEAD per tag (Docker Hub does not count a HEAD as a pull);
 //! the registry's `ratelimit-remaining` is exported and, below `[watcher]
@@ -354,6 +356,9 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             Verdict::Pass => {}
             Verdict::Retry { reason } => {
                 tracing::info!(watch = %w.name, source_ref, digest = %digest, gate = ?decision.gate, reason, "gate asks to try again later");
+                // The next poll stages again (not from the executor's memory), so a
+                // signature pushed upstream since then reaches staging before the gates.
+                self.executor.forget(&repo(&w.staging), &digest);
                 return TagOutcome::Deferred(digest);
             }
             Verdict::Fail { reason } => {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::quote;
-use crate::config::watch::{GateConfig, NotifyConfig, WatchSettings};
+use crate::config::watch::{GateConfig, NotifyConfig, Unsigned, WatchSettings};
 
 fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let v: Vec<String> = items.into_iter().map(|s| quote(s.as_ref())).collect();
@@ -48,9 +48,14 @@ pub(super) fn render(o: &mut String, w: &WatchSettings) {
                 let _ = writeln!(o, "max_output_bytes = {max_output_bytes}");
                 let _ = writeln!(o, "pass_env = {}", list(pass_env));
             }
-            GateConfig::Cosign { keys } => {
+            GateConfig::Cosign { keys, unsigned } => {
                 let paths = keys.iter().map(|(p, _)| p.display().to_string());
                 let _ = writeln!(o, "kind = \"cosign\"\nkeys = {}", list(paths));
+                let unsigned = match unsigned {
+                    Unsigned::Retry => "retry",
+                    Unsigned::Reject => "reject",
+                };
+                let _ = writeln!(o, "unsigned = {}", quote(unsigned));
             }
         }
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Result, invalid};
-use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, WatchConfig, WatchSettings};
+use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings};
 
 /// `[[watch]]`.
 #[derive(Debug, Deserialize)]
@@ -38,6 +38,7 @@ pub(in crate::config::file) struct RawGate {
     #[serde(default)]
     pass_env: Vec<String>,
     keys: Option<Spanned<Vec<PathBuf>>>,
+    unsigned: Option<Spanned<String>>,
 }
 
 /// `[notify.NAME]`.
@@ -100,6 +101,9 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
         let g = g.into_inner();
         let gate = match g.kind.get_ref().as_str() {
             "exec" => {
+                if let Some(u) = &g.unsigned {
+                    return invalid(u.span(), format!("{path}.unsigned"), "only for kind = \"cosign\"");
+                }
                 let argv = match g.argv {
                     Some(a) if !a.get_ref().is_empty() => a.into_inner(),
                     _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
@@ -132,7 +136,18 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
                         }
                     }
                 }
-                GateConfig::Cosign { keys: out }
+                let unsigned = match g.unsigned.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+                    None | Some(("retry", _)) => Unsigned::Retry,
+                    Some(("reject", _)) => Unsigned::Reject,
+                    Some((other, at)) => {
+                        return invalid(
+                            at,
+                            format!("{path}.unsigned"),
+                            format!("unknown value {other:?} (expected \"retry\" or \"reject\")"),
+                        );
+                    }
+                };
+                GateConfig::Cosign { keys: out, unsigned }
             }
             other => {
                 return invalid(
@@ -368,5 +383,36 @@ argv = ["true"]
         );
         let again = load(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
         assert_eq!(crate::config::render(&again), out);
+    }
+
+    #[test]
+    fn a_cosign_gate_retries_unsigned_images_unless_told_to_reject_them() {
+        use crate::config::watch::{GateConfig, Unsigned};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pub");
+        std::fs::write(&key, "not parsed here").unwrap();
+        let cosign = |extra: &str| format!("{BASE}[gates.sig]\nkind = \"cosign\"\nkeys = [{key:?}]\n{extra}");
+        let unsigned = |text: &str| match &load(text).unwrap().watch.gates["sig"] {
+            GateConfig::Cosign { unsigned, .. } => *unsigned,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unsigned(&cosign("")), Unsigned::Retry);
+        assert_eq!(unsigned(&cosign("unsigned = \"retry\"\n")), Unsigned::Retry);
+        let reject = cosign("unsigned = \"reject\"\n");
+        assert_eq!(unsigned(&reject), Unsigned::Reject);
+        let out = crate::config::render(&load(&reject).unwrap());
+        assert!(out.contains("unsigned = \"reject\""), "{out}");
+        assert_eq!(unsigned(&out), Unsigned::Reject);
+
+        let e = load(&cosign("unsigned = \"ignore\"\n")).unwrap_err();
+        assert!(
+            e.starts_with("t.toml:18: gates.sig.unsigned: unknown value \"ignore\""),
+            "{e}"
+        );
+        let e = load(&format!("{BASE}unsigned = \"retry\"\n")).unwrap_err();
+        assert!(
+            e.starts_with("t.toml:15: gates.smoke.unsigned: only for kind = \"cosign\""),
+            "{e}"
+        );
     }
 }
