@@ -16,6 +16,8 @@ mod daemon;
 mod file;
 pub mod watch;
 
+/// The rule model lives in [`crate::rules`]; re-exported for the loader's callers.
+pub use crate::rules::{Matcher, Rule, RuleTarget, Untagged};
 pub use daemon::*;
 pub use file::{LoadError, load, load_str, render};
 

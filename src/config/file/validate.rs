@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::rules::check_placeholders;
+
 use super::{
     AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawPipeline, RawReconcile, RawRegistry, RawReject,
     RawRule, RawSource, RawTarget, RawUntagged, SourceKind, key_path,
@@ -363,7 +365,7 @@ fn admin(a: Option<Spanned<RawAdmin>>) -> Result<Option<SocketAddr>> {
 fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryConfig> {
     let path = format!("registries.{}", key_path(host.get_ref()));
     let field = |f: &str| format!("{path}.{f}");
-    if !valid_host(host.get_ref()) {
+    if !crate::oci::valid_host(host.get_ref()) {
         return invalid(
             host.span(),
             &path,
@@ -423,27 +425,6 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     // Backstop: the checks above mirror RegistryConfig::validate, which stays authoritative.
     c.validate().map_err(|e| Problem::new(span, &path, e.to_string()))?;
     Ok(c)
-}
-
-/// Host with optional port, as in references: `[A-Za-z0-9.-]`, an optional `:PORT`, or
-/// a bracketed IPv6 literal. (`config` is a leaf and cannot use `oci`'s parser.)
-fn valid_host(h: &str) -> bool {
-    let (name, port) = match h.rsplit_once(':') {
-        Some((n, p)) if !n.starts_with('[') || n.ends_with(']') => (n, Some(p)),
-        _ => (h, None),
-    };
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
-    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => {
-            !name.is_empty()
-                && name.len() <= 253
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        }
-    };
-    port_ok && name_ok
 }
 
 fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
@@ -712,10 +693,10 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
     let registry = configured(&t.registry, &field("registry"), hosts)?;
     let repo_template = t.repository.as_ref().map_or("{repository}", |r| r.get_ref());
     let repo_span = t.repository.as_ref().map_or(t.registry.span(), Spanned::span);
-    placeholders(repo_template, &["repository", "name", "registry"])
+    check_placeholders(repo_template, &["repository", "name", "registry"])
         .map_err(|e| Problem::new(repo_span.clone(), field("repository"), e))?;
     if let Some(tag) = &t.tag {
-        placeholders(tag.get_ref(), &["tag"]).map_err(|e| Problem::new(tag.span(), field("tag"), e))?;
+        check_placeholders(tag.get_ref(), &["tag"]).map_err(|e| Problem::new(tag.span(), field("tag"), e))?;
     }
     if let Some(p) = &t.strip_prefix {
         let prefix = p.get_ref();
@@ -726,7 +707,7 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
                 format!("{prefix:?} must end with '/' (whole path segments are removed), e.g. \"{prefix}/\""),
             );
         };
-        if !valid_repository(path) {
+        if !crate::oci::valid_repository(path) {
             return invalid(
                 p.span(),
                 field("strip_prefix"),
@@ -748,7 +729,7 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
         source_registry,
         &format!("{}a", target.strip_prefix.as_deref().unwrap_or_default()),
     );
-    if !valid_repository(&sample) {
+    if !crate::oci::valid_repository(&sample) {
         return invalid(
             repo_span,
             field("repository"),
@@ -759,7 +740,7 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
     }
     if let Some(tag) = &t.tag {
         let sample = target.expand_tag("a");
-        if !valid_tag(&sample) {
+        if !crate::oci::valid_tag(&sample) {
             return invalid(
                 tag.span(),
                 field("tag"),
@@ -785,69 +766,12 @@ fn target(t: Spanned<RawTarget>, path: &str, source_registry: &str, hosts: &Hash
     Ok(target)
 }
 
-/// Check `{…}` placeholders against `known`: every brace is closed, every name known.
-fn placeholders(template: &str, known: &[&str]) -> std::result::Result<(), String> {
-    let list = known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ");
-    let mut rest = template;
-    loop {
-        match (rest.find('{'), rest.find('}')) {
-            (None, None) => return Ok(()),
-            (Some(open), close) if close.is_none_or(|c| c > open) => {
-                let after = &rest[open + 1..];
-                let Some(end) = after.find('}') else {
-                    return Err(format!("unclosed '{{' in template {template:?}"));
-                };
-                let var = &after[..end];
-                if !known.contains(&var) {
-                    return Err(format!(
-                        "unknown template variable {{{var}}} in {template:?} (known: {list})"
-                    ));
-                }
-                rest = &after[end + 1..];
-            }
-            _ => return Err(format!("unmatched '}}' in template {template:?}")),
-        }
-    }
-}
-
-/// OCI repository name grammar (distribution's reference.go), at most 255 characters.
-fn valid_repository(name: &str) -> bool {
-    fn component(c: &str) -> bool {
-        let b = c.as_bytes();
-        let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-            return false;
-        }
-        // Separators between alphanumeric runs: '.', '_', '__' or one or more '-'.
-        c.split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-            .filter(|sep| !sep.is_empty())
-            .all(|sep| sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-'))
-    }
-    !name.is_empty() && name.len() <= 255 && name.split('/').all(component)
-}
-
-/// OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || b"._-".contains(&x))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn grammar_helpers() {
-        assert!(valid_repository("mirror/a"));
-        assert!(valid_repository("a__b/c-d--e/f.g"));
-        assert!(!valid_repository("Mirror/a") && !valid_repository("a//b") && !valid_repository("a/"));
-        assert!(!valid_repository("a___b") && !valid_repository("-a") && !valid_repository("a.-b"));
-        assert!(valid_tag("v1.2_3-x") && valid_tag("_x") && !valid_tag("-x") && !valid_tag(""));
-        assert!(valid_host("us-docker.pkg.dev") && valid_host("127.0.0.1:5001") && valid_host("[::1]:5000"));
-        assert!(!valid_host("https://x") && !valid_host("a/b") && !valid_host("a:b") && !valid_host(""));
         assert!(valid_subscription("projects/p-1/subscriptions/gcr-sub"));
         assert!(valid_subscription("projects/example.com:proj/subscriptions/abc"));
         assert!(!valid_subscription("projects/p/topics/x") && !valid_subscription("projects/p/subscriptions/ab"));
@@ -855,15 +779,5 @@ mod tests {
             !valid_subscription("projects/p/subscriptions/googx") && !valid_subscription("projects//subscriptions/abc")
         );
         assert!(!valid_subscription("projects/p/subscriptions/a/b"));
-    }
-
-    #[test]
-    fn placeholder_checks() {
-        assert!(placeholders("mirror/{repository}-{name}", &["repository", "name"]).is_ok());
-        assert!(placeholders("x", &["tag"]).is_ok());
-        assert!(placeholders("{tags}", &["tag"]).unwrap_err().contains("{tags}"));
-        assert!(placeholders("{tag", &["tag"]).unwrap_err().contains("unclosed"));
-        assert!(placeholders("tag}", &["tag"]).unwrap_err().contains("unmatched"));
-        assert!(placeholders("{tag}}", &["tag"]).unwrap_err().contains("unmatched"));
     }
 }
