@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::RegistryConfig;
+use super::effective::secs;
 use crate::rules::Rule;
 
 /// The whole daemon configuration.
@@ -34,9 +35,10 @@ pub struct Config {
 }
 
 /// The reconcile sweep of `regrelay run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReconcileConfig {
     /// Time between sweeps (±10 % jitter); `None` = no sweep.
+    #[serde(rename = "interval_secs", serialize_with = "super::effective::secs_or_zero")]
     pub interval: Option<Duration>,
     /// HEADs and repairs in flight during a sweep.
     pub jobs: usize,
@@ -80,7 +82,7 @@ impl SourceConfig {
 }
 
 /// `[source.origin]`: how events that name no registry host are placed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OriginConfig {
     /// Registry host, or a template over `{repo_key}` (Artifactory's per-repository
     /// subdomain method, `{repo_key}.acme.jfrog.io`). The hosts it yields must be
@@ -196,7 +198,8 @@ pub struct FileSourceConfig {
 
 /// What to do with a message whose failure is Permanent (the image is gone, the event is
 /// malformed, the host is not allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectMode {
     /// Acknowledge it and count it as rejected (default): it will not come back.
     Ack,
@@ -209,7 +212,7 @@ pub enum RejectMode {
 /// What a tag delete does when the target registry cannot delete a tag (`DELETE
 /// /v2/NAME/manifests/TAG` is optional in the distribution spec; distribution 2.x answers
 /// `400 DIGEST_INVALID`, others `405 UNSUPPORTED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagDeleteFallback {
     /// Delete the manifest the tag points at, by digest, when no other tag in the
@@ -232,8 +235,8 @@ impl TagDeleteFallback {
     }
 }
 
-/// Pipeline settings.
-#[derive(Debug, Clone)]
+/// Pipeline settings (`[pipeline]`; serialized in the file's layout).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PipelineConfig {
     /// Messages processed concurrently.
     pub workers: usize,
@@ -242,24 +245,31 @@ pub struct PipelineConfig {
     /// Copy referrers and cosign tags.
     pub referrers: bool,
     /// How long a verified (target, digest) is remembered, so that repeats cost one HEAD.
+    #[serde(rename = "dedup_ttl_secs", serialize_with = "secs")]
     pub dedup_ttl: Duration,
     /// Most entries in that memory.
     pub dedup_max_entries: usize,
     /// Settlement of Permanent failures.
+    #[serde(rename = "reject")]
     pub reject_mode: RejectMode,
     /// On SIGTERM/SIGINT, how long in-flight copies may run before they are nacked.
+    #[serde(rename = "shutdown_grace_secs", serialize_with = "secs")]
     pub shutdown_grace: Duration,
     /// First pause of pulling after a Systemic failure (doubles up to `pause_max`).
+    #[serde(rename = "pause_min_secs", serialize_with = "secs")]
     pub pause_min: Duration,
     /// Longest pause of pulling after Systemic failures.
+    #[serde(rename = "pause_max_secs", serialize_with = "secs")]
     pub pause_max: Duration,
     /// Log deletions instead of performing them (for every rule that propagates deletes).
     pub delete_dry_run: bool,
     /// Retry delay of a message after its first Transient or Systemic failure: the message
     /// is held (lease or lock kept) this long before it goes back to the broker. Doubles with
     /// each delivery up to `retry_delay_max`. Zero hands failed messages back at once.
+    #[serde(rename = "retry_delay_min_secs", serialize_with = "secs")]
     pub retry_delay_min: Duration,
     /// Longest retry delay.
+    #[serde(rename = "retry_delay_max_secs", serialize_with = "secs")]
     pub retry_delay_max: Duration,
     /// Most failed messages held at once while their retry delay runs; when full, workers
     /// wait for a slot (and so pulling slows down).
@@ -268,6 +278,7 @@ pub struct PipelineConfig {
     pub tag_delete_fallback: TagDeleteFallback,
     /// `regrelay run --dry-run` (not a file setting): plan and log every route, write
     /// nothing, hand every message back to the broker at once.
+    #[serde(skip)]
     pub dry_run: bool,
 }
 

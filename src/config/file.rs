@@ -5,7 +5,7 @@
 //! Every check runs here, before anything binds or connects; secrets named by the file
 //! (environment variables, files) are read here too, once.
 //!
-//! Must never: put a secret value in an error or in [`render`]'s output, or accept an
+//! Must never: put a secret value in an error or in `check-config` output (`super::render`), or accept an
 //! unknown key (a typo must not silently fall back to a default).
 //!
 //! Invariants: every [`LoadError`] names the file and, whenever the problem has a place in
@@ -22,13 +22,10 @@ use toml::Spanned;
 
 use super::{Config, TagDeleteFallback};
 
-mod render;
 mod validate;
 
 #[cfg(test)]
 mod tests;
-
-pub use render::render;
 
 /// Why a configuration file was refused. Its `Display` is
 /// `FILE:LINE: FIELD: MESSAGE` (line and field omitted when the problem has no place in

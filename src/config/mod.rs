@@ -13,13 +13,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod daemon;
+mod effective;
 mod file;
 pub mod watch;
 
 /// The rule model lives in [`crate::rules`]; re-exported for the loader's callers.
 pub use crate::rules::{Matcher, Rule, RuleTarget, Untagged};
 pub use daemon::*;
-pub use file::{LoadError, load, load_str, render};
+pub use effective::render;
+pub use file::{LoadError, load, load_str};
 
 /// A credential (password, token, key). Its `Debug` output is redacted and it has no
 /// `Display`; call [`Secret::expose`] only where the value is put on the wire.
@@ -298,16 +300,20 @@ fn valid_entra_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Per-request retry policy (exponential backoff with full jitter).
-#[derive(Debug, Clone, PartialEq)]
+/// Per-request retry policy (exponential backoff with full jitter); serialized as a
+/// registry's `retry` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RetryPolicy {
     /// Total attempts for one request, including the first. 1 disables retries.
     pub attempts: u32,
     /// First backoff delay.
+    #[serde(rename = "min_delay_ms", serialize_with = "effective::millis")]
     pub min_delay: Duration,
     /// Largest backoff delay.
+    #[serde(rename = "max_delay_ms", serialize_with = "effective::millis")]
     pub max_delay: Duration,
     /// Cap on a server's `Retry-After`; longer waits are left to queue redelivery.
+    #[serde(rename = "max_retry_after_secs", serialize_with = "effective::secs")]
     pub max_retry_after: Duration,
 }
 

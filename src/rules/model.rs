@@ -93,8 +93,8 @@ pub struct Rule {
     pub targets: Vec<RuleTarget>,
 }
 
-/// A target of a rule.
-#[derive(Debug, Clone)]
+/// A target of a rule (serialized as a `[[rules.targets]]` table).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RuleTarget {
     /// Target registry host (must be a configured registry).
     pub registry: String,
@@ -102,11 +102,13 @@ pub struct RuleTarget {
     /// segment), `{registry}` (source host), and literal text. Example: `mirror/{repository}`.
     pub repository: String,
     /// Optional tag template: `{tag}` and literal text, e.g. `{tag}-mirror`. Default `{tag}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// A leading path (ending with `/`) removed from the source repository before the
     /// template sees it: `strip_prefix = "my-project/docker/"` maps Artifact Registry's
     /// `my-project/docker/team/app` to `{repository}` = `team/app`. A source repository
     /// that does not start with it gets no route to this target (the reason is logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<String>,
 }
 

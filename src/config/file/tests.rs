@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{LoadError, load, load_str, render};
+use super::{LoadError, load, load_str};
+use crate::config::render;
 use crate::config::{Auth, Config, Matcher, RejectMode, SourceConfig, TagDeleteFallback, Untagged};
 
 /// `kind = "google"` and `kind = "acr_entra"` registry auth.
@@ -762,7 +763,7 @@ fn servicebus_renders_without_its_key_and_reloads() {
         "topic = \"acr\"\nsubscription = \"regrelay\"",
         "receivers = 2\nwait_secs = 30\nlock_renew_secs = 15",
         "reject = \"abandon\"",
-        "auth = { kind = \"sas\", key_name = \"listen\", key = \"***\" }",
+        "[source.auth]\nkind = \"sas\"\nkey_name = \"listen\"\nkey = \"***\"\n\n",
         "[pipeline]",
         "reject = \"nack\"",
     ] {
@@ -776,9 +777,9 @@ fn servicebus_renders_without_its_key_and_reloads() {
     let out = render(&ok(&entra));
     assert!(
         out.contains(
-            "auth = { kind = \"entra\", credential = \"client_secret\", tenant = \"t\", client_id = \"c\", \
-             client_secret = \"***\", authority_host = \"https://login.microsoftonline.com\", \
-             scope = \"https://servicebus.azure.net/.default\" }"
+            "[source.auth]\nkind = \"entra\"\ncredential = \"client_secret\"\ntenant = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"***\"\nauthority_host = \"https://login.microsoftonline.com\"\n\
+             scope = \"https://servicebus.azure.net/.default\"\n"
         ) && !out.contains("hunter3"),
         "{out}"
     );

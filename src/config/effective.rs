@@ -1,0 +1,502 @@
+//! The effective configuration as TOML, for `regrelay check-config`: the typed
+//! [`Config`] serialized in the file's layout, every default filled in.
+//!
+//! Must never: print a secret value. Secrets are [`Secret`]s, whose `Serialize` writes
+//! `"***"`; a webhook URL's query (which may carry a token) is shown as `***` too.
+//!
+//! Invariant: the output loads again with [`super::load_str`] (secrets aside) to the same
+//! effective configuration. Sections whose typed struct has the file's layout serialize
+//! themselves (`[pipeline]`, `[reconcile]`, a registry's `retry`, the watch sections);
+//! the others go through the flat views below, one per table.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::{
+    Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, ServiceBusEntity,
+    SourceConfig,
+};
+use crate::rules::{Matcher, Rule, RuleTarget, Untagged, example_mapping};
+
+impl Serialize for Secret {
+    /// Always `"***"`: the value never leaves the process this way.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// `serialize_with` for a [`Duration`] written as whole seconds.
+pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// `serialize_with` for a [`Duration`] written as whole milliseconds.
+pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `serialize_with` for an optional interval written as seconds, 0 for none.
+pub(crate) fn secs_or_zero<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+}
+
+/// The effective configuration as TOML, secrets redacted, for `regrelay check-config`;
+/// each rule target's example mapping follows as a comment.
+pub fn render(config: &Config) -> String {
+    let mut out = String::from("# effective configuration: defaults applied, secrets shown as \"***\"\n\n");
+    // Every value here is representable in TOML (no None in arrays, maps keyed by strings).
+    out.push_str(&toml::to_string(&File::of(config)).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
+    let examples: Vec<String> = config
+        .rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.targets.iter().enumerate().filter_map(move |(j, t)| {
+                example_mapping(r, t).map(|e| format!("# example: {e}  (rules[{i}].targets[{j}])\n"))
+            })
+        })
+        .collect();
+    if !examples.is_empty() {
+        out.push_str("\n# Example mappings, one per rule target:\n");
+        out.extend(examples);
+    }
+    out
+}
+
+/// The whole file.
+#[derive(Serialize)]
+struct File<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source<'a>>,
+    pipeline: &'a super::PipelineConfig,
+    admin: Admin,
+    reconcile: &'a super::ReconcileConfig,
+    registries: BTreeMap<&'a str, Registry<'a>>,
+    rules: Vec<RuleView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watcher: Option<Watcher<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    watch: &'a [super::watch::WatchConfig],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    gates: &'a BTreeMap<String, super::watch::GateConfig>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    notify: &'a BTreeMap<String, super::watch::NotifyConfig>,
+}
+
+impl<'a> File<'a> {
+    fn of(c: &'a Config) -> File<'a> {
+        let w = &c.watch;
+        let any_watch = !(w.watches.is_empty() && w.gates.is_empty() && w.notify.is_empty());
+        File {
+            source: Source::of(c),
+            pipeline: &c.pipeline,
+            admin: match c.admin_listen {
+                Some(addr) => Admin {
+                    listen: Some(addr.to_string()),
+                    enabled: None,
+                },
+                None => Admin {
+                    listen: None,
+                    enabled: Some(false),
+                },
+            },
+            reconcile: &c.reconcile,
+            registries: c.registries.iter().map(|r| (r.host.as_str(), Registry(r))).collect(),
+            rules: c.rules.iter().map(RuleView).collect(),
+            watcher: any_watch.then_some(Watcher {
+                state_file: w.state_file.as_deref(),
+                ratelimit_floor: w.ratelimit_floor,
+                notify_attempts: w.notify_attempts,
+            }),
+            watch: &w.watches,
+            gates: &w.gates,
+            notify: &w.notify,
+        }
+    }
+}
+
+/// `[admin]`: `listen`, or `enabled = false`.
+#[derive(Serialize)]
+struct Admin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+}
+
+/// `[watcher]`.
+#[derive(Serialize)]
+struct Watcher<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_file: Option<&'a Path>,
+    ratelimit_floor: u64,
+    notify_attempts: u32,
+}
+
+/// `[source]`: one flat table whose `kind` says which keys are present.
+#[derive(Serialize, Default)]
+struct Source<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_outstanding_messages: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_extension_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_lease_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receivers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_renew_secs: Option<u64>,
+    /// The same setting as `pipeline.reject` (abandon = nack, complete = ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a super::OriginConfig>,
+}
+
+impl<'a> Source<'a> {
+    fn of(c: &'a Config) -> Option<Source<'a>> {
+        let origin = c.origin.as_ref();
+        Some(match &c.source {
+            SourceConfig::None => return None,
+            SourceConfig::PubSub(p) => Source {
+                kind: "pubsub",
+                subscription: Some(&p.subscription),
+                endpoint: p.endpoint.as_deref(),
+                max_outstanding_messages: Some(p.max_outstanding_messages),
+                lease_extension_secs: Some(p.lease_extension.as_secs()),
+                max_lease_secs: Some(p.max_lease.as_secs()),
+                origin,
+                ..Source::default()
+            },
+            SourceConfig::File(f) => Source {
+                kind: "file",
+                path: Some(f.path.as_ref().map_or("-".into(), |p| p.display().to_string())),
+                origin,
+                ..Source::default()
+            },
+            SourceConfig::ServiceBus(b) => {
+                let (queue, topic, subscription) = match &b.entity {
+                    ServiceBusEntity::Queue(q) => (Some(q.as_str()), None, None),
+                    ServiceBusEntity::Subscription { topic, subscription } => {
+                        (None, Some(topic.as_str()), Some(subscription.as_str()))
+                    }
+                };
+                Source {
+                    kind: "servicebus",
+                    namespace: Some(&b.namespace),
+                    queue,
+                    topic,
+                    subscription,
+                    endpoint: b.endpoint.as_deref(),
+                    receivers: Some(b.receivers),
+                    wait_secs: Some(b.wait.as_secs()),
+                    lock_renew_secs: b.lock_renew.map(|d| d.as_secs()),
+                    reject: Some(match c.pipeline.reject_mode {
+                        RejectMode::Ack => "complete",
+                        RejectMode::Nack => "abandon",
+                    }),
+                    auth: Some(match &b.auth {
+                        ServiceBusAuth::Sas { key_name, key } => AuthView {
+                            kind: "sas",
+                            key_name: Some(key_name),
+                            key: Some(key),
+                            ..AuthView::default()
+                        },
+                        ServiceBusAuth::Entra { entra, scope } => AuthView::entra("entra", entra, scope),
+                    }),
+                    origin,
+                    ..Source::default()
+                }
+            }
+        })
+    }
+}
+
+/// A registry's or the Service Bus source's `auth`: one flat table whose `kind` says
+/// which keys are present. Secrets are [`Secret`]s, so they serialize as `"***"`.
+#[derive(Serialize, Default)]
+struct AuthView<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    federated_token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authority_host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+impl<'a> AuthView<'a> {
+    fn of(auth: &'a Auth) -> AuthView<'a> {
+        let kind = |kind| AuthView {
+            kind,
+            ..AuthView::default()
+        };
+        match auth {
+            Auth::Anonymous => kind("anonymous"),
+            Auth::Basic { username, password } => AuthView {
+                username: Some(username),
+                password: Some(password),
+                ..kind("basic")
+            },
+            Auth::IdentityToken(token) => AuthView {
+                token: Some(token),
+                ..kind("identity_token")
+            },
+            Auth::DockerConfig { path } => AuthView {
+                path: Some(path),
+                ..kind("docker_config")
+            },
+            Auth::Google(g) => AuthView {
+                credentials_file: g.credentials_file.as_deref(),
+                ..kind("google")
+            },
+            Auth::AcrEntra { tenant, entra, scope } => AuthView {
+                tenant: Some(tenant),
+                ..AuthView::entra("acr_entra", entra, scope)
+            },
+        }
+    }
+
+    /// The Entra keys shared by `acr_entra` and the Service Bus `entra` auth.
+    fn entra(kind: &'static str, entra: &'a EntraConfig, scope: &'a str) -> AuthView<'a> {
+        let mut v = AuthView {
+            kind,
+            tenant: entra.tenant.as_deref(),
+            authority_host: Some(&entra.authority_host),
+            scope: Some(scope),
+            ..AuthView::default()
+        };
+        match &entra.credential {
+            EntraCredential::WorkloadIdentity { client_id, token_file } => {
+                v.credential = Some("workload_identity");
+                v.client_id = client_id.as_deref();
+                v.federated_token_file = token_file.as_deref();
+            }
+            EntraCredential::ManagedIdentity { client_id } => {
+                v.credential = Some("managed_identity");
+                v.client_id = client_id.as_deref();
+            }
+            EntraCredential::ClientSecret { client_id, secret } => {
+                v.credential = Some("client_secret");
+                v.client_id = Some(client_id);
+                v.client_secret = Some(secret);
+            }
+            EntraCredential::StaticTokenFile { path } => {
+                v.credential = Some("static_token_file");
+                v.token_file = Some(path);
+            }
+        }
+        v
+    }
+}
+
+/// `[registries."HOST"]` (the host is the key).
+struct Registry<'a>(&'a RegistryConfig);
+
+impl Serialize for Registry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            insecure: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ca_file: Option<&'a Path>,
+            max_in_flight: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            requests_per_second: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            chunk_size: Option<u64>,
+            retry: &'a super::RetryPolicy,
+            connect_timeout_secs: u64,
+            read_timeout_secs: u64,
+            unreachable_after_secs: u64,
+            auth: AuthView<'a>,
+        }
+        let r = self.0;
+        View {
+            insecure: r.insecure,
+            ca_file: r.ca_file.as_deref(),
+            max_in_flight: r.max_in_flight,
+            requests_per_second: r.requests_per_second,
+            chunk_size: r.chunk_size,
+            retry: &r.retry,
+            connect_timeout_secs: r.connect_timeout.as_secs(),
+            read_timeout_secs: r.read_timeout.as_secs(),
+            unreachable_after_secs: r.unreachable_after.as_secs(),
+            auth: AuthView::of(&r.auth),
+        }
+        .serialize(s)
+    }
+}
+
+/// `[[rules]]`: patterns back under the key they came from (glob or regex).
+struct RuleView<'a>(&'a Rule);
+
+impl Serialize for RuleView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            name: &'a str,
+            source_registry: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            repository: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            repository_regex: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            repositories: &'a [String],
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            tags: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            tags_regex: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            exclude_tags: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            exclude_tags_regex: Vec<&'a str>,
+            actions: Vec<&'static str>,
+            untagged: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            delete_dry_run: Option<bool>,
+            targets: &'a [RuleTarget],
+        }
+        /// (globs, regexes) of `list`, as written.
+        fn split(list: &[Matcher]) -> (Vec<&str>, Vec<&str>) {
+            let globs = list.iter().filter(|m| matches!(m, Matcher::Glob(..)));
+            let regexes = list.iter().filter(|m| matches!(m, Matcher::Regex(..)));
+            (
+                globs.map(Matcher::as_str).collect(),
+                regexes.map(Matcher::as_str).collect(),
+            )
+        }
+        let r = self.0;
+        let (repository, repository_regex) = match &r.repository {
+            Matcher::Glob(_, g) => (Some(g.as_str()), None),
+            Matcher::Regex(_, re) => (None, Some(re.as_str())),
+        };
+        let (tags, tags_regex) = split(&r.tags_include);
+        let (exclude_tags, exclude_tags_regex) = split(&r.tags_exclude);
+        let actions = [(r.on_push, "push"), (r.on_delete, "delete")];
+        View {
+            name: &r.name,
+            source_registry: &r.source_registry,
+            repository,
+            repository_regex,
+            repositories: &r.repositories,
+            tags,
+            tags_regex,
+            exclude_tags,
+            exclude_tags_regex,
+            actions: actions.into_iter().filter_map(|(on, a)| on.then_some(a)).collect(),
+            untagged: match r.untagged {
+                Untagged::Ignore => "ignore",
+                Untagged::Replicate => "replicate",
+            },
+            delete_dry_run: r.delete_dry_run,
+            targets: &r.targets,
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::render;
+    use crate::config::load_str;
+
+    /// Every kind of secret the file can hold, inline, so that the value is known here.
+    const SECRETS: &str = r#"
+[source]
+kind = "servicebus"
+namespace = "ex.servicebus.windows.net"
+queue = "q"
+auth = { kind = "sas", connection_string = "Endpoint=sb://ex.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=sb-k3y-1" }
+
+[registries."a.example"]
+auth = { kind = "basic", username = "bob", password = "pw-s3cret-2" }
+[registries."b.example"]
+auth = { kind = "identity_token", token = "t0ken-s3cret-3" }
+[registries."c.example"]
+auth = { kind = "acr_entra", tenant = "t", credential = "client_secret", client_id = "c", client_secret = "entra-s3cret-4" }
+
+[[rules]]
+source_registry = "a.example"
+repository = "**"
+[[rules.targets]]
+registry = "b.example"
+
+[notify.hook]
+kind = "webhook"
+url = "https://hooks.example/x?token=hook-s3cret-5"
+"#;
+
+    #[test]
+    fn no_secret_reaches_check_config_or_debug() {
+        let sb_entra = SECRETS.replace(
+            "auth = { kind = \"sas\", connection_string = \"Endpoint=sb://ex.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=sb-k3y-1\" }",
+            "auth = { kind = \"entra\", credential = \"client_secret\", tenant = \"t\", client_id = \"c\", client_secret = \"sb-entra-s3cret-6\" }",
+        );
+        for text in [SECRETS.to_owned(), sb_entra] {
+            let c = load_str(&text, Path::new("s.toml")).unwrap_or_else(|e| panic!("{e}"));
+            let shown = render(&c);
+            let debug = format!("{c:?}");
+            for secret in [
+                "sb-k3y-1",
+                "pw-s3cret-2",
+                "t0ken-s3cret-3",
+                "entra-s3cret-4",
+                "hook-s3cret-5",
+                "sb-entra-s3cret-6",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in\n{shown}");
+                assert!(!debug.contains(secret), "{secret} in\n{debug}");
+            }
+            assert!(shown.contains("\"***\""), "{shown}");
+            // Valid TOML that loads again (the secrets are now "***").
+            load_str(&shown, Path::new("shown.toml")).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        }
+    }
+}
