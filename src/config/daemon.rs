@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::RegistryConfig;
-use super::effective::secs;
+use super::units;
 use crate::rules::Rule;
 
 /// The whole daemon configuration.
@@ -34,15 +34,19 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
 }
 
-/// The reconcile sweep of `regrelay run`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `[reconcile]`: the periodic sweep of `regrelay run` that repairs what events missed
+/// (off by default). With several replicas use the `regrelay sync` CronJob instead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReconcileConfig {
-    /// Time between sweeps (±10 % jitter); `None` = no sweep.
-    #[serde(rename = "interval_secs", serialize_with = "super::effective::secs_or_zero")]
+    /// `interval_secs`: time from the end of one sweep to the start of the next (±10 %
+    /// jitter); absent or 0 = no sweep (`None`). A sweep never overlaps the next one.
+    #[serde(rename = "interval_secs", with = "units::secs_or_off")]
     pub interval: Option<Duration>,
-    /// HEADs and repairs in flight during a sweep.
+    /// HEADs and repairs a sweep keeps in flight (below the event workers), ≥ 1. Default 2.
     pub jobs: usize,
-    /// Delete target tags gone at the source (delete rules only).
+    /// Also delete target tags gone at the source (rules with the delete action, like
+    /// `sync --prune`). Default false.
     pub prune: bool,
 }
 
@@ -198,7 +202,7 @@ pub struct FileSourceConfig {
 
 /// What to do with a message whose failure is Permanent (the image is gone, the event is
 /// malformed, the host is not allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectMode {
     /// Acknowledge it and count it as rejected (default): it will not come back.
@@ -235,46 +239,56 @@ impl TagDeleteFallback {
     }
 }
 
-/// Pipeline settings (`[pipeline]`; serialized in the file's layout).
-#[derive(Debug, Clone, serde::Serialize)]
+/// `[pipeline]`: concurrency, deduplication, settlement and pause knobs. Each field is
+/// its file key (durations as `*_secs`); defaults are those of [`Default`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Messages processed concurrently.
+    /// Messages processed concurrently, ≥ 1. Default 8.
     pub workers: usize,
-    /// Concurrent blob transfers shared by all copies.
+    /// Concurrent blob transfers shared by all copies, ≥ 1. Default 8.
     pub blob_jobs: usize,
-    /// Copy referrers and cosign tags.
+    /// Copy referrers (signatures, SBOMs) and cosign tags too. Default true.
     pub referrers: bool,
-    /// How long a verified (target, digest) is remembered, so that repeats cost one HEAD.
-    #[serde(rename = "dedup_ttl_secs", serialize_with = "secs")]
+    /// `dedup_ttl_secs`: how long a verified (target, digest) is remembered, so that
+    /// repeats cost one HEAD; 0 disables. Default 600.
+    #[serde(rename = "dedup_ttl_secs", with = "units::secs")]
     pub dedup_ttl: Duration,
-    /// Most entries in that memory.
+    /// Most entries in that memory. Default 100000.
     pub dedup_max_entries: usize,
-    /// Settlement of Permanent failures.
+    /// `reject`: settlement of Permanent failures, `"ack"` (default) or `"nack"`. The
+    /// servicebus source defaults to `"nack"` (abandon; see `source.reject`).
     #[serde(rename = "reject")]
     pub reject_mode: RejectMode,
-    /// On SIGTERM/SIGINT, how long in-flight copies may run before they are nacked.
-    #[serde(rename = "shutdown_grace_secs", serialize_with = "secs")]
+    /// `shutdown_grace_secs`: on SIGTERM/SIGINT, how long in-flight copies may run before
+    /// they are nacked. Default 30.
+    #[serde(rename = "shutdown_grace_secs", with = "units::secs")]
     pub shutdown_grace: Duration,
-    /// First pause of pulling after a Systemic failure (doubles up to `pause_max`).
-    #[serde(rename = "pause_min_secs", serialize_with = "secs")]
+    /// `pause_min_secs`: first pause of pulling after a Systemic failure (doubles up to
+    /// `pause_max`), ≥ 1. Default 5.
+    #[serde(rename = "pause_min_secs", with = "units::secs")]
     pub pause_min: Duration,
-    /// Longest pause of pulling after Systemic failures.
-    #[serde(rename = "pause_max_secs", serialize_with = "secs")]
+    /// `pause_max_secs`: longest pause of pulling, ≥ `pause_min_secs`. Default 300.
+    #[serde(rename = "pause_max_secs", with = "units::secs")]
     pub pause_max: Duration,
-    /// Log deletions instead of performing them (for every rule that propagates deletes).
+    /// Log deletions instead of performing them (for every rule that propagates deletes
+    /// and does not set its own). Default false.
     pub delete_dry_run: bool,
-    /// Retry delay of a message after its first Transient or Systemic failure: the message
-    /// is held (lease or lock kept) this long before it goes back to the broker. Doubles with
-    /// each delivery up to `retry_delay_max`. Zero hands failed messages back at once.
-    #[serde(rename = "retry_delay_min_secs", serialize_with = "secs")]
+    /// `retry_delay_min_secs`: retry delay of a message after its first Transient or
+    /// Systemic failure: the message is held (lease or lock kept) this long before it goes
+    /// back to the broker. Doubles with each delivery up to `retry_delay_max`. 0 hands
+    /// failed messages back at once. At most 3600. Default 15.
+    #[serde(rename = "retry_delay_min_secs", with = "units::secs")]
     pub retry_delay_min: Duration,
-    /// Longest retry delay.
-    #[serde(rename = "retry_delay_max_secs", serialize_with = "secs")]
+    /// `retry_delay_max_secs`: longest retry delay, ≥ `retry_delay_min_secs`, at most
+    /// 3600. Default 300.
+    #[serde(rename = "retry_delay_max_secs", with = "units::secs")]
     pub retry_delay_max: Duration,
-    /// Most failed messages held at once while their retry delay runs; when full, workers
-    /// wait for a slot (and so pulling slows down).
+    /// Most failed messages held at once while their retry delay runs, ≥ 1; when full,
+    /// workers wait for a slot (and so pulling slows down). Default 1000.
     pub max_waiting: usize,
-    /// What a tag delete does at a target that cannot delete a tag.
+    /// A tag delete at a target that cannot delete tags: `"manifest"` (delete the manifest
+    /// by digest when no other tag uses it; default) or `"off"`.
     pub tag_delete_fallback: TagDeleteFallback,
     /// `regrelay run --dry-run` (not a file setting): plan and log every route, write
     /// nothing, hand every message back to the broker at once.

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
@@ -26,21 +25,6 @@ impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("***")
     }
-}
-
-/// `serialize_with` for a [`Duration`] written as whole seconds.
-pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
-}
-
-/// `serialize_with` for a [`Duration`] written as whole milliseconds.
-pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `serialize_with` for an optional interval written as seconds, 0 for none.
-pub(crate) fn secs_or_zero<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.map_or(0, |d| d.as_secs()))
 }
 
 /// The effective configuration as TOML, secrets redacted, for `regrelay check-config`;

@@ -15,6 +15,7 @@ use std::time::Duration;
 mod daemon;
 mod effective;
 mod file;
+mod units;
 pub mod watch;
 
 /// The rule model lives in [`crate::rules`]; re-exported for the loader's callers.
@@ -302,19 +303,28 @@ fn valid_entra_name(s: &str) -> bool {
 
 /// Per-request retry policy (exponential backoff with full jitter); serialized as a
 /// registry's `retry` table.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Total attempts for one request, including the first. 1 disables retries.
+    /// Total attempts for one request, including the first, ≥ 1. 1 disables retries.
+    /// Default 3 (the one-shot CLI: 6).
     pub attempts: u32,
-    /// First backoff delay.
-    #[serde(rename = "min_delay_ms", serialize_with = "effective::millis")]
+    /// First backoff delay (`min_delay_ms`). Default 100 ms.
+    #[serde(rename = "min_delay_ms", with = "units::millis")]
     pub min_delay: Duration,
-    /// Largest backoff delay.
-    #[serde(rename = "max_delay_ms", serialize_with = "effective::millis")]
+    /// Largest backoff delay (`max_delay_ms`), ≥ the first. Default 2000 ms.
+    #[serde(rename = "max_delay_ms", with = "units::millis")]
     pub max_delay: Duration,
-    /// Cap on a server's `Retry-After`; longer waits are left to queue redelivery.
-    #[serde(rename = "max_retry_after_secs", serialize_with = "effective::secs")]
+    /// Cap on a server's `Retry-After` (`max_retry_after_secs`); longer waits are left to
+    /// queue redelivery. Default 10 s.
+    #[serde(rename = "max_retry_after_secs", with = "units::secs")]
     pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy::daemon()
+    }
 }
 
 impl RetryPolicy {

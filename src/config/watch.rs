@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::effective::secs;
+use super::units;
 
 /// A repository on a configured registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct WatchConfig {
     /// Tags: exact names, or globs (`22-*`) resolved through the tag list.
     pub tags: Vec<String>,
     /// Time between polls (a random jitter of up to 10 % is added).
-    #[serde(rename = "interval_secs", serialize_with = "secs")]
+    #[serde(rename = "interval_secs", serialize_with = "units::secs::serialize")]
     pub interval: Duration,
     /// Where new digests are copied and gated.
     pub staging: RepoRef,
@@ -61,7 +61,7 @@ pub enum GateConfig {
         /// Program and arguments.
         argv: Vec<String>,
         /// How long it may run.
-        #[serde(rename = "timeout_secs", serialize_with = "secs")]
+        #[serde(rename = "timeout_secs", serialize_with = "units::secs::serialize")]
         timeout: Duration,
         /// How much of its output is kept (the tail).
         max_output_bytes: usize,
@@ -86,7 +86,7 @@ pub enum NotifyConfig {
         /// Program and arguments.
         argv: Vec<String>,
         /// How long it may run.
-        #[serde(rename = "timeout_secs", serialize_with = "secs")]
+        #[serde(rename = "timeout_secs", serialize_with = "units::secs::serialize")]
         timeout: Duration,
     },
     /// POST the promotion as JSON.
