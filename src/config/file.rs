@@ -134,7 +134,7 @@ fn span_of(doc: &toml::de::DeTable<'_>, field: &str, exact: bool) -> Option<Rang
         let value = if let Some(r) = rest.strip_prefix('[') {
             let (index, after) = r.split_once(']')?;
             rest = after;
-            let item = items.and_then(|a| a.iter().nth(index.parse::<usize>().ok()?));
+            let item = items.and_then(|a| a.get(index.parse::<usize>().ok()?));
             found = item.map(Spanned::span).or(found);
             item
         } else {

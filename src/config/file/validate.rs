@@ -15,12 +15,12 @@ use toml::Spanned;
 use crate::rules::check_placeholders;
 
 use super::{
-    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawRegistry,
-    RawRule, RawSource, RawTarget, RawUntagged, SourceKind, key_path,
+    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawRegistry, RawRule, RawSource, RawTarget,
+    RawUntagged, SourceKind, key_path,
 };
 use crate::config::{
-    Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig,
-    Rule, RuleTarget, Secret, SecretSource, SourceConfig, Untagged,
+    Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig, Rule, RuleTarget, Secret,
+    SecretSource, SourceConfig, Untagged,
 };
 
 mod cloud_auth;
@@ -374,7 +374,10 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
     if let Some(retry) = r.retry {
         bounded(retry.attempts, &field("retry.attempts"), 1, None)?;
         if retry.min_delay > retry.max_delay {
-            return Err(Problem::at(field("retry.min_delay_ms"), "must not exceed retry.max_delay_ms"));
+            return Err(Problem::at(
+                field("retry.min_delay_ms"),
+                "must not exceed retry.max_delay_ms",
+            ));
         }
         c.retry = retry;
     }
