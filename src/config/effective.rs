@@ -484,3 +484,35 @@ url = "https://hooks.example/x?token=hook-s3cret-5"
         }
     }
 }
+
+#[cfg(test)]
+mod helm_schema {
+    use std::collections::BTreeSet;
+
+    use crate::config::{PipelineConfig, ReconcileConfig, RetryPolicy};
+
+    /// The keys of a typed section, from its one definition.
+    fn keys(section: impl serde::Serialize) -> BTreeSet<String> {
+        toml::Table::try_from(section).unwrap().keys().cloned().collect()
+    }
+
+    /// The Helm chart's schema lists every key of the sections that have one typed
+    /// definition, and no other (it refuses unknown keys, so a missing one cannot be set).
+    #[test]
+    fn helm_schema_lists_the_keys_of_the_typed_sections() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/regrelay/values.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let config = &schema["properties"]["config"]["properties"];
+        let of = |v: &serde_json::Value| -> BTreeSet<String> {
+            v["properties"].as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(of(&config["pipeline"]), keys(PipelineConfig::default()), "[pipeline]");
+        assert_eq!(
+            of(&config["reconcile"]),
+            keys(ReconcileConfig::default()),
+            "[reconcile]"
+        );
+        let retry = &config["registries"]["items"]["properties"]["retry"];
+        assert_eq!(of(retry), keys(RetryPolicy::default()), "registries[].retry");
+    }
+}
