@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::RegistryConfig;
+use serde::Serialize as _;
+
 use super::units;
 use crate::rules::Rule;
 
@@ -60,8 +62,9 @@ impl Default for ReconcileConfig {
     }
 }
 
-/// The event source.
-#[derive(Debug, Clone)]
+/// The event source; serialized as `[source]` with its `kind`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A Google Cloud Pub/Sub subscription (streaming pull).
     PubSub(PubSubConfig),
@@ -70,6 +73,7 @@ pub enum SourceConfig {
     /// An Azure Service Bus queue or topic subscription (REST peek-lock).
     ServiceBus(ServiceBusConfig),
     /// No event source: the file has no `[source]` and only its `[[watch]]` blocks run.
+    #[serde(skip)]
     None,
 }
 
@@ -99,40 +103,50 @@ pub struct OriginConfig {
 }
 
 /// Pub/Sub settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PubSubConfig {
     /// Full subscription name, `projects/PROJECT/subscriptions/NAME`.
     pub subscription: String,
     /// Endpoint override (`http://127.0.0.1:8085` for the emulator). With an `http://`
     /// endpoint regrelay uses anonymous credentials; otherwise Application Default
     /// Credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Flow control: most messages held (leased, not yet settled) at once.
     pub max_outstanding_messages: i64,
     /// How far each lease extension reaches (10 s to 600 s).
+    #[serde(rename = "lease_extension_secs", serialize_with = "units::secs::serialize")]
     pub lease_extension: Duration,
     /// Longest time one message is held before its lease is no longer extended.
+    #[serde(rename = "max_lease_secs", serialize_with = "units::secs::serialize")]
     pub max_lease: Duration,
 }
 
 /// Azure Service Bus settings (REST data plane, peek-lock).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ServiceBusConfig {
     /// The namespace's full host name, e.g. `example.servicebus.windows.net` (Azure China:
     /// `.servicebus.chinacloudapi.cn`, US Government: `.servicebus.usgovcloudapi.net`).
     pub namespace: String,
-    /// The queue, or the topic subscription, to receive from.
+    /// The queue, or the topic subscription, to receive from (`queue`, or `topic` and
+    /// `subscription`).
+    #[serde(flatten)]
     pub entity: ServiceBusEntity,
     /// Base URL override (`http://127.0.0.1:PORT` for a test server; plain HTTP only on
     /// loopback). `None` = `https://{namespace}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Receivers long-polling in parallel.
     pub receivers: usize,
     /// Long-poll timeout of one receive request.
+    #[serde(rename = "wait_secs", serialize_with = "units::secs::serialize")]
     pub wait: Duration,
     /// Renew each lock this often; `None` = at half of the lock time left.
+    #[serde(rename = "lock_renew_secs", skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "units::secs_or_off::serialize")]
     pub lock_renew: Option<Duration>,
     /// Credentials.
+    #[serde(serialize_with = "super::effective::servicebus_auth")]
     pub auth: ServiceBusAuth,
 }
 
@@ -158,6 +172,18 @@ pub enum ServiceBusEntity {
         /// The subscription name.
         subscription: String,
     },
+}
+
+impl serde::Serialize for ServiceBusEntity {
+    /// The keys of `[source]` that name it.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServiceBusEntity::Queue(q) => s.collect_map([("queue", q)]),
+            ServiceBusEntity::Subscription { topic, subscription } => {
+                s.collect_map([("topic", topic), ("subscription", subscription)])
+            }
+        }
+    }
 }
 
 impl ServiceBusEntity {
@@ -194,10 +220,19 @@ pub enum ServiceBusAuth {
 }
 
 /// File / stdin source settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FileSourceConfig {
-    /// The file to read; `None` = standard input.
+    /// The file to read; `None` = standard input (written `"-"`).
+    #[serde(serialize_with = "stdin_dash")]
     pub path: Option<PathBuf>,
+}
+
+/// `path`, `"-"` for standard input.
+fn stdin_dash<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => p.serialize(s),
+        None => s.serialize_str("-"),
+    }
 }
 
 /// What to do with a message whose failure is Permanent (the image is gone, the event is

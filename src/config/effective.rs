@@ -15,8 +15,7 @@ use std::path::Path;
 use serde::{Serialize, Serializer};
 
 use super::{
-    Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, ServiceBusEntity,
-    SourceConfig,
+    Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, SourceConfig,
 };
 use crate::rules::{Matcher, Rule, RuleTarget, Untagged, example_mapping};
 
@@ -58,7 +57,7 @@ struct File<'a> {
     pipeline: &'a super::PipelineConfig,
     admin: Admin,
     reconcile: &'a super::ReconcileConfig,
-    registries: BTreeMap<&'a str, Registry<'a>>,
+    registries: BTreeMap<&'a str, &'a RegistryConfig>,
     rules: Vec<RuleView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     watcher: Option<Watcher<'a>>,
@@ -88,7 +87,7 @@ impl<'a> File<'a> {
                 },
             },
             reconcile: &c.reconcile,
-            registries: c.registries.iter().map(|r| (r.host.as_str(), Registry(r))).collect(),
+            registries: c.registries.iter().map(|r| (r.host.as_str(), r)).collect(),
             rules: c.rules.iter().map(RuleView).collect(),
             watcher: any_watch.then_some(Watcher {
                 state_file: w.state_file.as_deref(),
@@ -120,100 +119,50 @@ struct Watcher<'a> {
     notify_attempts: u32,
 }
 
-/// `[source]`: one flat table whose `kind` says which keys are present.
-#[derive(Serialize, Default)]
+/// `[source]`: the typed source (its `kind` and keys), with `origin` and, for Service
+/// Bus, `reject` beside it.
+#[derive(Serialize)]
 struct Source<'a> {
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_outstanding_messages: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lease_extension_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_lease_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscription: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    receivers: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wait_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lock_renew_secs: Option<u64>,
+    #[serde(flatten)]
+    source: &'a SourceConfig,
     /// The same setting as `pipeline.reject` (abandon = nack, complete = ack).
     #[serde(skip_serializing_if = "Option::is_none")]
     reject: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auth: Option<AuthView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     origin: Option<&'a super::OriginConfig>,
 }
 
 impl<'a> Source<'a> {
     fn of(c: &'a Config) -> Option<Source<'a>> {
-        let origin = c.origin.as_ref();
-        Some(match &c.source {
-            SourceConfig::None => return None,
-            SourceConfig::PubSub(p) => Source {
-                kind: "pubsub",
-                subscription: Some(&p.subscription),
-                endpoint: p.endpoint.as_deref(),
-                max_outstanding_messages: Some(p.max_outstanding_messages),
-                lease_extension_secs: Some(p.lease_extension.as_secs()),
-                max_lease_secs: Some(p.max_lease.as_secs()),
-                origin,
-                ..Source::default()
-            },
-            SourceConfig::File(f) => Source {
-                kind: "file",
-                path: Some(f.path.as_ref().map_or("-".into(), |p| p.display().to_string())),
-                origin,
-                ..Source::default()
-            },
-            SourceConfig::ServiceBus(b) => {
-                let (queue, topic, subscription) = match &b.entity {
-                    ServiceBusEntity::Queue(q) => (Some(q.as_str()), None, None),
-                    ServiceBusEntity::Subscription { topic, subscription } => {
-                        (None, Some(topic.as_str()), Some(subscription.as_str()))
-                    }
-                };
-                Source {
-                    kind: "servicebus",
-                    namespace: Some(&b.namespace),
-                    queue,
-                    topic,
-                    subscription,
-                    endpoint: b.endpoint.as_deref(),
-                    receivers: Some(b.receivers),
-                    wait_secs: Some(b.wait.as_secs()),
-                    lock_renew_secs: b.lock_renew.map(|d| d.as_secs()),
-                    reject: Some(match c.pipeline.reject_mode {
-                        RejectMode::Ack => "complete",
-                        RejectMode::Nack => "abandon",
-                    }),
-                    auth: Some(match &b.auth {
-                        ServiceBusAuth::Sas { key_name, key } => AuthView {
-                            kind: "sas",
-                            key_name: Some(key_name),
-                            key: Some(key),
-                            ..AuthView::default()
-                        },
-                        ServiceBusAuth::Entra { entra, scope } => AuthView::entra("entra", entra, scope),
-                    }),
-                    origin,
-                    ..Source::default()
-                }
-            }
+        let reject = match c.pipeline.reject_mode {
+            RejectMode::Ack => "complete",
+            RejectMode::Nack => "abandon",
+        };
+        (!matches!(c.source, SourceConfig::None)).then_some(Source {
+            source: &c.source,
+            reject: matches!(c.source, SourceConfig::ServiceBus(_)).then_some(reject),
+            origin: c.origin.as_ref(),
         })
     }
+}
+
+/// `serialize_with` of the Service Bus source's `auth`.
+pub(super) fn servicebus_auth<S: Serializer>(auth: &ServiceBusAuth, s: S) -> Result<S::Ok, S::Error> {
+    match auth {
+        ServiceBusAuth::Sas { key_name, key } => AuthView {
+            kind: "sas",
+            key_name: Some(key_name),
+            key: Some(key),
+            ..AuthView::default()
+        },
+        ServiceBusAuth::Entra { entra, scope } => AuthView::entra("entra", entra, scope),
+    }
+    .serialize(s)
+}
+
+/// `serialize_with` of a registry's `auth`.
+pub(super) fn auth<S: Serializer>(auth: &Auth, s: S) -> Result<S::Ok, S::Error> {
+    AuthView::of(auth).serialize(s)
 }
 
 /// A registry's or the Service Bus source's `auth`: one flat table whose `kind` says
@@ -315,44 +264,6 @@ impl<'a> AuthView<'a> {
             }
         }
         v
-    }
-}
-
-/// `[registries."HOST"]` (the host is the key).
-struct Registry<'a>(&'a RegistryConfig);
-
-impl Serialize for Registry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct View<'a> {
-            insecure: bool,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ca_file: Option<&'a Path>,
-            max_in_flight: usize,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            requests_per_second: Option<f64>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            chunk_size: Option<u64>,
-            retry: &'a super::RetryPolicy,
-            connect_timeout_secs: u64,
-            read_timeout_secs: u64,
-            unreachable_after_secs: u64,
-            auth: AuthView<'a>,
-        }
-        let r = self.0;
-        View {
-            insecure: r.insecure,
-            ca_file: r.ca_file.as_deref(),
-            max_in_flight: r.max_in_flight,
-            requests_per_second: r.requests_per_second,
-            chunk_size: r.chunk_size,
-            retry: &r.retry,
-            connect_timeout_secs: r.connect_timeout.as_secs(),
-            read_timeout_secs: r.read_timeout.as_secs(),
-            unreachable_after_secs: r.unreachable_after.as_secs(),
-            auth: AuthView::of(&r.auth),
-        }
-        .serialize(s)
     }
 }
 

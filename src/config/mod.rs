@@ -348,10 +348,11 @@ impl RetryPolicy {
     }
 }
 
-/// Settings for one registry host.
-#[derive(Debug, Clone)]
+/// Settings for one registry host; serialized as its `[registries."HOST"]` table.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RegistryConfig {
-    /// Host with optional port, exactly as it appears in references.
+    /// Host with optional port, exactly as it appears in references (the table's key).
+    #[serde(skip)]
     pub host: String,
     /// Use plain HTTP (no TLS at all; nothing about certificates). Loopback hosts use
     /// plain HTTP whatever this says, unless `ca_file` is set.
@@ -359,27 +360,35 @@ pub struct RegistryConfig {
     /// A PEM bundle of CA certificates trusted for this host in addition to the system's
     /// roots (a registry with a private CA). Setting it means the host speaks HTTPS, on
     /// loopback too.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Credentials.
+    #[serde(serialize_with = "effective::auth")]
     pub auth: Auth,
     /// Maximum concurrent requests to this host (shared by all copies).
     pub max_in_flight: usize,
     /// Optional request rate limit for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
     /// Upload blobs in chunks of this size instead of one monolithic PUT.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
     /// Per-request retry policy.
     pub retry: RetryPolicy,
     /// TCP connect timeout.
+    #[serde(rename = "connect_timeout_secs", serialize_with = "units::secs::serialize")]
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before the request fails.
+    #[serde(rename = "read_timeout_secs", serialize_with = "units::secs::serialize")]
     pub read_timeout: Duration,
     /// After this long with connection failures and no answer at all from the host, its
     /// connection failures are Systemic (the daemon pauses) rather than Transient.
+    #[serde(rename = "unreachable_after_secs", serialize_with = "units::secs::serialize")]
     pub unreachable_after: Duration,
     /// Test only (debug builds; config key `test_dial`): the `host:port` actually dialled,
     /// so that tests can stand a loopback registry in for `docker.io`.
     #[doc(hidden)]
+    #[serde(skip)]
     pub dial: Option<String>,
 }
 
