@@ -1,16 +1,21 @@
 //! Loading `regrelay run`'s TOML file into a validated [`super::Config`].
 //!
-//! Role: parse the file into raw serde structs (below, one `///` per field: this is the
-//! file's reference), then check and convert them (`validate`) into the typed config.
-//! Every check runs here, before anything binds or connects; secrets named by the file
-//! (environment variables, files) are read here too, once.
+//! Role: parse the file, then check and convert it (`validate`) into the typed config.
+//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`, a
+//! registry's `retry`) are deserialized straight into it: that struct is the setting's one
+//! definition (doc, default, unit). The others go through the raw serde structs below (one
+//! `///` per field: the file's reference), because their keys depend on a `kind` or need
+//! resolving (secrets). Every check runs here, before anything binds or connects; secrets
+//! named by the file (environment variables, files) are read here too, once.
 //!
-//! Must never: put a secret value in an error or in `check-config` output (`super::render`), or accept an
-//! unknown key (a typo must not silently fall back to a default).
+//! Must never: put a secret value in an error or in `check-config` output
+//! ([`super::render`]), or accept an unknown key (a typo must not silently fall back to a
+//! default).
 //!
 //! Invariants: every [`LoadError`] names the file and, whenever the problem has a place in
 //! the file, its line and the field path (`rules[0].targets[1].registry`). Raw fields that
-//! are checked after parsing are `toml::Spanned` so that their line is known.
+//! are checked after parsing are `toml::Spanned` so that their line is known; a problem in
+//! a typed section is placed by looking its field path up in the parsed document.
 
 use std::collections::BTreeMap;
 use std::fmt;

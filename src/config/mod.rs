@@ -5,8 +5,9 @@
 //! flags today, from the TOML file in `regrelay run`) and passed down; no other module
 //! reads environment variables or files named by the operator.
 //!
-//! Must never: print a secret. [`Secret`] has no `Display`, and its `Debug` is redacted,
-//! so a `{:?}` of any config value is safe to log.
+//! Must never: print a secret. [`Secret`] has no `Display`, its `Debug` is redacted and
+//! it serializes as `"***"`, so a `{:?}` of any config value is safe to log and
+//! `check-config` ([`render`]) shows none.
 
 use std::fmt;
 use std::path::PathBuf;
