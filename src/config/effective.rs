@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
+use super::watch::WatchSettings;
 use super::{
     Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, SourceConfig,
 };
@@ -71,32 +72,44 @@ struct File<'a> {
 
 impl<'a> File<'a> {
     fn of(c: &'a Config) -> File<'a> {
-        let w = &c.watch;
-        let any_watch = !(w.watches.is_empty() && w.gates.is_empty() && w.notify.is_empty());
+        // Exhaustive, so that a new section cannot be left out of check-config.
+        let Config {
+            source: _,
+            origin: _,
+            registries,
+            rules,
+            pipeline,
+            admin_listen,
+            watch,
+            reconcile,
+        } = c;
+        let WatchSettings {
+            watches,
+            gates,
+            notify,
+            state_file,
+            ratelimit_floor,
+            notify_attempts,
+        } = watch;
+        let any_watch = !(watches.is_empty() && gates.is_empty() && notify.is_empty());
         File {
             source: Source::of(c),
-            pipeline: &c.pipeline,
-            admin: match c.admin_listen {
-                Some(addr) => Admin {
-                    listen: Some(addr.to_string()),
-                    enabled: None,
-                },
-                None => Admin {
-                    listen: None,
-                    enabled: Some(false),
-                },
+            pipeline,
+            admin: Admin {
+                listen: admin_listen.map(|a| a.to_string()),
+                enabled: admin_listen.is_none().then_some(false),
             },
-            reconcile: &c.reconcile,
-            registries: c.registries.iter().map(|r| (r.host.as_str(), r)).collect(),
-            rules: c.rules.iter().map(RuleView).collect(),
+            reconcile,
+            registries: registries.iter().map(|r| (r.host.as_str(), r)).collect(),
+            rules: rules.iter().map(RuleView).collect(),
             watcher: any_watch.then_some(Watcher {
-                state_file: w.state_file.as_deref(),
-                ratelimit_floor: w.ratelimit_floor,
-                notify_attempts: w.notify_attempts,
+                state_file: state_file.as_deref(),
+                ratelimit_floor: *ratelimit_floor,
+                notify_attempts: *notify_attempts,
             }),
-            watch: &w.watches,
-            gates: &w.gates,
-            notify: &w.notify,
+            watch: watches,
+            gates,
+            notify,
         }
     }
 }
@@ -305,31 +318,44 @@ impl Serialize for RuleView<'_> {
                 regexes.map(Matcher::as_str).collect(),
             )
         }
-        let r = self.0;
-        let (repository, repository_regex) = match &r.repository {
+        // Exhaustive, so that a new rule setting cannot be left out of check-config.
+        let Rule {
+            name,
+            source_registry,
+            repository,
+            repositories,
+            tags_include,
+            tags_exclude,
+            on_push,
+            on_delete,
+            untagged,
+            delete_dry_run,
+            targets,
+        } = self.0;
+        let (repository, repository_regex) = match repository {
             Matcher::Glob(_, g) => (Some(g.as_str()), None),
             Matcher::Regex(_, re) => (None, Some(re.as_str())),
         };
-        let (tags, tags_regex) = split(&r.tags_include);
-        let (exclude_tags, exclude_tags_regex) = split(&r.tags_exclude);
-        let actions = [(r.on_push, "push"), (r.on_delete, "delete")];
+        let (tags, tags_regex) = split(tags_include);
+        let (exclude_tags, exclude_tags_regex) = split(tags_exclude);
+        let actions = [(*on_push, "push"), (*on_delete, "delete")];
         View {
-            name: &r.name,
-            source_registry: &r.source_registry,
+            name,
+            source_registry,
             repository,
             repository_regex,
-            repositories: &r.repositories,
+            repositories,
             tags,
             tags_regex,
             exclude_tags,
             exclude_tags_regex,
             actions: actions.into_iter().filter_map(|(on, a)| on.then_some(a)).collect(),
-            untagged: match r.untagged {
+            untagged: match untagged {
                 Untagged::Ignore => "ignore",
                 Untagged::Replicate => "replicate",
             },
-            delete_dry_run: r.delete_dry_run,
-            targets: &r.targets,
+            delete_dry_run: *delete_dry_run,
+            targets,
         }
         .serialize(s)
     }
