@@ -144,14 +144,10 @@ fn ranged<T: PartialOrd + Copy + std::fmt::Display>(
     max: Option<T>,
 ) -> Result<Option<T>> {
     let Some(v) = v else { return Ok(None) };
-    let x = *v.get_ref();
-    if x < min {
-        return invalid(v.span(), field, format!("must be at least {min}, got {x}"));
-    }
-    if let Some(max) = max.filter(|m| x > *m) {
-        return invalid(v.span(), field, format!("must be at most {max}, got {x}"));
-    }
-    Ok(Some(x))
+    bounded(*v.get_ref(), field, min, max).map(Some).map_err(|p| Problem {
+        span: Some(v.span()),
+        ..p
+    })
 }
 
 fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
