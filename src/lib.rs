@@ -16,14 +16,14 @@
 //! | [`promote`] | cip manifests, edge planning, inventory (tags/list + HEAD), snapshots; a front end over the executor | `engine`, `registry`, `oci` |
 //! | [`shutdown`] | SIGTERM/SIGINT → cancellation token | — (leaf) |
 //! | [`notify`] | systemd `READY=1` / `WATCHDOG=1` / `STOPPING=1` | — (leaf) |
-//! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | — (leaf) |
+//! | [`config`] | TOML loading and validation, typed settings, [`config::Secret`] | `oci` (name grammar), `rules` (the rule model it builds) |
 //! | [`credentials`] | Google ADC and Entra ID token providers, cached, refreshed before expiry | `config` |
 //! | [`metrics`] | the Prometheus families (mirrors of the health state included) | — (leaf) |
 //! | [`health`] | per-registry health, pause and readiness of one run | `metrics` |
 //! | [`admin`] | `/metrics`, `/healthz`, `/livez`, `/readyz` | `metrics`, `health` |
 //! | [`oci`] | references, digests, media types, manifest views; no I/O | — (leaf) |
 //! | [`event`] | pure decoders: GAR/GCR, ACR, Artifactory, Harbor, distribution, Pub/Sub push envelopes, generic → [`event::Event`]s | `oci` |
-//! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
+//! | [`rules`] | the rule model (glob/regex patterns, `{...}` templates) and the pure planner: event + rules → target routes | `event`, `oci` |
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
 //! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health, the gates items require); blind to messages | `replicate`, `gates`, `health`, `metrics`, `oci` |

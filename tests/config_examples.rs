@@ -39,6 +39,30 @@ fn every_example_loads_and_renders_stably() {
     }
 }
 
+/// `regrelay check-config` prints valid TOML that loads again to the same effective
+/// configuration, for every example file.
+#[test]
+fn check_config_output_of_every_example_loads_to_the_same_config() {
+    for file in examples() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_regrelay"))
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", file.display());
+        let shown = String::from_utf8(out.stdout).unwrap();
+        shown
+            .parse::<toml::Table>()
+            .unwrap_or_else(|e| panic!("{}: not TOML: {e}\n{shown}", file.display()));
+        let first = config::load(&file).unwrap();
+        let again = config::load_str(&shown, Path::new("shown.toml"))
+            .unwrap_or_else(|e| panic!("{}: check-config output does not load: {e}\n{shown}", file.display()));
+        // The Debug form covers every typed setting (secrets are redacted in it, and the
+        // examples name none).
+        assert_eq!(format!("{again:?}"), format!("{first:?}"), "{}", file.display());
+    }
+}
+
 #[test]
 fn quickstart_routes_demo_images_to_the_mirror() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");

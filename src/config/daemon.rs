@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::RegistryConfig;
+use serde::Serialize as _;
+
+use super::units;
+use crate::rules::Rule;
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone)]
@@ -32,14 +36,19 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
 }
 
-/// The reconcile sweep of `regrelay run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[reconcile]`: the periodic sweep of `regrelay run` that repairs what events missed
+/// (off by default). With several replicas use the `regrelay sync` CronJob instead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReconcileConfig {
-    /// Time between sweeps (±10 % jitter); `None` = no sweep.
+    /// `interval_secs`: time from the end of one sweep to the start of the next (±10 %
+    /// jitter); absent or 0 = no sweep (`None`). A sweep never overlaps the next one.
+    #[serde(rename = "interval_secs", with = "units::secs_or_off")]
     pub interval: Option<Duration>,
-    /// HEADs and repairs in flight during a sweep.
+    /// HEADs and repairs a sweep keeps in flight (below the event workers), ≥ 1. Default 2.
     pub jobs: usize,
-    /// Delete target tags gone at the source (delete rules only).
+    /// Also delete target tags gone at the source (rules with the delete action, like
+    /// `sync --prune`). Default false.
     pub prune: bool,
 }
 
@@ -53,8 +62,9 @@ impl Default for ReconcileConfig {
     }
 }
 
-/// The event source.
-#[derive(Debug, Clone)]
+/// The event source; serialized as `[source]` with its `kind`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A Google Cloud Pub/Sub subscription (streaming pull).
     PubSub(PubSubConfig),
@@ -63,6 +73,7 @@ pub enum SourceConfig {
     /// An Azure Service Bus queue or topic subscription (REST peek-lock).
     ServiceBus(ServiceBusConfig),
     /// No event source: the file has no `[source]` and only its `[[watch]]` blocks run.
+    #[serde(skip)]
     None,
 }
 
@@ -79,7 +90,7 @@ impl SourceConfig {
 }
 
 /// `[source.origin]`: how events that name no registry host are placed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OriginConfig {
     /// Registry host, or a template over `{repo_key}` (Artifactory's per-repository
     /// subdomain method, `{repo_key}.acme.jfrog.io`). The hosts it yields must be
@@ -92,40 +103,50 @@ pub struct OriginConfig {
 }
 
 /// Pub/Sub settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PubSubConfig {
     /// Full subscription name, `projects/PROJECT/subscriptions/NAME`.
     pub subscription: String,
     /// Endpoint override (`http://127.0.0.1:8085` for the emulator). With an `http://`
     /// endpoint regrelay uses anonymous credentials; otherwise Application Default
     /// Credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Flow control: most messages held (leased, not yet settled) at once.
     pub max_outstanding_messages: i64,
     /// How far each lease extension reaches (10 s to 600 s).
+    #[serde(rename = "lease_extension_secs", serialize_with = "units::secs::serialize")]
     pub lease_extension: Duration,
     /// Longest time one message is held before its lease is no longer extended.
+    #[serde(rename = "max_lease_secs", serialize_with = "units::secs::serialize")]
     pub max_lease: Duration,
 }
 
 /// Azure Service Bus settings (REST data plane, peek-lock).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ServiceBusConfig {
     /// The namespace's full host name, e.g. `example.servicebus.windows.net` (Azure China:
     /// `.servicebus.chinacloudapi.cn`, US Government: `.servicebus.usgovcloudapi.net`).
     pub namespace: String,
-    /// The queue, or the topic subscription, to receive from.
+    /// The queue, or the topic subscription, to receive from (`queue`, or `topic` and
+    /// `subscription`).
+    #[serde(flatten)]
     pub entity: ServiceBusEntity,
     /// Base URL override (`http://127.0.0.1:PORT` for a test server; plain HTTP only on
     /// loopback). `None` = `https://{namespace}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Receivers long-polling in parallel.
     pub receivers: usize,
     /// Long-poll timeout of one receive request.
+    #[serde(rename = "wait_secs", serialize_with = "units::secs::serialize")]
     pub wait: Duration,
     /// Renew each lock this often; `None` = at half of the lock time left.
+    #[serde(rename = "lock_renew_secs", skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "units::secs_or_off::serialize")]
     pub lock_renew: Option<Duration>,
     /// Credentials.
+    #[serde(serialize_with = "super::effective::servicebus_auth")]
     pub auth: ServiceBusAuth,
 }
 
@@ -151,6 +172,18 @@ pub enum ServiceBusEntity {
         /// The subscription name.
         subscription: String,
     },
+}
+
+impl serde::Serialize for ServiceBusEntity {
+    /// The keys of `[source]` that name it.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServiceBusEntity::Queue(q) => s.collect_map([("queue", q)]),
+            ServiceBusEntity::Subscription { topic, subscription } => {
+                s.collect_map([("topic", topic), ("subscription", subscription)])
+            }
+        }
+    }
 }
 
 impl ServiceBusEntity {
@@ -187,15 +220,25 @@ pub enum ServiceBusAuth {
 }
 
 /// File / stdin source settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FileSourceConfig {
-    /// The file to read; `None` = standard input.
+    /// The file to read; `None` = standard input (written `"-"`).
+    #[serde(serialize_with = "stdin_dash")]
     pub path: Option<PathBuf>,
+}
+
+/// `path`, `"-"` for standard input.
+fn stdin_dash<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => p.serialize(s),
+        None => s.serialize_str("-"),
+    }
 }
 
 /// What to do with a message whose failure is Permanent (the image is gone, the event is
 /// malformed, the host is not allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectMode {
     /// Acknowledge it and count it as rejected (default): it will not come back.
     Ack,
@@ -208,7 +251,7 @@ pub enum RejectMode {
 /// What a tag delete does when the target registry cannot delete a tag (`DELETE
 /// /v2/NAME/manifests/TAG` is optional in the distribution spec; distribution 2.x answers
 /// `400 DIGEST_INVALID`, others `405 UNSUPPORTED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagDeleteFallback {
     /// Delete the manifest the tag points at, by digest, when no other tag in the
@@ -231,42 +274,60 @@ impl TagDeleteFallback {
     }
 }
 
-/// Pipeline settings.
-#[derive(Debug, Clone)]
+/// `[pipeline]`: concurrency, deduplication, settlement and pause knobs. Each field is
+/// its file key (durations as `*_secs`); defaults are those of [`Default`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Messages processed concurrently.
+    /// Messages processed concurrently, ≥ 1. Default 8.
     pub workers: usize,
-    /// Concurrent blob transfers shared by all copies.
+    /// Concurrent blob transfers shared by all copies, ≥ 1. Default 8.
     pub blob_jobs: usize,
-    /// Copy referrers and cosign tags.
+    /// Copy referrers (signatures, SBOMs) and cosign tags too. Default true.
     pub referrers: bool,
-    /// How long a verified (target, digest) is remembered, so that repeats cost one HEAD.
+    /// `dedup_ttl_secs`: how long a verified (target, digest) is remembered, so that
+    /// repeats cost one HEAD; 0 disables. Default 600.
+    #[serde(rename = "dedup_ttl_secs", with = "units::secs")]
     pub dedup_ttl: Duration,
-    /// Most entries in that memory.
+    /// Most entries in that memory. Default 100000.
     pub dedup_max_entries: usize,
-    /// Settlement of Permanent failures.
+    /// `reject`: settlement of Permanent failures, `"ack"` (default) or `"nack"`. The
+    /// servicebus source defaults to `"nack"` (abandon; see `source.reject`).
+    #[serde(rename = "reject")]
     pub reject_mode: RejectMode,
-    /// On SIGTERM/SIGINT, how long in-flight copies may run before they are nacked.
+    /// `shutdown_grace_secs`: on SIGTERM/SIGINT, how long in-flight copies may run before
+    /// they are nacked. Default 30.
+    #[serde(rename = "shutdown_grace_secs", with = "units::secs")]
     pub shutdown_grace: Duration,
-    /// First pause of pulling after a Systemic failure (doubles up to `pause_max`).
+    /// `pause_min_secs`: first pause of pulling after a Systemic failure (doubles up to
+    /// `pause_max`), ≥ 1. Default 5.
+    #[serde(rename = "pause_min_secs", with = "units::secs")]
     pub pause_min: Duration,
-    /// Longest pause of pulling after Systemic failures.
+    /// `pause_max_secs`: longest pause of pulling, ≥ `pause_min_secs`. Default 300.
+    #[serde(rename = "pause_max_secs", with = "units::secs")]
     pub pause_max: Duration,
-    /// Log deletions instead of performing them (for every rule that propagates deletes).
+    /// Log deletions instead of performing them (for every rule that propagates deletes
+    /// and does not set its own). Default false.
     pub delete_dry_run: bool,
-    /// Retry delay of a message after its first Transient or Systemic failure: the message
-    /// is held (lease or lock kept) this long before it goes back to the broker. Doubles with
-    /// each delivery up to `retry_delay_max`. Zero hands failed messages back at once.
+    /// `retry_delay_min_secs`: retry delay of a message after its first Transient or
+    /// Systemic failure: the message is held (lease or lock kept) this long before it goes
+    /// back to the broker. Doubles with each delivery up to `retry_delay_max`. 0 hands
+    /// failed messages back at once. At most 3600. Default 15.
+    #[serde(rename = "retry_delay_min_secs", with = "units::secs")]
     pub retry_delay_min: Duration,
-    /// Longest retry delay.
+    /// `retry_delay_max_secs`: longest retry delay, ≥ `retry_delay_min_secs`, at most
+    /// 3600. Default 300.
+    #[serde(rename = "retry_delay_max_secs", with = "units::secs")]
     pub retry_delay_max: Duration,
-    /// Most failed messages held at once while their retry delay runs; when full, workers
-    /// wait for a slot (and so pulling slows down).
+    /// Most failed messages held at once while their retry delay runs, ≥ 1; when full,
+    /// workers wait for a slot (and so pulling slows down). Default 1000.
     pub max_waiting: usize,
-    /// What a tag delete does at a target that cannot delete a tag.
+    /// A tag delete at a target that cannot delete tags: `"manifest"` (delete the manifest
+    /// by digest when no other tag uses it; default) or `"off"`.
     pub tag_delete_fallback: TagDeleteFallback,
     /// `regrelay run --dry-run` (not a file setting): plan and log every route, write
     /// nothing, hand every message back to the broker at once.
+    #[serde(skip)]
     pub dry_run: bool,
 }
 
@@ -289,247 +350,5 @@ impl Default for PipelineConfig {
             tag_delete_fallback: TagDeleteFallback::Manifest,
             dry_run: false,
         }
-    }
-}
-
-/// A string pattern: a glob (`*` within a path segment, `**` across segments) or a
-/// regular expression (anchored at both ends), compiled at load time.
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    /// Compiled glob, with its source text.
-    Glob(globset::GlobMatcher, String),
-    /// Compiled anchored regex, with its source text.
-    Regex(regex::Regex, String),
-}
-
-impl Matcher {
-    /// Does `text` match?
-    pub fn is_match(&self, text: &str) -> bool {
-        match self {
-            Matcher::Glob(g, _) => g.is_match(text),
-            Matcher::Regex(r, _) => r.is_match(text),
-        }
-    }
-    /// The pattern as written in the config.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Matcher::Glob(_, s) | Matcher::Regex(_, s) => s,
-        }
-    }
-
-    /// Compile a glob in which `*` and `?` stay within one `/`-separated segment and `**`
-    /// crosses segments. The error is globset's reason, for the loader to place.
-    pub fn try_glob(pattern: &str) -> Result<Matcher, String> {
-        globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map(|g| Matcher::Glob(g.compile_matcher(), pattern.to_owned()))
-            .map_err(|e| e.kind().to_string())
-    }
-
-    /// Compile a regular expression anchored at both ends (`^(?:pattern)$`).
-    pub fn try_regex(pattern: &str) -> Result<Matcher, String> {
-        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .size_limit(1 << 20)
-            .build()
-            .map(|r| Matcher::Regex(r, pattern.to_owned()))
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// What a rule does with events that name a digest but no tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Untagged {
-    /// Ignore them (default): the tagged event that usually follows does the work.
-    Ignore,
-    /// Copy the digest to the target, by digest only.
-    Replicate,
-}
-
-/// One replication rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    /// Name for logs (`rules[N]` when not given).
-    pub name: String,
-    /// Source registry host this rule applies to (exact match, must be a configured
-    /// registry).
-    pub source_registry: String,
-    /// Source repository pattern.
-    pub repository: Matcher,
-    /// The source repositories a sync or sweep visits for a pattern rule (config
-    /// `repositories`); empty = a literal pattern's one name, else the registry's catalog.
-    pub repositories: Vec<String>,
-    /// Tags to replicate (empty = all tags).
-    pub tags_include: Vec<Matcher>,
-    /// Tags never replicated (checked after `tags_include`).
-    pub tags_exclude: Vec<Matcher>,
-    /// Replicate pushes.
-    pub on_push: bool,
-    /// Propagate deletes (off by default).
-    pub on_delete: bool,
-    /// Digest-only events.
-    pub untagged: Untagged,
-    /// Deletes of this rule are only logged (`Some(true)`) or carried out
-    /// (`Some(false)`); `None` = `[pipeline] delete_dry_run`.
-    pub delete_dry_run: Option<bool>,
-    /// Where matching images go (at least one).
-    pub targets: Vec<RuleTarget>,
-    /// Names of `[gates.NAME]` the target digest must pass before a target tag is
-    /// written (config `require`; empty = none).
-    pub require: Vec<String>,
-}
-
-/// A target of a rule.
-#[derive(Debug, Clone)]
-pub struct RuleTarget {
-    /// Target registry host (must be a configured registry).
-    pub registry: String,
-    /// Repository template: `{repository}` (full source path), `{name}` (its last
-    /// segment), `{registry}` (source host), and literal text. Example: `mirror/{repository}`.
-    pub repository: String,
-    /// Optional tag template: `{tag}` and literal text, e.g. `{tag}-mirror`. Default `{tag}`.
-    pub tag: Option<String>,
-    /// A leading path (ending with `/`) removed from the source repository before the
-    /// template sees it: `strip_prefix = "my-project/docker/"` maps Artifact Registry's
-    /// `my-project/docker/team/app` to `{repository}` = `team/app`. A source repository
-    /// that does not start with it gets no route to this target (the reason is logged).
-    pub strip_prefix: Option<String>,
-}
-
-impl RuleTarget {
-    /// The target repository for `repository` on `source_registry`: `{repository}`,
-    /// `{name}` and `{registry}` replaced. A placeholder this version does not know is
-    /// left as written (the loader rejects such templates), so the result may be an
-    /// invalid name: callers validate it before use. With `strip_prefix`, `repository`
-    /// is taken without it (callers check [`Self::strips`] first; a path without the
-    /// prefix is used whole).
-    pub fn expand_repository(&self, source_registry: &str, repository: &str) -> String {
-        let repository = self
-            .strip_prefix
-            .as_deref()
-            .and_then(|p| repository.strip_prefix(p))
-            .unwrap_or(repository);
-        let name = repository.rsplit('/').next().unwrap_or(repository);
-        expand(
-            &self.repository,
-            &[
-                ("repository", repository),
-                ("name", name),
-                ("registry", source_registry),
-            ],
-        )
-    }
-
-    /// Whether `repository` can be mapped: it starts with `strip_prefix` (and is longer),
-    /// or there is none.
-    pub fn strips(&self, repository: &str) -> bool {
-        self.strip_prefix
-            .as_deref()
-            .is_none_or(|p| repository.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
-    }
-
-    /// The target tag for `tag`: the tag template with `{tag}` replaced, or `tag` itself
-    /// when the target has no template. May be invalid; callers validate it.
-    pub fn expand_tag(&self, tag: &str) -> String {
-        match &self.tag {
-            Some(template) => expand(template, &[("tag", tag)]),
-            None => tag.to_owned(),
-        }
-    }
-}
-
-/// Replace each `{var}` of `template` in one pass (values are never re-expanded).
-/// Unknown placeholders and unbalanced braces are copied through unchanged.
-fn expand(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(close) => {
-                let var = &after[..close];
-                match vars.iter().find(|(k, _)| *k == var) {
-                    Some((_, value)) => out.push_str(value),
-                    None => out.push_str(&rest[open..open + close + 2]),
-                }
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push_str(&rest[open..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(repository: &str, tag: Option<&str>) -> RuleTarget {
-        RuleTarget {
-            registry: "dst.example".into(),
-            repository: repository.into(),
-            tag: tag.map(str::to_owned),
-            strip_prefix: None,
-        }
-    }
-
-    #[test]
-    fn strip_prefix_removes_the_leading_path_before_the_template_15() {
-        let t = RuleTarget {
-            strip_prefix: Some("my-project/docker/".into()),
-            ..target("mirror/{repository}", None)
-        };
-        assert_eq!(
-            t.expand_repository("europe-docker.pkg.dev", "my-project/docker/team/app"),
-            "mirror/team/app"
-        );
-        assert!(t.strips("my-project/docker/team/app"));
-        assert!(t.strips("my-project/docker/app"));
-        // Not under the prefix, the prefix itself, or a lookalike segment: no mapping.
-        assert!(!t.strips("other/docker/team/app"));
-        assert!(!t.strips("my-project/docker/"));
-        assert!(!t.strips("my-project/dockerx/app"));
-        // `{name}` is unchanged by it; without strip_prefix everything maps.
-        let n = RuleTarget {
-            strip_prefix: Some("p/r/".into()),
-            ..target("{name}", None)
-        };
-        assert_eq!(n.expand_repository("s", "p/r/team/app"), "app");
-        assert!(target("{repository}", None).strips("anything/at/all"));
-    }
-
-    #[test]
-    fn templates_expand_every_variable_once() {
-        let t = target("mirror/{registry}/{repository}-{name}", Some("{tag}-m"));
-        assert_eq!(
-            t.expand_repository("src.example", "a/b/app"),
-            "mirror/src.example/a/b/app-app"
-        );
-        assert_eq!(t.expand_tag("v1"), "v1-m");
-        assert_eq!(target("{repository}", None).expand_tag("v1"), "v1");
-        // Values are not re-expanded; unknown placeholders and stray braces pass through.
-        assert_eq!(target("{repository}", None).expand_repository("r", "{name}"), "{name}");
-        assert_eq!(target("x/{nope}/{", None).expand_repository("r", "a"), "x/{nope}/{");
-        assert_eq!(target("}{}", None).expand_repository("r", "a"), "}{}");
-    }
-
-    #[test]
-    fn globs_keep_single_stars_within_a_segment() {
-        let m = Matcher::try_glob("proj/*").unwrap();
-        assert!(m.is_match("proj/app"));
-        assert!(!m.is_match("proj/team/app"));
-        let m = Matcher::try_glob("proj/**").unwrap();
-        assert!(m.is_match("proj/team/app"));
-        assert!(Matcher::try_glob("a[").is_err());
-        let r = Matcher::try_regex("v[0-9]+").unwrap();
-        assert!(r.is_match("v12") && !r.is_match("xv12") && !r.is_match("v12x"));
-        assert!(Matcher::try_regex("(").is_err());
-        assert_eq!(r.as_str(), "v[0-9]+");
     }
 }

@@ -1,16 +1,21 @@
 //! Loading `regrelay run`'s TOML file into a validated [`super::Config`].
 //!
-//! Role: parse the file into raw serde structs (below, one `///` per field: this is the
-//! file's reference), then check and convert them (`validate`) into the typed config.
-//! Every check runs here, before anything binds or connects; secrets named by the file
-//! (environment variables, files) are read here too, once.
+//! Role: parse the file, then check and convert it (`validate`) into the typed config.
+//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`, a
+//! registry's `retry`) are deserialized straight into it: that struct is the setting's one
+//! definition (doc, default, unit). The others go through the raw serde structs below (one
+//! `///` per field: the file's reference), because their keys depend on a `kind` or need
+//! resolving (secrets). Every check runs here, before anything binds or connects; secrets
+//! named by the file (environment variables, files) are read here too, once.
 //!
-//! Must never: put a secret value in an error or in [`render`]'s output, or accept an
-//! unknown key (a typo must not silently fall back to a default).
+//! Must never: put a secret value in an error or in `check-config` output
+//! ([`super::render`]), or accept an unknown key (a typo must not silently fall back to a
+//! default).
 //!
 //! Invariants: every [`LoadError`] names the file and, whenever the problem has a place in
 //! the file, its line and the field path (`rules[0].targets[1].registry`). Raw fields that
-//! are checked after parsing are `toml::Spanned` so that their line is known.
+//! are checked after parsing are `toml::Spanned` so that their line is known; a problem in
+//! a typed section is placed by looking its field path up in the parsed document.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,15 +25,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Config, TagDeleteFallback};
+use super::{Config, PipelineConfig, ReconcileConfig, RetryPolicy};
 
-mod render;
 mod validate;
 
 #[cfg(test)]
 mod tests;
-
-pub use render::render;
 
 /// Why a configuration file was refused. Its `Display` is
 /// `FILE:LINE: FIELD: MESSAGE` (line and field omitted when the problem has no place in
@@ -85,13 +87,21 @@ pub fn load_str(text: &str, origin: &Path) -> Result<Config, LoadError> {
         let field = e.span().and_then(|s| field_at(text, s.start));
         error(e.span(), field, e.message().trim_end().to_owned())
     })?;
-    validate::config(raw).map_err(|p| error(Some(p.span), Some(p.field), p.message))
+    // Settings deserialized straight into their typed structs carry no spans: their
+    // problems are placed by looking their field path up in the document.
+    let doc = toml::de::DeTable::parse(text).ok();
+    let written = |field: &str, exact: bool| doc.as_ref().and_then(|d| span_of(d.get_ref(), field, exact));
+    validate::config(raw, &|field| written(field, true)).map_err(|p| {
+        let span = p.span.or_else(|| written(&p.field, false)).unwrap_or(0..0);
+        error(Some(span), Some(p.field), p.message)
+    })
 }
 
-/// A problem found after parsing: where, which field, what.
+/// A problem found after parsing: where (`None`: wherever `field` is written), which
+/// field, what.
 #[derive(Debug)]
 struct Problem {
-    span: Range<usize>,
+    span: Option<Range<usize>>,
     field: String,
     message: String,
 }
@@ -99,11 +109,59 @@ struct Problem {
 impl Problem {
     fn new(span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem {
-            span,
+            span: Some(span),
             field: field.into(),
             message: message.into(),
         }
     }
+
+    /// A problem with the setting at `field`, placed where the file writes it.
+    fn at(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            span: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The span of the key `field` (a path as in errors: `registries."a.b".retry.attempts`,
+/// `rules[0].name`) in `doc`; unless `exact`, of the innermost key on its path that the
+/// file writes (the table it would be in).
+fn span_of(doc: &toml::de::DeTable<'_>, field: &str, exact: bool) -> Option<Range<usize>> {
+    use toml::de::DeValue;
+    let mut table = Some(doc);
+    let mut items: Option<&toml::de::DeArray<'_>> = None;
+    let mut found = None;
+    let mut rest = field;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        let value = if let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r.split_once(']')?;
+            rest = after;
+            let item = items.and_then(|a| a.get(index.parse::<usize>().ok()?));
+            found = item.map(Spanned::span).or(found);
+            item
+        } else {
+            let (key, after) = match rest.strip_prefix('"') {
+                Some(r) => r.split_once('"')?,
+                None => rest.split_at(rest.find(['.', '[']).unwrap_or(rest.len())),
+            };
+            rest = after;
+            let entry = table.and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == key));
+            found = entry.map(|(k, _)| k.span()).or(found);
+            entry.map(|(_, v)| v)
+        };
+        let Some(value) = value else {
+            return if exact { None } else { found };
+        };
+        (table, items) = match value.get_ref() {
+            DeValue::Table(t) => (Some(t), None),
+            DeValue::Array(a) => (None, Some(a)),
+            _ => (None, None),
+        };
+    }
+    found
 }
 
 /// 1-based line number of byte `offset` in `text`.
@@ -158,11 +216,13 @@ struct RawConfig {
     /// `[source]`, required: where events come from.
     source: Option<Spanned<RawSource>>,
     /// `[pipeline]`: concurrency, deduplication, settlement and pause knobs.
-    pipeline: Option<Spanned<RawPipeline>>,
+    #[serde(default)]
+    pipeline: PipelineConfig,
     /// `[admin]`: the `/metrics`, `/livez`, `/readyz` HTTP server.
     admin: Option<Spanned<RawAdmin>>,
     /// `[reconcile]`: the periodic sweep that repairs what events missed (off by default).
-    reconcile: Option<Spanned<RawReconcile>>,
+    #[serde(default)]
+    reconcile: ReconcileConfig,
     /// `[registries."HOST[:PORT]"]`: every registry regrelay may contact, keyed by the host
     /// exactly as it appears in image references. Events naming other hosts are rejected.
     #[serde(default)]
@@ -321,53 +381,6 @@ struct RawServiceBusAuth {
     scope: Option<Spanned<String>>,
 }
 
-/// `pipeline.reject`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RawReject {
-    /// Ack and count permanently failing messages (default).
-    Ack,
-    /// Nack them, for the subscription's dead-letter policy.
-    Nack,
-}
-
-/// `[pipeline]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPipeline {
-    /// Messages processed concurrently, ≥ 1. Default 8.
-    workers: Option<Spanned<usize>>,
-    /// Concurrent blob transfers shared by all copies, ≥ 1. Default 8.
-    blob_jobs: Option<Spanned<usize>>,
-    /// Copy referrers (signatures, SBOMs) and cosign tags too. Default true.
-    referrers: Option<bool>,
-    /// How long a verified (target, digest) is remembered; 0 disables. Default 600.
-    dedup_ttl_secs: Option<u64>,
-    /// Most entries in that memory. Default 100000.
-    dedup_max_entries: Option<usize>,
-    /// Settlement of permanent failures: `"ack"` (default) or `"nack"`. The servicebus
-    /// source defaults to `"nack"` (abandon; see `source.reject`).
-    reject: Option<Spanned<RawReject>>,
-    /// Time in-flight copies get to finish on SIGTERM/SIGINT. Default 30.
-    shutdown_grace_secs: Option<u64>,
-    /// First pause of pulling after a systemic failure, ≥ 1. Default 5.
-    pause_min_secs: Option<Spanned<u64>>,
-    /// Longest such pause, ≥ `pause_min_secs`. Default 300.
-    pause_max_secs: Option<Spanned<u64>>,
-    /// Log deletions instead of performing them. Default false.
-    delete_dry_run: Option<bool>,
-    /// Retry delay after a message's first transient or systemic failure; doubles per
-    /// delivery. 0 hands failed messages back at once. Default 15.
-    retry_delay_min_secs: Option<Spanned<u64>>,
-    /// Longest retry delay, ≥ `retry_delay_min_secs`. Default 300.
-    retry_delay_max_secs: Option<Spanned<u64>>,
-    /// Most failed messages held while their retry delay runs, ≥ 1. Default 1000.
-    max_waiting: Option<Spanned<usize>>,
-    /// A tag delete at a target that cannot delete tags: `"manifest"` (delete the
-    /// manifest by digest when no other tag uses it; default) or `"off"`.
-    tag_delete_fallback: Option<TagDeleteFallback>,
-}
-
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,20 +389,6 @@ struct RawAdmin {
     listen: Option<Spanned<String>>,
     /// `false` disables the server. Default true.
     enabled: Option<Spanned<bool>>,
-}
-
-/// `[reconcile]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReconcile {
-    /// Seconds between the end of one sweep and the start of the next (±10 %); absent or
-    /// 0 = no sweep. With several replicas use the `regrelay sync` CronJob instead.
-    interval_secs: Option<Spanned<u64>>,
-    /// HEADs and repairs a sweep keeps in flight (below the event workers). Default 2.
-    jobs: Option<Spanned<usize>>,
-    /// Also delete target tags gone at the source (rules with the delete action, like
-    /// `sync --prune`). Default false.
-    prune: Option<bool>,
 }
 
 /// `[registries."HOST"]`. Defaults are those of `RegistryConfig::new`.
@@ -406,9 +405,8 @@ struct RawRegistry {
     requests_per_second: Option<Spanned<f64>>,
     /// Upload blobs in chunks of this many bytes, ≥ 1024. Default: one monolithic PUT.
     chunk_size: Option<Spanned<u64>>,
-    /// Per-request retries. Default `{ attempts = 3, min_delay_ms = 100,
-    /// max_delay_ms = 2000, max_retry_after_secs = 10 }`.
-    retry: Option<Spanned<RawRetry>>,
+    /// Per-request retries (see [`RetryPolicy`]); absent keys keep the daemon default.
+    retry: Option<RetryPolicy>,
     /// TCP connect timeout, ≥ 1. Default 10.
     connect_timeout_secs: Option<Spanned<u64>>,
     /// Longest silence while reading a response, ≥ 1. Default 60.
@@ -423,20 +421,6 @@ struct RawRegistry {
     /// for `docker.io`).
     #[cfg(debug_assertions)]
     test_dial: Option<String>,
-}
-
-/// `registries."HOST".retry`; absent fields keep the daemon default.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    /// Attempts per request including the first, ≥ 1. Default 3.
-    attempts: Option<Spanned<u32>>,
-    /// First backoff delay in milliseconds. Default 100.
-    min_delay_ms: Option<u64>,
-    /// Largest backoff delay in milliseconds, ≥ `min_delay_ms`. Default 2000.
-    max_delay_ms: Option<u64>,
-    /// Cap on a server's `Retry-After` in seconds. Default 10.
-    max_retry_after_secs: Option<u64>,
 }
 
 /// `registries."HOST".auth.kind`. New kinds (Entra ID, Google ADC) are new variants.

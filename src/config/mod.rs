@@ -5,19 +5,25 @@
 //! flags today, from the TOML file in `regrelay run`) and passed down; no other module
 //! reads environment variables or files named by the operator.
 //!
-//! Must never: print a secret. [`Secret`] has no `Display`, and its `Debug` is redacted,
-//! so a `{:?}` of any config value is safe to log.
+//! Must never: print a secret. [`Secret`] has no `Display`, its `Debug` is redacted and
+//! it serializes as `"***"`, so a `{:?}` of any config value is safe to log and
+//! `check-config` ([`render`]) shows none.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 mod daemon;
+mod effective;
 mod file;
+mod units;
 pub mod watch;
 
+/// The rule model lives in [`crate::rules`]; re-exported for the loader's callers.
+pub use crate::rules::{Matcher, Rule, RuleTarget, Untagged};
 pub use daemon::*;
-pub use file::{LoadError, load, load_str, render};
+pub use effective::render;
+pub use file::{LoadError, load, load_str};
 
 /// A credential (password, token, key). Its `Debug` output is redacted and it has no
 /// `Display`; call [`Secret::expose`] only where the value is put on the wire.
@@ -296,17 +302,30 @@ fn valid_entra_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Per-request retry policy (exponential backoff with full jitter).
-#[derive(Debug, Clone, PartialEq)]
+/// Per-request retry policy (exponential backoff with full jitter); serialized as a
+/// registry's `retry` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Total attempts for one request, including the first. 1 disables retries.
+    /// Total attempts for one request, including the first, ≥ 1. 1 disables retries.
+    /// Default 3 (the one-shot CLI: 6).
     pub attempts: u32,
-    /// First backoff delay.
+    /// First backoff delay (`min_delay_ms`). Default 100 ms.
+    #[serde(rename = "min_delay_ms", with = "units::millis")]
     pub min_delay: Duration,
-    /// Largest backoff delay.
+    /// Largest backoff delay (`max_delay_ms`), ≥ the first. Default 2000 ms.
+    #[serde(rename = "max_delay_ms", with = "units::millis")]
     pub max_delay: Duration,
-    /// Cap on a server's `Retry-After`; longer waits are left to queue redelivery.
+    /// Cap on a server's `Retry-After` (`max_retry_after_secs`); longer waits are left to
+    /// queue redelivery. Default 10 s.
+    #[serde(rename = "max_retry_after_secs", with = "units::secs")]
     pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy::daemon()
+    }
 }
 
 impl RetryPolicy {
@@ -330,10 +349,11 @@ impl RetryPolicy {
     }
 }
 
-/// Settings for one registry host.
-#[derive(Debug, Clone)]
+/// Settings for one registry host; serialized as its `[registries."HOST"]` table.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RegistryConfig {
-    /// Host with optional port, exactly as it appears in references.
+    /// Host with optional port, exactly as it appears in references (the table's key).
+    #[serde(skip)]
     pub host: String,
     /// Use plain HTTP (no TLS at all; nothing about certificates). Loopback hosts use
     /// plain HTTP whatever this says, unless `ca_file` is set.
@@ -341,27 +361,35 @@ pub struct RegistryConfig {
     /// A PEM bundle of CA certificates trusted for this host in addition to the system's
     /// roots (a registry with a private CA). Setting it means the host speaks HTTPS, on
     /// loopback too.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Credentials.
+    #[serde(serialize_with = "effective::auth")]
     pub auth: Auth,
     /// Maximum concurrent requests to this host (shared by all copies).
     pub max_in_flight: usize,
     /// Optional request rate limit for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
     /// Upload blobs in chunks of this size instead of one monolithic PUT.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
     /// Per-request retry policy.
     pub retry: RetryPolicy,
     /// TCP connect timeout.
+    #[serde(rename = "connect_timeout_secs", serialize_with = "units::secs::serialize")]
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before the request fails.
+    #[serde(rename = "read_timeout_secs", serialize_with = "units::secs::serialize")]
     pub read_timeout: Duration,
     /// After this long with connection failures and no answer at all from the host, its
     /// connection failures are Systemic (the daemon pauses) rather than Transient.
+    #[serde(rename = "unreachable_after_secs", serialize_with = "units::secs::serialize")]
     pub unreachable_after: Duration,
     /// Test only (debug builds; config key `test_dial`): the `host:port` actually dialled,
     /// so that tests can stand a loopback registry in for `docker.io`.
     #[doc(hidden)]
+    #[serde(skip)]
     pub dial: Option<String>,
 }
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::units;
+
 /// A repository on a configured registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoRef {
@@ -14,6 +16,12 @@ pub struct RepoRef {
     pub repository: String,
 }
 
+impl serde::Serialize for RepoRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for RepoRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)
@@ -21,7 +29,7 @@ impl std::fmt::Display for RepoRef {
 }
 
 /// One `[[watch]]`: upstream tags polled, gated in staging, promoted to the target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct WatchConfig {
     /// Unique name (state, logs).
     pub name: String,
@@ -30,6 +38,7 @@ pub struct WatchConfig {
     /// Tags: exact names, or globs (`22-*`) resolved through the tag list.
     pub tags: Vec<String>,
     /// Time between polls (a random jitter of up to 10 % is added).
+    #[serde(rename = "interval_secs", serialize_with = "units::secs::serialize")]
     pub interval: Duration,
     /// Where new digests are copied and gated.
     pub staging: RepoRef,
@@ -44,13 +53,15 @@ pub struct WatchConfig {
 }
 
 /// One `[gates.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GateConfig {
     /// Run a command (never through a shell).
     Exec {
         /// Program and arguments.
         argv: Vec<String>,
         /// How long it may run.
+        #[serde(rename = "timeout_secs", serialize_with = "units::secs::serialize")]
         timeout: Duration,
         /// How much of its output is kept (the tail).
         max_output_bytes: usize,
@@ -60,6 +71,7 @@ pub enum GateConfig {
     /// Require a cosign signature by one of these keys.
     Cosign {
         /// (file path, PEM text) of each ECDSA P-256 public key.
+        #[serde(serialize_with = "key_paths")]
         keys: Vec<(PathBuf, String)>,
         /// What an image with no signature at all gets.
         unsigned: Unsigned,
@@ -67,7 +79,8 @@ pub enum GateConfig {
 }
 
 /// A cosign gate's answer for an image that carries no signature at all (`unsigned`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Unsigned {
     /// "Try again later" (default): images are usually signed after they are pushed.
     #[default]
@@ -76,29 +89,72 @@ pub enum Unsigned {
     Reject,
 }
 
-/// One `[notify.NAME]`.
-#[derive(Debug, Clone)]
+/// One `[notify.NAME]`. Its `Debug` shows a webhook URL without its query, which may
+/// carry a token.
+#[derive(Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NotifyConfig {
     /// Run a command with the promotion in its environment.
     Exec {
         /// Program and arguments.
         argv: Vec<String>,
         /// How long it may run.
+        #[serde(rename = "timeout_secs", serialize_with = "units::secs::serialize")]
         timeout: Duration,
     },
     /// POST the promotion as JSON.
     Webhook {
         /// The URL (its host is the only one contacted).
+        #[serde(serialize_with = "redacted_url")]
         url: url::Url,
     },
     /// Publish the promotion to a Pub/Sub topic.
+    #[serde(rename = "pubsub")]
     PubSub {
         /// `projects/P/topics/T`.
         topic: String,
         /// Endpoint override (`http://127.0.0.1:8085` for the emulator: anonymous
         /// credentials); `None` is Google's endpoint with Application Default Credentials.
+        #[serde(skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
     },
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotifyConfig::Exec { argv, timeout } => f
+                .debug_struct("Exec")
+                .field("argv", argv)
+                .field("timeout", timeout)
+                .finish(),
+            NotifyConfig::Webhook { url } => f.debug_struct("Webhook").field("url", &redacted(url).as_str()).finish(),
+            NotifyConfig::PubSub { topic, endpoint } => f
+                .debug_struct("PubSub")
+                .field("topic", topic)
+                .field("endpoint", endpoint)
+                .finish(),
+        }
+    }
+}
+
+/// `url` with its query, if any, replaced by `***`.
+fn redacted(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    if shown.query().is_some() {
+        shown.set_query(Some("***"));
+    }
+    shown
+}
+
+/// Cosign keys are shown as their files.
+fn key_paths<S: serde::Serializer>(keys: &[(PathBuf, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keys.iter().map(|(p, _)| p))
+}
+
+/// The URL may carry a token in its query: shown as `?***`.
+fn redacted_url<S: serde::Serializer>(url: &url::Url, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(redacted(url).as_str())
 }
 
 /// Everything watches need.

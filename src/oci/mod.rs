@@ -371,17 +371,33 @@ impl fmt::Display for Reference {
     }
 }
 
-fn valid_host(h: &str) -> bool {
+/// A registry host with optional port, as written in references: `[A-Za-z0-9.-]` (at
+/// most 253 characters) or a bracketed IPv6 literal, then an optional `:PORT`. No scheme,
+/// no path.
+pub fn valid_host(h: &str) -> bool {
     let (name, port) = match h.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(']') || n.starts_with('[') => (n, Some(p)),
+        Some((n, p)) if !n.starts_with('[') || n.ends_with(']') => (n, Some(p)),
         _ => (h, None),
     };
-    if let Some(p) = port
-        && p.parse::<u16>().is_err()
-    {
-        return false;
-    }
-    !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+    };
+    port_ok && name_ok
+}
+
+/// The repository name grammar (distribution's reference.go): lowercase `[a-z0-9]`
+/// components joined by `.`, `_`, `__` or runs of `-`, separated by `/`, at most 255
+/// characters.
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.split('/').all(valid_path_component)
 }
 
 fn valid_path_component(c: &str) -> bool {
@@ -561,6 +577,18 @@ mod tests {
     use super::*;
 
     const HEX: &str = "2c983205795bbf038b585fa925adeb03a8d47c4d2729ea7a4a6fdba32d9ef752";
+
+    #[test]
+    fn name_grammar_is_the_configs_too() {
+        assert!(valid_repository("mirror/a"));
+        assert!(valid_repository("a__b/c-d--e/f.g"));
+        assert!(!valid_repository("Mirror/a") && !valid_repository("a//b") && !valid_repository("a/"));
+        assert!(!valid_repository("a___b") && !valid_repository("-a") && !valid_repository("a.-b"));
+        assert!(valid_tag("v1.2_3-x") && valid_tag("_x") && !valid_tag("-x") && !valid_tag(""));
+        assert!(valid_host("us-docker.pkg.dev") && valid_host("127.0.0.1:5001") && valid_host("[::1]:5000"));
+        assert!(!valid_host("https://x") && !valid_host("a/b") && !valid_host("a:b") && !valid_host(""));
+        assert!(valid_host("[::1]") && !valid_host("[nope]:5000") && !valid_host("a[b"));
+    }
 
     #[test]
     fn digest_round_trip_and_rejects_garbage() {

@@ -164,10 +164,10 @@ fn cloud_auth_renders_without_secrets_and_reloads() {
     let out = render(&ok(&text));
     assert!(!out.contains("hunter2"), "{out}");
     for line in [
-        "auth = { kind = \"google\" }",
-        "credential = \"client_secret\", client_id = \"app\", client_secret = \"***\"",
+        "[registries.\"c.example\".auth]\nkind = \"google\"\n\n",
+        "credential = \"client_secret\"\ntenant = \"t\"\nclient_id = \"app\"\nclient_secret = \"***\"\n",
         "federated_token_file = \"/var/run/secrets/azure/tokens/azure-identity-token\"",
-        "token_file = \"/run/t\", authority_host = \"http://127.0.0.1:9\"",
+        "token_file = \"/run/t\"\nauthority_host = \"http://127.0.0.1:9\"\n",
         "scope = \"https://containerregistry.azure.net/.default\"",
     ] {
         assert!(out.contains(line), "{line} missing from\n{out}");

@@ -2,7 +2,7 @@
 //! example mapping `check-config` prints for each target (issue 15).
 
 use super::{BASE, FILE, expect, ok};
-use crate::config::file::render;
+use crate::config::render;
 
 fn with_target(extra: &str) -> String {
     BASE.replace(

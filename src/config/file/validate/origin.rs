@@ -9,8 +9,10 @@ use std::collections::HashSet;
 use toml::Spanned;
 
 use super::super::RawOrigin;
-use super::{Result, configured, invalid, placeholders, valid_host, valid_repository};
+use super::{Result, configured, invalid};
 use crate::config::OriginConfig;
+use crate::oci::{valid_host, valid_repository};
+use crate::rules::check_placeholders;
 
 /// Placeholders of `registry`.
 const REGISTRY_VARS: [&str; 1] = ["repo_key"];
@@ -22,7 +24,7 @@ pub(super) fn origin(o: Spanned<RawOrigin>, hosts: &HashSet<&str>) -> Result<Ori
     let o = o.into_inner();
     let field = |k: &str| format!("source.origin.{k}");
     let registry = &o.registry;
-    placeholders(registry.get_ref(), &REGISTRY_VARS)
+    check_placeholders(registry.get_ref(), &REGISTRY_VARS)
         .map_err(|e| super::Problem::new(registry.span(), field("registry"), e))?;
     let registry = if registry.get_ref().contains('{') {
         // A template: it must be able to give a valid host, and at least one configured
@@ -54,7 +56,7 @@ pub(super) fn origin(o: Spanned<RawOrigin>, hosts: &HashSet<&str>) -> Result<Ori
     };
     let repository = match &o.repository {
         Some(r) => {
-            placeholders(r.get_ref(), &REPOSITORY_VARS)
+            check_placeholders(r.get_ref(), &REPOSITORY_VARS)
                 .map_err(|e| super::Problem::new(r.span(), field("repository"), e))?;
             let sample = REPOSITORY_VARS
                 .iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::{Problem, RawReject, RawServiceBusAuth, RawServiceBusReject, RawSource, ServiceBusAuthKind};
+use super::super::{Problem, RawServiceBusAuth, RawServiceBusReject, RawSource, ServiceBusAuthKind};
 use super::entra::{EntraKeys, EntraUse};
 use super::{Result, given_secret, invalid, ranged};
 use crate::config::{
@@ -24,12 +24,9 @@ const NAMESPACE_HINT: &str = "use the full host name, e.g. \"example.servicebus.
 /// (`ack` = complete, `nack` = abandon), else abandon. Both given must agree.
 pub(super) fn reject_mode(
     source: Option<(RawServiceBusReject, Range<usize>)>,
-    pipeline: Option<(RawReject, Range<usize>)>,
+    pipeline: Option<(RejectMode, Range<usize>)>,
 ) -> Result<RejectMode> {
-    let from_pipeline = pipeline.as_ref().map(|(r, _)| match r {
-        RawReject::Ack => RejectMode::Ack,
-        RawReject::Nack => RejectMode::Nack,
-    });
+    let from_pipeline = pipeline.as_ref().map(|(r, _)| *r);
     let Some((r, at)) = source else {
         return Ok(from_pipeline.unwrap_or(RejectMode::Nack));
     };

@@ -3,6 +3,8 @@
 
 mod unit {
     use super::super::*;
+    // `pipeline.reject` is deserialized straight into the typed mode.
+    use crate::config::RejectMode as RawReject;
 
     fn queue() -> ServiceBusEntity {
         ServiceBusEntity::Queue("acr-events".into())

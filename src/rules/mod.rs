@@ -1,4 +1,5 @@
-//! Rules: which copies or deletions one registry event asks for.
+//! Rules: which copies or deletions one registry event asks for, and the rule model
+//! itself (patterns and templates, in `model`).
 //!
 //! Role: given the configured [`Rule`]s and a decoded [`Event`], produce a [`Plan`]: either
 //! the list of [`Route`]s (target registry, repository, tag) to act on, or the reason the
@@ -12,9 +13,12 @@
 //! same image to the same place twice (the first rule in file order names the route);
 //! [`Plan::Work`] is never empty.
 
-use crate::config::{Matcher, Rule, RuleTarget, Untagged};
 use crate::event::{Action, Event};
 use crate::oci::{Locator, Reference, valid_tag};
+
+mod model;
+
+pub use model::{Matcher, Rule, RuleTarget, Untagged, check_placeholders, example_mapping};
 
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,459 @@
+//! The effective configuration as TOML, for `regrelay check-config`: the typed
+//! [`Config`] serialized in the file's layout, every default filled in.
+//!
+//! Must never: print a secret value. Secrets are [`Secret`]s, whose `Serialize` writes
+//! `"***"`; a webhook URL's query (which may carry a token) is shown as `***` too.
+//!
+//! Invariant: the output loads again with [`super::load_str`] (secrets aside) to the same
+//! effective configuration. Sections whose typed struct has the file's layout serialize
+//! themselves (`[pipeline]`, `[reconcile]`, a registry's `retry`, the watch sections);
+//! the others go through the flat views below, one per table.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Serialize, Serializer};
+
+use super::watch::WatchSettings;
+use super::{
+    Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, SourceConfig,
+};
+use crate::rules::{Matcher, Rule, RuleTarget, Untagged, example_mapping};
+
+impl Serialize for Secret {
+    /// Always `"***"`: the value never leaves the process this way.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// The effective configuration as TOML, secrets redacted, for `regrelay check-config`;
+/// each rule target's example mapping follows as a comment.
+pub fn render(config: &Config) -> String {
+    let mut out = String::from("# effective configuration: defaults applied, secrets shown as \"***\"\n\n");
+    // Every value here is representable in TOML (no None in arrays, maps keyed by strings).
+    out.push_str(&toml::to_string(&File::of(config)).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
+    let examples: Vec<String> = config
+        .rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.targets.iter().enumerate().filter_map(move |(j, t)| {
+                example_mapping(r, t).map(|e| format!("# example: {e}  (rules[{i}].targets[{j}])\n"))
+            })
+        })
+        .collect();
+    if !examples.is_empty() {
+        out.push_str("\n# Example mappings, one per rule target:\n");
+        out.extend(examples);
+    }
+    out
+}
+
+/// The whole file.
+#[derive(Serialize)]
+struct File<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source<'a>>,
+    pipeline: &'a super::PipelineConfig,
+    admin: Admin,
+    reconcile: &'a super::ReconcileConfig,
+    registries: BTreeMap<&'a str, &'a RegistryConfig>,
+    rules: Vec<RuleView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watcher: Option<Watcher<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    watch: &'a [super::watch::WatchConfig],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    gates: &'a BTreeMap<String, super::watch::GateConfig>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    notify: &'a BTreeMap<String, super::watch::NotifyConfig>,
+}
+
+impl<'a> File<'a> {
+    fn of(c: &'a Config) -> File<'a> {
+        // Exhaustive, so that a new section cannot be left out of check-config.
+        let Config {
+            source: _,
+            origin: _,
+            registries,
+            rules,
+            pipeline,
+            admin_listen,
+            watch,
+            reconcile,
+        } = c;
+        let WatchSettings {
+            watches,
+            gates,
+            notify,
+            state_file,
+            ratelimit_floor,
+            notify_attempts,
+        } = watch;
+        let any_watch = !(watches.is_empty() && gates.is_empty() && notify.is_empty());
+        File {
+            source: Source::of(c),
+            pipeline,
+            admin: Admin {
+                listen: admin_listen.map(|a| a.to_string()),
+                enabled: admin_listen.is_none().then_some(false),
+            },
+            reconcile,
+            registries: registries.iter().map(|r| (r.host.as_str(), r)).collect(),
+            rules: rules.iter().map(RuleView).collect(),
+            watcher: any_watch.then_some(Watcher {
+                state_file: state_file.as_deref(),
+                ratelimit_floor: *ratelimit_floor,
+                notify_attempts: *notify_attempts,
+            }),
+            watch: watches,
+            gates,
+            notify,
+        }
+    }
+}
+
+/// `[admin]`: `listen`, or `enabled = false`.
+#[derive(Serialize)]
+struct Admin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+}
+
+/// `[watcher]`.
+#[derive(Serialize)]
+struct Watcher<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_file: Option<&'a Path>,
+    ratelimit_floor: u64,
+    notify_attempts: u32,
+}
+
+/// `[source]`: the typed source (its `kind` and keys), with `origin` and, for Service
+/// Bus, `reject` beside it.
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(flatten)]
+    source: &'a SourceConfig,
+    /// The same setting as `pipeline.reject` (abandon = nack, complete = ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a super::OriginConfig>,
+}
+
+impl<'a> Source<'a> {
+    fn of(c: &'a Config) -> Option<Source<'a>> {
+        let reject = match c.pipeline.reject_mode {
+            RejectMode::Ack => "complete",
+            RejectMode::Nack => "abandon",
+        };
+        (!matches!(c.source, SourceConfig::None)).then_some(Source {
+            source: &c.source,
+            reject: matches!(c.source, SourceConfig::ServiceBus(_)).then_some(reject),
+            origin: c.origin.as_ref(),
+        })
+    }
+}
+
+/// `serialize_with` of the Service Bus source's `auth`.
+pub(super) fn servicebus_auth<S: Serializer>(auth: &ServiceBusAuth, s: S) -> Result<S::Ok, S::Error> {
+    match auth {
+        ServiceBusAuth::Sas { key_name, key } => AuthView {
+            kind: "sas",
+            key_name: Some(key_name),
+            key: Some(key),
+            ..AuthView::default()
+        },
+        ServiceBusAuth::Entra { entra, scope } => AuthView::entra("entra", entra, scope),
+    }
+    .serialize(s)
+}
+
+/// `serialize_with` of a registry's `auth`.
+pub(super) fn auth<S: Serializer>(auth: &Auth, s: S) -> Result<S::Ok, S::Error> {
+    AuthView::of(auth).serialize(s)
+}
+
+/// A registry's or the Service Bus source's `auth`: one flat table whose `kind` says
+/// which keys are present. Secrets are [`Secret`]s, so they serialize as `"***"`.
+#[derive(Serialize, Default)]
+struct AuthView<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    federated_token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authority_host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+impl<'a> AuthView<'a> {
+    fn of(auth: &'a Auth) -> AuthView<'a> {
+        let kind = |kind| AuthView {
+            kind,
+            ..AuthView::default()
+        };
+        match auth {
+            Auth::Anonymous => kind("anonymous"),
+            Auth::Basic { username, password } => AuthView {
+                username: Some(username),
+                password: Some(password),
+                ..kind("basic")
+            },
+            Auth::IdentityToken(token) => AuthView {
+                token: Some(token),
+                ..kind("identity_token")
+            },
+            Auth::DockerConfig { path } => AuthView {
+                path: Some(path),
+                ..kind("docker_config")
+            },
+            Auth::Google(g) => AuthView {
+                credentials_file: g.credentials_file.as_deref(),
+                ..kind("google")
+            },
+            Auth::AcrEntra { tenant, entra, scope } => AuthView {
+                tenant: Some(tenant),
+                ..AuthView::entra("acr_entra", entra, scope)
+            },
+        }
+    }
+
+    /// The Entra keys shared by `acr_entra` and the Service Bus `entra` auth.
+    fn entra(kind: &'static str, entra: &'a EntraConfig, scope: &'a str) -> AuthView<'a> {
+        let mut v = AuthView {
+            kind,
+            tenant: entra.tenant.as_deref(),
+            authority_host: Some(&entra.authority_host),
+            scope: Some(scope),
+            ..AuthView::default()
+        };
+        match &entra.credential {
+            EntraCredential::WorkloadIdentity { client_id, token_file } => {
+                v.credential = Some("workload_identity");
+                v.client_id = client_id.as_deref();
+                v.federated_token_file = token_file.as_deref();
+            }
+            EntraCredential::ManagedIdentity { client_id } => {
+                v.credential = Some("managed_identity");
+                v.client_id = client_id.as_deref();
+            }
+            EntraCredential::ClientSecret { client_id, secret } => {
+                v.credential = Some("client_secret");
+                v.client_id = Some(client_id);
+                v.client_secret = Some(secret);
+            }
+            EntraCredential::StaticTokenFile { path } => {
+                v.credential = Some("static_token_file");
+                v.token_file = Some(path);
+            }
+        }
+        v
+    }
+}
+
+/// `[[rules]]`: patterns back under the key they came from (glob or regex).
+struct RuleView<'a>(&'a Rule);
+
+impl Serialize for RuleView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            name: &'a str,
+            source_registry: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            repository: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            repository_regex: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            repositories: &'a [String],
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            tags: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            tags_regex: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            exclude_tags: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            exclude_tags_regex: Vec<&'a str>,
+            actions: Vec<&'static str>,
+            untagged: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            delete_dry_run: Option<bool>,
+            targets: &'a [RuleTarget],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            require: &'a [String],
+        }
+        /// (globs, regexes) of `list`, as written.
+        fn split(list: &[Matcher]) -> (Vec<&str>, Vec<&str>) {
+            let globs = list.iter().filter(|m| matches!(m, Matcher::Glob(..)));
+            let regexes = list.iter().filter(|m| matches!(m, Matcher::Regex(..)));
+            (
+                globs.map(Matcher::as_str).collect(),
+                regexes.map(Matcher::as_str).collect(),
+            )
+        }
+        // Exhaustive, so that a new rule setting cannot be left out of check-config.
+        let Rule {
+            name,
+            source_registry,
+            repository,
+            repositories,
+            tags_include,
+            tags_exclude,
+            on_push,
+            on_delete,
+            untagged,
+            delete_dry_run,
+            targets,
+            require,
+        } = self.0;
+        let (repository, repository_regex) = match repository {
+            Matcher::Glob(_, g) => (Some(g.as_str()), None),
+            Matcher::Regex(_, re) => (None, Some(re.as_str())),
+        };
+        let (tags, tags_regex) = split(tags_include);
+        let (exclude_tags, exclude_tags_regex) = split(tags_exclude);
+        let actions = [(*on_push, "push"), (*on_delete, "delete")];
+        View {
+            name,
+            source_registry,
+            repository,
+            repository_regex,
+            repositories,
+            tags,
+            tags_regex,
+            exclude_tags,
+            exclude_tags_regex,
+            actions: actions.into_iter().filter_map(|(on, a)| on.then_some(a)).collect(),
+            untagged: match untagged {
+                Untagged::Ignore => "ignore",
+                Untagged::Replicate => "replicate",
+            },
+            delete_dry_run: *delete_dry_run,
+            targets,
+            require,
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::render;
+    use crate::config::load_str;
+
+    /// Every kind of secret the file can hold, inline, so that the value is known here.
+    const SECRETS: &str = r#"
+[source]
+kind = "servicebus"
+namespace = "ex.servicebus.windows.net"
+queue = "q"
+auth = { kind = "sas", connection_string = "Endpoint=sb://ex.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=sb-k3y-1" }
+
+[registries."a.example"]
+auth = { kind = "basic", username = "bob", password = "pw-s3cret-2" }
+[registries."b.example"]
+auth = { kind = "identity_token", token = "t0ken-s3cret-3" }
+[registries."c.example"]
+auth = { kind = "acr_entra", tenant = "t", credential = "client_secret", client_id = "c", client_secret = "entra-s3cret-4" }
+
+[[rules]]
+source_registry = "a.example"
+repository = "**"
+[[rules.targets]]
+registry = "b.example"
+
+[notify.hook]
+kind = "webhook"
+url = "https://hooks.example/x?token=hook-s3cret-5"
+"#;
+
+    #[test]
+    fn no_secret_reaches_check_config_or_debug() {
+        let sb_entra = SECRETS.replace(
+            "auth = { kind = \"sas\", connection_string = \"Endpoint=sb://ex.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=sb-k3y-1\" }",
+            "auth = { kind = \"entra\", credential = \"client_secret\", tenant = \"t\", client_id = \"c\", client_secret = \"sb-entra-s3cret-6\" }",
+        );
+        for text in [SECRETS.to_owned(), sb_entra] {
+            let c = load_str(&text, Path::new("s.toml")).unwrap_or_else(|e| panic!("{e}"));
+            let shown = render(&c);
+            let debug = format!("{c:?}");
+            for secret in [
+                "sb-k3y-1",
+                "pw-s3cret-2",
+                "t0ken-s3cret-3",
+                "entra-s3cret-4",
+                "hook-s3cret-5",
+                "sb-entra-s3cret-6",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in\n{shown}");
+                assert!(!debug.contains(secret), "{secret} in\n{debug}");
+            }
+            assert!(shown.contains("\"***\""), "{shown}");
+            // Valid TOML that loads again (the secrets are now "***").
+            load_str(&shown, Path::new("shown.toml")).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod helm_schema {
+    use std::collections::BTreeSet;
+
+    use crate::config::{PipelineConfig, ReconcileConfig, RetryPolicy};
+
+    /// The keys of a typed section, from its one definition.
+    fn keys(section: impl serde::Serialize) -> BTreeSet<String> {
+        toml::Table::try_from(section).unwrap().keys().cloned().collect()
+    }
+
+    /// The Helm chart's schema lists every key of the sections that have one typed
+    /// definition, and no other (it refuses unknown keys, so a missing one cannot be set).
+    #[test]
+    fn helm_schema_lists_the_keys_of_the_typed_sections() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/regrelay/values.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let config = &schema["properties"]["config"]["properties"];
+        let of = |v: &serde_json::Value| -> BTreeSet<String> {
+            v["properties"].as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(of(&config["pipeline"]), keys(PipelineConfig::default()), "[pipeline]");
+        assert_eq!(
+            of(&config["reconcile"]),
+            keys(ReconcileConfig::default()),
+            "[reconcile]"
+        );
+        let retry = &config["registries"]["items"]["properties"]["retry"];
+        assert_eq!(of(retry), keys(RetryPolicy::default()), "registries[].retry");
+    }
+}
