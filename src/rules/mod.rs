@@ -203,7 +203,26 @@ pub fn tag_passes(rule: &Rule, tag: &str) -> Result<(), String> {
     if let Some(m) = rule.tags_exclude.iter().find(|m| m.is_match(tag)) {
         return Err(format!("tag {tag} excluded by rule {name} (pattern {:?})", m.as_str()));
     }
+    if !rule.require.is_empty() && is_cosign_artifact_tag(tag) {
+        return Err(format!(
+            "tag {tag} is a cosign signature, attestation or SBOM tag: rule {name} requires gates, \
+             so it travels with the image it belongs to and is not gated as an image of its own"
+        ));
+    }
     Ok(())
+}
+
+/// cosign's tag convention for what belongs to an image: `sha256-<64 hex>.sig|.att|.sbom`.
+fn is_cosign_artifact_tag(tag: &str) -> bool {
+    let Some(rest) = tag.strip_prefix("sha256-") else {
+        return false;
+    };
+    let Some((hex, suffix)) = rest.split_once('.') else {
+        return false;
+    };
+    hex.len() == 64
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && matches!(suffix, "sig" | "att" | "sbom")
 }
 
 fn patterns(list: &[Matcher]) -> String {
@@ -354,6 +373,30 @@ mod tests {
         let why = ignored(plan(&rules, &push("team/a/app", "v1")));
         assert!(why.contains("repository team/a/app matches no rule"), "{why}");
         assert_eq!(ignored(plan(&[], &push("a", "v1"))), "no rule for registry src.example");
+    }
+
+    #[test]
+    fn a_gated_rule_leaves_cosign_artifact_tags_to_the_image_they_belong_to() {
+        let sig = format!("sha256-{}.sig", "ab".repeat(32));
+        let att = format!("sha256-{}.att", "0f".repeat(32));
+        let mut r = mirror("gated", "**");
+        // Without gates a signature tag is an ordinary tag.
+        assert_eq!(work(plan(std::slice::from_ref(&r), &push("app", &sig))).len(), 1);
+        r.require = vec!["signed".into()];
+        for tag in [&sig, &att] {
+            let why = ignored(plan(std::slice::from_ref(&r), &push("app", tag)));
+            assert!(why.contains("cosign signature, attestation or SBOM tag"), "{why}");
+            assert!(tag_passes(&r, tag).is_err());
+        }
+        // Only the exact convention: other tags still go through the gates.
+        for tag in [
+            "v1",
+            "sha256-abc.sig",
+            &format!("sha256-{}.sig", "AB".repeat(32)),
+            &format!("sha256-{}.txt", "ab".repeat(32)),
+        ] {
+            assert!(tag_passes(&r, tag).is_ok(), "{tag}");
+        }
     }
 
     #[test]
