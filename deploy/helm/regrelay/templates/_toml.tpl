@@ -4,7 +4,8 @@
 Layout: [source], [pipeline], then [admin] (written by the chart from adminPort), the
 optional [reconcile], one
 [registries."HOST"] table per entry of the `registries` list (its `host` is the key), and
-one [[rules]] table per rule with its [[rules.targets]]. Inside a table every key is
+one [[rules]] table per rule with its [[rules.targets]], and one [gates."NAME"] table per
+entry of the `gates` map. Inside a table every key is
 `key = value` in key order; nested maps become inline tables and lists inline arrays.
 
 Scalars go through toJson: a JSON string is a valid TOML basic string (the escapes Go
@@ -130,5 +131,10 @@ listen = {{ printf "0.0.0.0:%d" (int .Values.adminPort) | toJson }}
 [[rules.targets]]
 {{- include "regrelay.toml.keys" (dict "table" $t "skip" list) }}
 {{- end }}
+{{- end }}
+{{- range $name, $g := $c.gates }}
+
+[gates.{{ toJson $name }}]
+{{- include "regrelay.toml.keys" (dict "table" $g "skip" list) }}
 {{- end }}
 {{ end -}}
