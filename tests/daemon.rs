@@ -6,12 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use regrelay::oci::Locator;
-use regrelay::registry::Registry as _;
 use support::image;
 use support::{
-    Action, COPIES, Daemon, FaultProxy, LONG, Method, PubSubEmulator, Registries, Rule, SETTLED, mirror_config,
-    tag_digest,
+    Action, COPIES, Daemon, FaultProxy, LONG, Method, PubSubEmulator, Registries, Rule, SETTLED, ar_insert,
+    mirror_config, tag_digest,
 };
 
 const TOPIC: &str = "gcr";
@@ -36,29 +34,12 @@ max_outstanding_messages = 16"#,
     )
 }
 
-/// An Artifact Registry-shaped INSERT for `host/repo:tag@digest`.
-fn ar_insert(host: &str, repo: &str, tag: Option<&str>, digest: &str) -> Vec<u8> {
-    let mut v = serde_json::json!({"action": "INSERT", "digest": format!("{host}/{repo}@{digest}")});
-    if let Some(t) = tag {
-        v["tag"] = format!("{host}/{repo}:{t}").into();
-    }
-    serde_json::to_vec(&v).unwrap()
-}
-
-/// Emulator + topic + subscription with a 10 s ack deadline.
-async fn emulator() -> PubSubEmulator {
-    let emu = PubSubEmulator::start().await;
-    emu.create_topic(TOPIC).await;
-    emu.create_subscription(SUB, TOPIC, 10).await;
-    emu
-}
-
 #[tokio::test]
 async fn pubsub_event_is_replicated_verified_and_acked() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "1.0", 200_000, 1).await;
     let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
 
@@ -90,7 +71,7 @@ async fn fifty_duplicates_of_one_digest_make_exactly_one_copy() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, .. } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "2.0", 300_000, 2).await;
     let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
 
@@ -114,7 +95,7 @@ async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "3.0", 100_000, 3).await;
     // Every manifest PUT at the target fails with 503 for the first 6 tries: more than
     // the in-process retries, so the message must go back to Pub/Sub and return.
@@ -159,7 +140,7 @@ async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/big", "1", 8 << 20, 4).await;
     // The first blob GET from the source hangs: the copy is in flight when we kill.
     proxy.add_rule(
@@ -205,7 +186,7 @@ async fn malformed_and_hostile_messages_are_rejected_without_contact() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, .. } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     // A host we own but did not configure: it must never see a connection.
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     stranger.set_nonblocking(true).unwrap();
@@ -244,7 +225,7 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let quick = image::push_simple(&s, "team/quick", "1", 50_000, 5).await;
     let stuck = image::push_simple(&s, "team/stuck", "1", 50_000, 6).await;
     // team/quick's blobs take 1 s each (finishes inside the 4 s grace period); team/stuck's
@@ -310,7 +291,7 @@ async fn out_of_order_tag_events_never_move_the_target_tag_back() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let old = image::push_simple(&s, "team/app", "stable", 40_000, 7).await;
     let new = image::push_simple(&s, "team/app", "stable", 40_000, 8).await;
     assert_ne!(old.digest, new.digest);
@@ -511,7 +492,7 @@ async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "4.0", 50_000, 11).await;
     proxy.set_down(true);
     // A silent target: 1 s read timeout, Systemic after 1 s without any answer.
@@ -548,175 +529,6 @@ async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
     assert_eq!(
         tag_digest(&d, "mirror/team/app", "4.0").await.as_deref(),
         Some(img.digest.to_string().as_str())
-    );
-}
-
-/// Delete propagation (`actions = ["push", "delete"]`): a DELETE whose digest the source
-/// still holds is stale and deletes nothing; once the source has really deleted it, the
-/// target manifest goes too; with `delete_dry_run` it is only logged.
-#[tokio::test]
-async fn deletes_propagate_only_when_the_source_no_longer_has_the_digest() {
-    support::registry_bin_or_skip!();
-    support::gcloud_bin_or_skip!();
-    let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
-    let kept = image::push_simple(&s, "team/app", "1", 30_000, 12).await;
-    let gone = image::push_simple(&s, "team/old", "1", 30_000, 13).await;
-    let dry = image::push_simple(&s, "team/dry", "1", 30_000, 14).await;
-    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
-    let daemon = Daemon::start(&cfg).await;
-    for (repo, img) in [("team/app", &kept), ("team/old", &gone), ("team/dry", &dry)] {
-        emu.publish(TOPIC, &ar_insert(&src.host(), repo, Some("1"), &img.digest.to_string()))
-            .await;
-    }
-    daemon
-        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 3.0)
-        .await;
-    let delete = |repo: &str, digest: &str| {
-        serde_json::to_vec(
-            &serde_json::json!({"action": "DELETE", "digest": format!("{}/{repo}@{digest}", src.host())}),
-        )
-        .unwrap()
-    };
-    let at_target = |repo: &'static str, digest: regrelay::oci::Digest| {
-        let d = &d;
-        async move { d.head_manifest(repo, &Locator::Digest(digest)).await.unwrap().is_some() }
-    };
-
-    // Stale: the source still has team/app's digest.
-    emu.publish(TOPIC, &delete("team/app", &kept.digest.to_string())).await;
-    daemon
-        .wait_metric("regrelay_deletes_total", &[("outcome", "skipped")], LONG, |v| v == 1.0)
-        .await;
-    assert!(
-        at_target("mirror/team/app", kept.digest.clone()).await,
-        "a stale delete removed the copy"
-    );
-
-    // Real: deleted at the source first.
-    s.delete_manifest("team/old", &Locator::Digest(gone.digest.clone()))
-        .await
-        .unwrap();
-    emu.publish(TOPIC, &delete("team/old", &gone.digest.to_string())).await;
-    daemon
-        .wait_metric("regrelay_deletes_total", &[("outcome", "deleted")], LONG, |v| v == 1.0)
-        .await;
-    assert!(
-        !at_target("mirror/team/old", gone.digest.clone()).await,
-        "the target manifest is still there"
-    );
-    drop(daemon);
-
-    // Dry run: logged, counted, nothing deleted.
-    s.delete_manifest("team/dry", &Locator::Digest(dry.digest.clone()))
-        .await
-        .unwrap();
-    let daemon = Daemon::start(&cfg.replace("[pipeline]\n", "[pipeline]\ndelete_dry_run = true\n")).await;
-    emu.publish(TOPIC, &delete("team/dry", &dry.digest.to_string())).await;
-    daemon
-        .wait_metric("regrelay_deletes_total", &[("outcome", "dry_run")], LONG, |v| v == 1.0)
-        .await;
-    assert!(
-        at_target("mirror/team/dry", dry.digest.clone()).await,
-        "dry run deleted"
-    );
-    assert!(daemon.log().contains("would delete"), "log:\n{}", daemon.log());
-}
-
-/// Tag deletes at a target that cannot delete a tag (distribution 2.8 answers 400
-/// DIGEST_INVALID; issue 10): the manifest is deleted by digest when that tag was its
-/// only one, kept and counted `unsupported` when another tag still points at it, and
-/// kept with `tag_delete_fallback = "off"`. None of these messages is rejected.
-#[tokio::test]
-async fn tag_deletes_fall_back_to_the_manifest_only_when_no_other_tag_uses_it_10() {
-    support::registry_bin_or_skip!();
-    support::gcloud_bin_or_skip!();
-    let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
-    let solo = image::push_simple(&s, "team/solo", "1", 30_000, 15).await;
-    let pair = image::push_simple(&s, "team/pair", "1", 30_000, 16).await;
-    s.put_manifest(
-        "team/pair",
-        &Locator::Tag("2".into()),
-        &pair.media_type,
-        pair.bytes.clone(),
-    )
-    .await
-    .unwrap();
-    let off = image::push_simple(&s, "team/off", "1", 30_000, 17).await;
-    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
-    let daemon = Daemon::start(&cfg).await;
-    for (repo, tag, img) in [
-        ("team/solo", "1", &solo),
-        ("team/pair", "1", &pair),
-        ("team/pair", "2", &pair),
-        ("team/off", "1", &off),
-    ] {
-        emu.publish(TOPIC, &ar_insert(&src.host(), repo, Some(tag), &img.digest.to_string()))
-            .await;
-    }
-    daemon
-        .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 4.0)
-        .await;
-    // The tags go at the source (distribution deletes them with their manifest).
-    for (repo, img) in [("team/solo", &solo), ("team/pair", &pair), ("team/off", &off)] {
-        s.delete_manifest(repo, &Locator::Digest(img.digest.clone()))
-            .await
-            .unwrap();
-    }
-    let delete_tag = |repo: &str, tag: &str| {
-        serde_json::to_vec(&serde_json::json!({"action": "DELETE", "tag": format!("{}/{repo}:{tag}", src.host())}))
-            .unwrap()
-    };
-    let at_target = |repo: &'static str, digest: regrelay::oci::Digest| {
-        let d = &d;
-        async move { d.head_manifest(repo, &Locator::Digest(digest)).await.unwrap().is_some() }
-    };
-    const DELETES: &str = "regrelay_deletes_total";
-
-    // The only tag of its manifest: the manifest is deleted by digest.
-    emu.publish(TOPIC, &delete_tag("team/solo", "1")).await;
-    daemon
-        .wait_metric(DELETES, &[("outcome", "deleted")], LONG, |v| v == 1.0)
-        .await;
-    assert!(!at_target("mirror/team/solo", solo.digest.clone()).await);
-    assert!(
-        daemon.log().contains("this removes the manifest, not only the tag"),
-        "log:\n{}",
-        daemon.log()
-    );
-
-    // Another tag still points at it: kept, counted unsupported.
-    emu.publish(TOPIC, &delete_tag("team/pair", "1")).await;
-    daemon
-        .wait_metric(DELETES, &[("outcome", "unsupported")], LONG, |v| v == 1.0)
-        .await;
-    assert!(at_target("mirror/team/pair", pair.digest.clone()).await);
-    assert_eq!(
-        tag_digest(&d, "mirror/team/pair", "2").await.as_deref(),
-        Some(pair.digest.to_string().as_str())
-    );
-    assert!(
-        daemon.log().contains("would also remove tag 2"),
-        "log:\n{}",
-        daemon.log()
-    );
-    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 0.0);
-    drop(daemon);
-
-    // tag_delete_fallback = "off": kept, counted unsupported.
-    let daemon = Daemon::start(&cfg.replace("[pipeline]\n", "[pipeline]\ntag_delete_fallback = \"off\"\n")).await;
-    emu.publish(TOPIC, &delete_tag("team/off", "1")).await;
-    daemon
-        .wait_metric(DELETES, &[("outcome", "unsupported")], LONG, |v| v == 1.0)
-        .await;
-    assert!(at_target("mirror/team/off", off.digest.clone()).await);
-    assert_eq!(daemon.metric(DELETES, &[("outcome", "deleted")]).await, 0.0);
-    assert_eq!(daemon.metric(SETTLED, &[("outcome", "rejected")]).await, 0.0);
-    assert!(
-        daemon.log().contains(r#"tag_delete_fallback = \"off\""#),
-        "log:\n{}",
-        daemon.log()
     );
 }
 
@@ -773,7 +585,7 @@ async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&dst.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let mut events = Vec::new();
     let mut digests = Vec::new();
     for i in 0..20u64 {
@@ -828,7 +640,7 @@ async fn a_dead_target_does_not_stop_replication_to_a_healthy_one() {
     let dr = support::TestRegistry::start().await;
     let proxy = FaultProxy::start(&dr.url()).await;
     let dr_client = image::client(&dr.host(), regrelay::config::Auth::Anonymous);
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let mut events = Vec::new();
     let mut images = Vec::new();
     for (i, repo) in ["team/app", "team/app", "both/app", "both/app"].iter().enumerate() {

@@ -18,14 +18,6 @@ use support::{
 const TOPIC: &str = "registry-events";
 const SUB: &str = "regrelay";
 
-/// Emulator + topic + subscription with a 10 s ack deadline.
-async fn emulator() -> PubSubEmulator {
-    let emu = PubSubEmulator::start().await;
-    emu.create_topic(TOPIC).await;
-    emu.create_subscription(SUB, TOPIC, 10).await;
-    emu
-}
-
 /// The mirror config (everything of `src` to `dst/mirror/{repository}`, push and
 /// delete) over a Pub/Sub source, with `origin` as the `[source.origin]` body if given.
 fn config(emu: &PubSubEmulator, origin: Option<&str>, src: &str, dst: &str, read_timeout_secs: u64) -> String {
@@ -70,7 +62,7 @@ async fn artifactory_push_is_replicated_and_verified_through_the_repository_mapp
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     // Artifactory's repository-path access method: HOST/REPO_KEY/IMAGE.
     let img = image::push_simple(&s, "docker-local/team/app", "1.0", 150_000, 11).await;
     let origin = format!(
@@ -101,7 +93,7 @@ async fn artifactory_event_without_an_origin_is_rejected_naming_the_setting() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "docker-local/team/app", "1.0", 1000, 12).await;
     let daemon = Daemon::start(&config(&emu, None, &src.host(), &dst.host(), 5)).await;
 
@@ -124,7 +116,7 @@ async fn artifactory_delete_is_propagated_to_the_target() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "docker-local/team/app", "old", 1000, 13).await;
     let origin = format!(
         "registry = \"{}\"\nrepository = \"{{repo_key}}/{{image_name}}\"",
@@ -198,7 +190,7 @@ async fn distribution_envelope_with_two_images_is_acked_only_after_both_are_veri
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
     let proxy = FaultProxy::start(&src.url()).await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let a = image::push_simple(&s, "team/a", "1.0", 50_000, 21).await;
     let b = image::push_simple(&s, "team/b", "2.0", 50_000, 22).await;
     // The copy of team/b is held up: its manifest GET at the source waits 4 s. The copy of

@@ -19,30 +19,12 @@ use regrelay::registry::{HttpRegistry, Registry as _, RegistrySet};
 use regrelay::replicate::{ErrorClass, Options};
 use support::cosign::{Claim, new_key, pem, sign};
 use support::image;
-use support::{Daemon, LONG, PubSubEmulator, Registries, SETTLED, mirror_config, tag_digest};
+use support::{Daemon, LONG, PubSubEmulator, Registries, SETTLED, ar_insert, mirror_config, tag_digest};
 
 const TOPIC: &str = "gar";
 const SUB: &str = "regrelay";
 const GATES: &str = "regrelay_gate_results_total";
 const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
-
-/// Emulator + topic + subscription with a 10 s ack deadline.
-async fn emulator() -> PubSubEmulator {
-    let emu = PubSubEmulator::start().await;
-    emu.create_topic(TOPIC).await;
-    emu.create_subscription(SUB, TOPIC, 10).await;
-    emu
-}
-
-/// An Artifact Registry-shaped INSERT for `host/repo:tag@digest`.
-fn ar_insert(host: &str, repo: &str, tag: &str, digest: &Digest) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "action": "INSERT",
-        "digest": format!("{host}/{repo}@{digest}"),
-        "tag": format!("{host}/{repo}:{tag}"),
-    }))
-    .unwrap()
-}
 
 /// The mirror config (everything of `src` to `dst/mirror/{repository}`) over the emulator,
 /// its rule requiring `require` (a TOML list), plus `gate_tables`.
@@ -88,7 +70,7 @@ async fn a_rule_writes_the_target_tag_only_after_its_exec_gate_passed_the_target
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gate.log");
     let mark = dir.path().join("later.mark");
@@ -117,19 +99,29 @@ async fn a_rule_writes_the_target_tag_only_after_its_exec_gate_passed_the_target
     let daemon = Daemon::start(&cfg).await;
 
     let h = src.host();
-    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.0", &good.digest))
+    emu.publish(
+        TOPIC,
+        &ar_insert(&h, "team/good", Some("1.0"), &good.digest.to_string()),
+    )
+    .await;
+    emu.publish(TOPIC, &ar_insert(&h, "team/bad", Some("1.0"), &bad.digest.to_string()))
         .await;
-    emu.publish(TOPIC, &ar_insert(&h, "team/bad", "1.0", &bad.digest)).await;
-    emu.publish(TOPIC, &ar_insert(&h, "team/later", "1.0", &later.digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&h, "team/later", Some("1.0"), &later.digest.to_string()),
+    )
+    .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 2.0)
         .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 1.0)
         .await;
-    emu.publish(TOPIC, &ar_insert(&h, "team/good", "1.1", &good.digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&h, "team/good", Some("1.1"), &good.digest.to_string()),
+    )
+    .await;
     daemon
         .wait_metric(SETTLED, &[("outcome", "acked")], LONG, |v| v == 3.0)
         .await;
@@ -210,7 +202,7 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let dir = tempfile::tempdir().unwrap();
     let key = new_key(7);
     let signed = image::push_simple(&s, "team/signed", "1.0", 2000, 11).await;
@@ -227,7 +219,8 @@ async fn a_rule_with_a_cosign_gate_tags_only_images_signed_by_its_key() {
         ("team/unsigned", &unsigned),
         ("team/other-key", &other),
     ] {
-        emu.publish(TOPIC, &ar_insert(&h, repo, "1.0", &p.digest)).await;
+        emu.publish(TOPIC, &ar_insert(&h, repo, Some("1.0"), &p.digest.to_string()))
+            .await;
     }
     daemon
         .wait_metric(SETTLED, &[("outcome", "rejected")], LONG, |v| v == 1.0)
@@ -275,7 +268,7 @@ async fn an_image_signed_after_its_push_event_is_tagged_once_its_signature_exist
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let Registries { src, dst, s, d } = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let dir = tempfile::tempdir().unwrap();
     let key = new_key(7);
     let gate = cosign_gate(dir.path(), &key, "");
@@ -283,8 +276,11 @@ async fn an_image_signed_after_its_push_event_is_tagged_once_its_signature_exist
 
     // CI's order: push, the push event goes out, then `cosign sign`.
     let app = image::push_simple(&s, "team/app", "1.0", 2000, 51).await;
-    emu.publish(TOPIC, &ar_insert(&src.host(), "team/app", "1.0", &app.digest))
-        .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&src.host(), "team/app", Some("1.0"), &app.digest.to_string()),
+    )
+    .await;
     // The first delivery copies the image, finds no signature and hands the message back;
     // the redelivery finds none either.
     daemon

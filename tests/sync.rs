@@ -293,19 +293,12 @@ fn daemon_config(emu: &PubSubEmulator, src: &str, dst: &str) -> String {
     )
 }
 
-async fn emulator() -> PubSubEmulator {
-    let emu = PubSubEmulator::start().await;
-    emu.create_topic(TOPIC).await;
-    emu.create_subscription(SUB, TOPIC, 10).await;
-    emu
-}
-
 #[tokio::test]
 async fn the_sweep_repairs_images_pushed_before_the_daemon_started_and_stops_cleanly() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let r = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let a = image::push_simple(&r.s, "team/a", "v1", 2_000, 51).await;
     let b = image::push_simple(&r.s, "team/b", "v1", 2_000, 52).await;
     // Moved by hand before the start: the sweep points it back.
@@ -352,7 +345,7 @@ async fn a_sweep_running_while_events_flow_makes_no_double_copies() {
     support::registry_bin_or_skip!();
     support::gcloud_bin_or_skip!();
     let r = Registries::start().await;
-    let emu = emulator().await;
+    let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let daemon = Daemon::start(&daemon_config(&emu, &r.src.host(), &r.dst.host())).await;
     let mut pushed = Vec::new();
     // Push and announce in waves, so events and sweeps overlap.

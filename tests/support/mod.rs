@@ -42,7 +42,7 @@ pub use daemon::{
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use proxy::{Action, FaultProxy, Rule, Seen};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
-pub use pubsub::{GCLOUD_BIN_ENV, PubSubEmulator, gcloud_bin};
+pub use pubsub::{GCLOUD_BIN_ENV, PubSubEmulator, ar_insert, gcloud_bin};
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]
 pub use registry::TestRegistry;
 #[allow(unused_imports, reason = "re-exports for all test binaries; each uses a subset")]

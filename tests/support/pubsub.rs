@@ -217,6 +217,15 @@ impl PubSubEmulator {
         super::log_tail(&self.log_path(), n)
     }
 
+    /// [`start`](Self::start), then topic `topic` and subscription `sub` on it with a 10 s
+    /// ack deadline: the setup of every daemon test.
+    pub async fn with_subscription(topic: &str, sub: &str) -> Self {
+        let emu = Self::start().await;
+        emu.create_topic(topic).await;
+        emu.create_subscription(sub, topic, 10).await;
+        emu
+    }
+
     /// Creates topic `topic` (short name, at least 3 characters). Panics on
     /// any error, including 409 when it already exists.
     pub async fn create_topic(&self, topic: &str) {
@@ -625,4 +634,14 @@ impl Drop for PubSubEmulator {
             );
         }
     }
+}
+
+/// An Artifact Registry-shaped `INSERT` message for `host/repo@digest`, with the tag
+/// `host/repo:tag` when given (the `gcr` topic's payload).
+pub fn ar_insert(host: &str, repo: &str, tag: Option<&str>, digest: &str) -> Vec<u8> {
+    let mut v = json!({"action": "INSERT", "digest": format!("{host}/{repo}@{digest}")});
+    if let Some(t) = tag {
+        v["tag"] = format!("{host}/{repo}:{t}").into();
+    }
+    serde_json::to_vec(&v).unwrap()
 }
