@@ -337,6 +337,7 @@ maxof() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -n 1; }
 
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RAW=$WORK/raw.txt
 : >"$RAW"
 raw() { echo "$*" | tee -a "$RAW" >&2; }
@@ -509,6 +510,7 @@ TABLE=$WORK/table.txt
     echo "# regrelay benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "# git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty worktree)')"
     echo "# profile $PROFILE_DESC"
+    echo "# load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# scenarios=$SCENARIOS quick=$QUICK repeat=$REPEAT nproc=$(nproc) cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
     echo "# $("$REGRELAY" version) | skopeo $(skopeo --version | awk '{print $3}') | $(docker-registry --version) | $(rustc --version)"
     echo "# sizes: A=${A_LAYERS}x${A_SIZE} B=${B_IMAGES}x(2x${B_BASE}+${B_UNIQUE}) C=${C_SIZE} bytes"
