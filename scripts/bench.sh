@@ -23,6 +23,7 @@
 #   BENCH_REPEAT=N      repetitions of A and B (default 3; the median wall time is reported)
 #   BENCH_TIMEOUT=S     per-invocation time limit in seconds (default 1800)
 #   BENCH_TMPDIR=DIR    where registries store data (default: $TMPDIR or /tmp)
+#   REGRELAY_BIN=PATH   benchmark this binary instead of building target/release/regrelay
 #   BENCH_SCENARIOS="A B C"  which scenarios to run (default all three)
 #   BENCH_REGISTRY_LOGS=1    keep every registry's JSON request log (info level, one line per
 #                       request with its completion time in ns and duration) in the logs dir
@@ -128,15 +129,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build ---------------------------------------------------------------------------
-if [[ -z ${BENCH_IN_NETNS:-} ]]; then
-    log "building regrelay (release)"
-    if [[ -f Cargo.lock ]]; then
-        cargo build --release --locked >&2
-    else
-        cargo build --release >&2
+if [[ -n ${REGRELAY_BIN:-} ]]; then
+    REGRELAY=$REGRELAY_BIN
+else
+    if [[ -z ${BENCH_IN_NETNS:-} ]]; then
+        log "building regrelay (release)"
+        if [[ -f Cargo.lock ]]; then
+            cargo build --release --locked >&2
+        else
+            cargo build --release >&2
+        fi
     fi
+    REGRELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/regrelay
 fi
-REGRELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/regrelay
 [[ -x $REGRELAY ]] || die "no binary at $REGRELAY"
 
 # --- wan profile: re-run this script inside a network namespace with a tbf qdisc -------
