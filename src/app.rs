@@ -166,7 +166,10 @@ fn engine(config: &Config, health: Arc<Health>) -> Result<(Arc<Replicator<Regist
         ttl: config.pipeline.dedup_ttl,
         max_entries: config.pipeline.dedup_max_entries,
     };
-    let executor = Arc::new(Guarded::new(Executor::new(replicator.clone(), memory), health));
+    // `[gates.NAME]`: what rules' `require` runs before writing a target tag.
+    let gates = crate::gates::GateSet::from_config(&config.watch.gates).map_err(|e| Error::Config(e.to_string()))?;
+    let executor = Executor::new(replicator.clone(), memory).with_gates(Arc::new(gates));
+    let executor = Arc::new(Guarded::new(executor, health));
     Ok((replicator, executor))
 }
 

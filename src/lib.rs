@@ -26,12 +26,12 @@
 //! | [`rules`] | pure planner: event + rules → target routes | `config`, `event`, `oci` |
 //! | [`queue`] | `Source` trait, `Delivery`, move-only `AckHandle`; Pub/Sub, Service Bus and file sources | `config`, `metrics`, `credentials` |
 //! | [`pipeline`] | receive, decode, route, execute, settle; **the only place that settles** | `queue`, `event`, `rules`, `engine`, `health`, `replicate` (error classes), `metrics`, `config`, `oci` |
-//! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health); blind to messages | `replicate`, `health`, `metrics`, `oci` |
+//! | [`engine`] | the executor: makes desired-state items true and verified (tag locks, single-flight, recent memory, guarded deletes, registry health, the gates items require); blind to messages | `replicate`, `gates`, `health`, `metrics`, `oci` |
 //! | [`sync`] | the second front end: `regrelay sync` and the reconcile sweep compare sources and targets (tag lists, HEADs) and send differences to the executor; blind to messages | `engine`, `health`, `rules`, `replicate`, `registry` (reads), `config`, `oci`, `metrics` |
 //! | [`registry`] | `Registry` trait, HTTP client, auth, error classes | `config`, `credentials`, `oci`, `metrics` |
 //! | [`replicate`] | the copy engine, its verifying stream, and single-manifest ops | `registry`, `oci` |
 //! | [`retry`] | the one retry schedule (exponential, jittered) of every retry loop | — (leaf) |
-//! | [`gates`] | checks of one image by digest before a tag is written: exec (argv), cosign (P-256 keys) | `registry`, `oci` |
+//! | [`gates`] | checks of one image by digest before a tag is written: exec (argv), cosign (P-256 keys); the configured `GateSet` | `registry`, `config`, `oci` |
 //! | [`watch`] | buffered base images: poll upstream tags, stage, gate, promote through the executor, notify dependents | `engine`, `gates`, `registry`, `config`, `metrics`, `oci` |
 //!
 //! The layering tests (`src/layering.rs`) enforce the direction: they resolve every

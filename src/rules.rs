@@ -40,6 +40,8 @@ pub struct Route {
     pub target_tag: Option<String>,
     /// The rule's own `delete_dry_run`; `None` = the pipeline's.
     pub delete_dry_run: Option<bool>,
+    /// The rule's `require`: gates the target digest must pass before a tag is written.
+    pub require: Vec<String>,
 }
 
 /// What to do at the target.
@@ -245,6 +247,7 @@ fn route(rule: &Rule, target: &RuleTarget, kind: RouteKind, event: &Event, tag: 
         target_repository: repository,
         target_tag,
         delete_dry_run: rule.delete_dry_run,
+        require: rule.require.clone(),
     })
 }
 
@@ -279,6 +282,7 @@ mod tests {
             untagged: Untagged::Ignore,
             delete_dry_run: None,
             targets,
+            require: Vec::new(),
         }
     }
 
@@ -332,6 +336,7 @@ mod tests {
                 target_repository: "mirror/team/a/app".into(),
                 target_tag: Some("v1".into()),
                 delete_dry_run: None,
+                require: Vec::new(),
             }]
         );
     }

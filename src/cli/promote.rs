@@ -3,7 +3,10 @@
 //!
 //! Role: parse the manifests, gather the inventory of exactly the repositories they name,
 //! plan every edge, print the plan (a table, or one JSON object per edge), and with
-//! `--confirm` hand each edge that is not in error to `Execute::execute`. `--lint` checks
+//! `--confirm` hand each edge that is not in error to `Execute::execute`. Gates a manifest
+//! (`require:`, regrelay's extension) or `--require NAME` names, defined as `[gates.NAME]`
+//! in `--config`, run in the executor against each destination digest before its tag is
+//! written. `--lint` checks
 //! the manifests offline (with `--snapshot FILE`, tag moves too). The caller maps
 //! [`Report::exit_code`] to the process exit code: 0 in place or done, 1 on errors,
 //! 2 with `--check` when work is pending.
@@ -12,7 +15,7 @@
 //! error hold edges outside its scope unless `--fail-fast`; report an edge done before the
 //! executor verified it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ use futures_util::StreamExt as _;
 
 use crate::config::{Auth, RegistryConfig, RetryPolicy};
 use crate::engine::{Done, Execute, Executor, Memory, Outcome};
+use crate::gates::GateSet;
 use crate::promote::manifest::{self, Manifest};
 use crate::promote::plan::{self, Action, Inventory, Planned, Unreadable};
 use crate::promote::snapshot::Snapshot;
@@ -95,6 +99,10 @@ pub struct PromoteArgs {
     /// Edges promoted at once.
     #[arg(long, short = 'j', default_value_t = 8)]
     pub jobs: usize,
+    /// A gate (`[gates.NAME]` of --config) every destination digest must pass before its
+    /// tag is written, besides the manifests' `require:`; repeatable.
+    #[arg(long = "require", value_name = "NAME")]
+    pub require: Vec<String>,
 }
 
 /// What the binary knows about its surroundings that `promote` needs.
@@ -139,6 +147,15 @@ pub async fn run(args: PromoteArgs, ctx: Context) -> Result<Report, UsageError> 
             "note: `service-account` entries are ignored; regrelay uses its own credentials (--config, the docker config)"
         );
     }
+    let gate_set = match gates(&args, &ms)? {
+        Ok(g) => g,
+        Err(errors) => {
+            for e in &errors {
+                let _ = writeln!(err, "error: {e}");
+            }
+            return Ok(Report::invalid(errors.len()));
+        }
+    };
     let edges = plan::edges(&ms);
     let planned = if args.lint {
         lint(&args, edges)?
@@ -155,8 +172,9 @@ pub async fn run(args: PromoteArgs, ctx: Context) -> Result<Report, UsageError> 
                     ttl: Duration::from_secs(600),
                     max_entries: 100_000,
                 },
-            );
-            let rows = execute(&executor, planned, args.jobs, args.fail_fast).await;
+            )
+            .with_gates(Arc::new(gate_set));
+            let rows = execute(&executor, planned, (args.jobs, args.fail_fast), &args.require).await;
             return Ok(Report::print(
                 rows,
                 args.output,
@@ -179,6 +197,48 @@ pub async fn run(args: PromoteArgs, ctx: Context) -> Result<Report, UsageError> 
         &mut std::io::stdout().lock(),
         &mut err,
     ))
+}
+
+/// The gates the promotion requires, from `--config`'s `[gates]`. An unknown name in a
+/// manifest's `require:` is a manifest error (file, line, field); in `--require`, or a
+/// gate that cannot be built, a usage error.
+fn gates(args: &PromoteArgs, ms: &[Manifest]) -> Result<Result<GateSet, Vec<manifest::Error>>, UsageError> {
+    if args.require.is_empty() && ms.iter().all(|m| m.require.is_empty()) {
+        return Ok(Ok(GateSet::default()));
+    }
+    let defined = match &args.config {
+        Some(p) => {
+            crate::config::load(p)
+                .map_err(|e| UsageError(e.to_string()))?
+                .watch
+                .gates
+        }
+        None => BTreeMap::new(),
+    };
+    let hint = match &args.config {
+        Some(p) => format!("no [gates.NAME] of that name in {}", p.display()),
+        None => "gates are defined as [gates.NAME] in a regrelay configuration: pass --config FILE".into(),
+    };
+    if let Some(n) = args.require.iter().find(|n| !defined.contains_key(*n)) {
+        return Err(UsageError(format!("--require {n}: unknown gate ({hint})")));
+    }
+    let errors: Vec<manifest::Error> = ms
+        .iter()
+        .flat_map(|m| m.require.iter().enumerate().map(move |(i, n)| (m, i, n)))
+        .filter(|(_, _, n)| !defined.contains_key(*n))
+        .map(|(m, i, n)| manifest::Error {
+            file: m.require_at.0.clone(),
+            line: Some(m.require_at.1),
+            field: Some(format!("require[{i}]")),
+            message: format!("unknown gate {n:?} ({hint})"),
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    GateSet::from_config(&defined)
+        .map(Ok)
+        .map_err(|e| UsageError(e.to_string()))
 }
 
 /// Plan offline: overlaps always; tag moves against `--snapshot` when given.
@@ -216,7 +276,12 @@ fn lint(args: &PromoteArgs, edges: Vec<plan::Edge>) -> Result<Vec<Planned>, Usag
 /// Execute every edge that is pending or in place (in place is verified and repaired: a
 /// missing referrer or signature is copied) and not held; an edge failure holds the
 /// edges of its scope not yet started (of the run, with `fail_fast`).
-async fn execute<E: Execute>(executor: &E, planned: Vec<Planned>, jobs: usize, fail_fast: bool) -> Vec<Row> {
+async fn execute<E: Execute>(
+    executor: &E,
+    planned: Vec<Planned>,
+    (jobs, fail_fast): (usize, bool),
+    require: &[String],
+) -> Vec<Row> {
     let failed: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     let any_failed = std::sync::atomic::AtomicBool::new(false);
     let mut rows: Vec<(usize, Row)> = futures_util::stream::iter(planned.into_iter().enumerate())
@@ -237,7 +302,7 @@ async fn execute<E: Execute>(executor: &E, planned: Vec<Planned>, jobs: usize, f
                     return (i, Row::with(p, RowResult::Held(why), 0, Duration::ZERO));
                 }
                 let started = tokio::time::Instant::now();
-                let result = executor.execute(&item(&p.edge), "promote").await;
+                let result = executor.execute(&item(&p.edge).requiring(require), "promote").await;
                 let took = started.elapsed();
                 let (r, bytes) = match result {
                     Ok(Outcome::Done(Done::Copied { bytes })) => (RowResult::Copied, bytes),

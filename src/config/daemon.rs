@@ -375,6 +375,9 @@ pub struct Rule {
     pub delete_dry_run: Option<bool>,
     /// Where matching images go (at least one).
     pub targets: Vec<RuleTarget>,
+    /// Names of `[gates.NAME]` the target digest must pass before a target tag is
+    /// written (config `require`; empty = none).
+    pub require: Vec<String>,
 }
 
 /// A target of a rule.

@@ -580,6 +580,9 @@ struct RawRule {
     delete_dry_run: Option<bool>,
     /// Required, at least one `[[rules.targets]]`.
     targets: Option<Vec<Spanned<RawTarget>>>,
+    /// Names of `[gates.NAME]` the target digest must pass before a target tag is written.
+    #[serde(default)]
+    require: Vec<Spanned<String>>,
 }
 
 /// `[[rules.targets]]`.

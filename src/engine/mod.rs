@@ -9,6 +9,13 @@
 //! registry unhealthy, and work that needs an unhealthy registry is refused without
 //! contacting it until its backoff ends.
 //!
+//! Gates: an item may `require` gates (`[gates.NAME]`, a rule's `require`, a promotion's).
+//! They run against the exact target digest after the copy is verified and before the
+//! target tag is written ([`gate`]); a rejection is Permanent, "try again later" Transient,
+//! and the tag is not written either way. A digest-only item is copied and then gated (its
+//! result is the gates'), so nothing is ever tagged by regrelay without passing; the copied
+//! digest itself stays in the target repository. Deletes are never gated.
+//!
 //! Must never: know about messages, brokers, acks or events (it imports neither `queue`
 //! nor `pipeline` nor `event`); report `Done` for anything not verified at the target.
 
@@ -24,6 +31,7 @@ use crate::oci::{Digest, Locator, Reference};
 use crate::replicate::{self, Deletion, ErrorClass, Registries, Replicator, Side, Target, Task};
 
 mod dedup;
+pub mod gate;
 
 use dedup::{KeyedLocks, Recent, SingleFlight};
 
@@ -79,6 +87,9 @@ pub enum Item {
         target: Repo,
         /// A tag to point at it.
         tag: Option<String>,
+        /// Gates (`[gates.NAME]`) that must pass for `target@digest` before the tag is
+        /// written (empty: none).
+        require: Vec<String>,
     },
     /// `target:tag` holds whatever `source:source_tag` points at *now*: re-resolved under
     /// the per-(target, tag) lock, which is what keeps out-of-order requests from moving a
@@ -94,6 +105,9 @@ pub enum Item {
         target: Repo,
         /// The target tag.
         tag: String,
+        /// Gates (`[gates.NAME]`) that must pass for the target digest before the tag is
+        /// written (empty: none).
+        require: Vec<String>,
     },
     /// Remove `locator` at `target`, unless the source holds `source_locator` again; a
     /// deletion only where the target still points at `expected` (when given). With
@@ -124,6 +138,15 @@ impl Item {
             | Item::Tag { source, target, .. }
             | Item::Delete { source, target, .. } => (&source.registry, &target.registry),
         }
+    }
+
+    /// The same item requiring `gates` before its tag is written (deletes are not gated).
+    pub fn requiring(mut self, gates: &[String]) -> Item {
+        match &mut self {
+            Item::Digest { require, .. } | Item::Tag { require, .. } => require.extend_from_slice(gates),
+            Item::Delete { .. } => {}
+        }
+        self
     }
 
     /// The target reference, for logs.
@@ -234,6 +257,7 @@ pub struct Executor<S: Registries> {
     tag_locks: KeyedLocks<TagKey>,
     flights: SingleFlight<DigestKey, Result<bool, Failure>>,
     recent: Recent<DigestKey>,
+    gating: gate::Gating,
 }
 
 impl<S: Registries> std::fmt::Debug for Executor<S> {
@@ -296,8 +320,9 @@ impl<S: Registries> Execute for Executor<S> {
                 digest,
                 target,
                 tag,
+                require,
             } => {
-                self.digest(source, digest, target, tag.as_deref(), rule)
+                self.digest(source, digest, target, (tag.as_deref(), require), rule)
                     .instrument(span)
                     .await
             }
@@ -307,8 +332,9 @@ impl<S: Registries> Execute for Executor<S> {
                 seen,
                 target,
                 tag,
+                require,
             } => {
-                self.tag(source, source_tag, seen.as_ref(), target, tag, rule)
+                self.tag(source, source_tag, seen.as_ref(), target, (tag, require), rule)
                     .instrument(span)
                     .await
             }
@@ -338,11 +364,39 @@ impl<S: Registries> Executor<S> {
             tag_locks: KeyedLocks::default(),
             flights: SingleFlight::default(),
             recent: Recent::new(memory.ttl, memory.max_entries),
+            gating: gate::Gating::new(Arc::default()),
         }
     }
 
-    async fn digest(&self, source: &Repo, digest: &Digest, target: &Repo, tag: Option<&str>, rule: &str) -> ItemResult {
+    /// The same executor running `gates` when an item requires them (without, an item that
+    /// requires a gate fails: an unknown gate is never a pass).
+    pub fn with_gates(mut self, gates: Arc<crate::gates::GateSet>) -> Executor<S> {
+        self.gating = gate::Gating::new(gates);
+        self
+    }
+
+    async fn digest(
+        &self,
+        source: &Repo,
+        digest: &Digest,
+        target: &Repo,
+        (tag, require): (Option<&str>, &[String]),
+        rule: &str,
+    ) -> ItemResult {
         let copied = self.ensure_digest(source, digest, target, rule).await?;
+        // A tag already at this digest needs no gate: gating cannot change what it names.
+        let in_place = match tag {
+            Some(t) if !require.is_empty() => self
+                .replicator
+                .target_tag(&target.registry, &target.repository, t)
+                .await
+                .is_ok_and(|d| d.as_ref() == Some(digest)),
+            _ => false,
+        };
+        if !in_place {
+            let src = source.reference(Some(Locator::Digest(digest.clone())));
+            self.gate(target, digest, require, &src.to_string()).await?;
+        }
         let wrote = match tag {
             Some(t) => self.ensure_tag(source, target, t, digest).await?,
             None => false,
@@ -357,7 +411,7 @@ impl<S: Registries> Executor<S> {
         source_tag: &str,
         seen: Option<&Digest>,
         target: &Repo,
-        tag: &str,
+        (tag, require): (&str, &[String]),
         rule: &str,
     ) -> ItemResult {
         let key = (target.registry.clone(), target.repository.clone(), tag.to_string());
@@ -387,9 +441,18 @@ impl<S: Registries> Executor<S> {
             return Ok(Outcome::Done(Done::InPlace));
         }
         let copied = self.ensure_digest(source, &current, target, rule).await?;
+        // Gated under the tag lock: a newer digest for this tag waits for the verdict.
+        self.gate(target, &current, require, &src.to_string()).await?;
         let wrote = self.ensure_tag(source, target, tag, &current).await?;
         tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
+    }
+
+    /// Run the gates `require` names against `target@digest` (none: nothing to do).
+    async fn gate(&self, target: &Repo, digest: &Digest, require: &[String], source: &str) -> Result<(), Failure> {
+        self.gating
+            .check(&**self.replicator.registries(), target, digest, require, source)
+            .await
     }
 
     async fn ensure_tag(&self, source: &Repo, target: &Repo, tag: &str, digest: &Digest) -> Result<bool, Failure> {

@@ -1,7 +1,8 @@
 //! Gates: checks an image must pass, by digest, before a watch (or a rule, or a promotion)
 //! points a tag at it.
 //!
-//! Role: run every configured gate of a watch against one exact image
+//! Role: build the configured gates ([`GateSet`], shared by watches and by the executor,
+//! which runs the gates a rule or a promotion requires) and run them against one exact image
 //! (`registry/repository@sha256:...`, never a tag) and say whether it passed, failed
 //! (rejected: not gated again until its tag moves) or asked to be tried again later.
 //! [`ExecGate`] runs an argv (never through a shell) with the image in its environment;
@@ -14,8 +15,11 @@
 mod cosign;
 mod exec;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::watch::GateConfig;
 use crate::oci::Digest;
 
 pub use cosign::{COSIGN_ARTIFACT, CosignGate, KeyError, PublicKey};
@@ -94,6 +98,71 @@ impl Gate {
             Gate::Exec(g) => g.check(subject).await,
             Gate::Cosign(g) => g.check(registries, subject).await,
         }
+    }
+}
+
+/// The gate `cfg` describes (a cosign key that does not parse is an error).
+pub fn build(cfg: &GateConfig) -> Result<Gate, KeyError> {
+    Ok(match cfg {
+        GateConfig::Exec {
+            argv,
+            timeout,
+            max_output_bytes,
+            pass_env,
+        } => Gate::Exec(ExecGate {
+            argv: argv.clone(),
+            timeout: *timeout,
+            max_output_bytes: *max_output_bytes,
+            pass_env: pass_env.clone(),
+        }),
+        GateConfig::Cosign { keys } => Gate::Cosign(CosignGate {
+            keys: keys
+                .iter()
+                .map(|(path, pem)| PublicKey::from_pem(path.display().to_string(), pem))
+                .collect::<Result<_, _>>()?,
+        }),
+    })
+}
+
+/// A gate of `[gates.NAME]` that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("gates.{gate}: {source}")]
+pub struct BuildError {
+    /// The gate.
+    pub gate: String,
+    /// Why.
+    #[source]
+    pub source: KeyError,
+}
+
+/// The configured gates by name (`[gates.NAME]`).
+#[derive(Debug, Default, Clone)]
+pub struct GateSet {
+    gates: HashMap<String, Arc<Gate>>,
+}
+
+impl GateSet {
+    /// Build every gate of `cfg`.
+    pub fn from_config(cfg: &BTreeMap<String, GateConfig>) -> Result<GateSet, BuildError> {
+        let mut gates = HashMap::new();
+        for (name, g) in cfg {
+            let gate = build(g).map_err(|source| BuildError {
+                gate: name.clone(),
+                source,
+            })?;
+            gates.insert(name.clone(), Arc::new(gate));
+        }
+        Ok(GateSet { gates })
+    }
+
+    /// The gate called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Gate>> {
+        self.gates.get(name)
+    }
+
+    /// Whether no gate is configured.
+    pub fn is_empty(&self) -> bool {
+        self.gates.is_empty()
     }
 }
 

@@ -35,12 +35,14 @@ pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, 
                 seen: event.digest.clone(),
                 target,
                 tag: target_tag.clone(),
+                require: route.require.clone(),
             }),
             (_, _, Some(digest)) => Ok(Item::Digest {
                 source,
                 digest: digest.clone(),
                 target,
                 tag: None,
+                require: route.require.clone(),
             }),
             _ => Err(Failure::permanent("event names neither a tag nor a digest")),
         },
@@ -158,6 +160,7 @@ mod tests {
             target_repository: "mirror/team/app".into(),
             target_tag: tag.map(str::to_string),
             delete_dry_run: None,
+            require: Vec::new(),
         }
     }
 

@@ -150,6 +150,12 @@ pub struct Manifest {
     pub registries: Vec<Registry>,
     /// The images.
     pub images: Vec<Image>,
+    /// regrelay's extension `require:` (top level of a plain manifest or of a thin
+    /// `promoter-manifest.yaml`): names of `[gates.NAME]` every destination digest must
+    /// pass before its tag is written. Empty for kpromo manifests.
+    pub require: Vec<String>,
+    /// The file and 1-based line of `require:`, for messages.
+    pub require_at: (PathBuf, usize),
 }
 
 impl Manifest {
@@ -197,6 +203,8 @@ struct RawImage {
 struct RawPlain {
     registries: Vec<RawRegistry>,
     #[serde(default)]
+    require: Vec<String>,
+    #[serde(default)]
     images: Vec<RawImage>,
     #[serde(default)]
     provenance: Option<yaml_serde::Value>,
@@ -206,6 +214,8 @@ struct RawPlain {
 #[serde(deny_unknown_fields)]
 struct RawThin {
     registries: Vec<RawRegistry>,
+    #[serde(default)]
+    require: Vec<String>,
     #[serde(default)]
     provenance: Option<yaml_serde::Value>,
     /// Deprecated in cip, where it does nothing; accepted and ignored likewise.
@@ -416,6 +426,8 @@ pub fn parse_plain_str(file: &Path, text: &str) -> Result<Manifest, Error> {
         images_file: file.to_path_buf(),
         registries: regs,
         images: imgs,
+        require: raw.require,
+        require_at: (file.to_path_buf(), key_line(text, "require")),
     })
 }
 
@@ -518,6 +530,8 @@ fn parse_thin_pair(x: &str, manifest_file: &Path, images_file: &Path) -> Result<
         images_file: images_file.to_path_buf(),
         registries: regs,
         images: imgs,
+        require: raw.require,
+        require_at: (manifest_file.to_path_buf(), key_line(&text, "require")),
     })
 }
 

@@ -195,3 +195,28 @@ fn provenance_policies_are_refused_and_images_path_is_ignored() {
     let errs = parse_thin_dir(d.path()).unwrap_err();
     assert_eq!(errs[0].field.as_deref(), Some("provenance"));
 }
+
+#[test]
+fn require_is_regrelays_optional_extension_with_its_line() {
+    // A kpromo manifest has none.
+    let m = plain(&good()).unwrap();
+    assert!(m.require.is_empty());
+    let text = good().replace("images:\n", "require: [cosign, smoke]\nimages:\n");
+    let m = plain(&text).unwrap();
+    assert_eq!(m.require, ["cosign", "smoke"]);
+    assert_eq!(m.require_at, (PathBuf::from("m.yaml"), 6));
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "manifests/a/promoter-manifest.yaml",
+        "registries:\n- name: gcr.io/s\n  src: true\n- name: us.gcr.io/p\nrequire:\n- smoke\n",
+    );
+    write(
+        dir.path(),
+        "images/a/images.yaml",
+        &format!("- name: apple\n  dmap:\n    \"{D1}\": [\"1.0\"]\n"),
+    );
+    let ms = parse_thin_dir(dir.path()).unwrap();
+    assert_eq!(ms[0].require, ["smoke"]);
+    assert_eq!(ms[0].require_at.1, 5);
+}

@@ -27,5 +27,6 @@ pub fn item(edge: &Edge) -> Item {
         digest: edge.digest.clone(),
         target: Repo::new(edge.destination.host.clone(), edge.destination_repository()),
         tag: edge.tag.clone(),
+        require: edge.require.clone(),
     }
 }

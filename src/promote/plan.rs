@@ -28,6 +28,8 @@ pub struct Edge {
     pub digest: Digest,
     /// The tag it must carry, or `None` for a digest promoted untagged.
     pub tag: Option<String>,
+    /// Gates the destination digest must pass first (the manifest's `require`).
+    pub require: Vec<String>,
 }
 
 impl Edge {
@@ -158,6 +160,7 @@ pub fn edges(manifests: &[Manifest]) -> Vec<Edge> {
                             image: img.name.clone(),
                             digest: digest.clone(),
                             tag,
+                            require: m.require.clone(),
                         };
                         let key = (
                             e.source.clone(),

@@ -500,7 +500,8 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             dry_run: rule.delete_dry_run.unwrap_or(self.deletes.dry_run),
             ..self.deletes
         };
-        let result = self.executor.execute(&drift.item(deletes), &drift.rule).await;
+        let item = drift.item(deletes).requiring(&rule.require);
+        let result = self.executor.execute(&item, &drift.rule).await;
         match &result {
             Ok(Outcome::Done(Done::Copied { .. } | Done::TagWritten | Done::Deleted)) => {
                 report.repaired[index(drift.kind)] += 1;
@@ -561,6 +562,7 @@ mod tests {
             on_delete: false,
             untagged: Untagged::Ignore,
             delete_dry_run: None,
+            require: Vec::new(),
             targets: vec![RuleTarget {
                 registry: dst.into(),
                 repository: "{repository}".into(),

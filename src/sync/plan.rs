@@ -158,6 +158,7 @@ impl Drift {
                 seen: self.digest.clone(),
                 target: self.target.clone(),
                 tag: self.tag.clone(),
+                require: Vec::new(),
             },
             Kind::Gone => Item::Delete {
                 source: self.source.clone(),
@@ -190,6 +191,7 @@ mod tests {
             untagged: Untagged::Ignore,
             delete_dry_run: None,
             targets: vec![target(None)],
+            require: Vec::new(),
         }
     }
 

@@ -28,9 +28,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::watch::{GateConfig, RepoRef, WatchConfig, WatchSettings};
+use crate::config::watch::{RepoRef, WatchConfig, WatchSettings};
 use crate::engine::{Execute, Item, Repo};
-use crate::gates::{self, CosignGate, ExecGate, Gate, PublicKey, Subject, Verdict};
+use crate::gates::{self, Gate, Subject, Verdict};
 use crate::metrics;
 use crate::oci::{Digest, Locator};
 use crate::registry::{Registries, Registry};
@@ -90,7 +90,7 @@ pub struct Watcher<E: Execute, R: Registries> {
     executor: Arc<E>,
     registries: Arc<R>,
     watches: Vec<WatchConfig>,
-    gates: HashMap<String, Arc<Gate>>,
+    gates: gates::GateSet,
     dependents: Dependents,
     store: Store,
     state: Mutex<Option<State>>,
@@ -111,33 +111,10 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
     /// Build the watches of `settings` over `executor` (every copy and tag write) and
     /// `registries` (polls and signature reads).
     pub fn from_settings(settings: &WatchSettings, executor: Arc<E>, registries: Arc<R>) -> Result<Self, Error> {
-        let mut gates = HashMap::new();
-        for (name, g) in &settings.gates {
-            let gate = match g {
-                GateConfig::Exec {
-                    argv,
-                    timeout,
-                    max_output_bytes,
-                    pass_env,
-                } => Gate::Exec(ExecGate {
-                    argv: argv.clone(),
-                    timeout: *timeout,
-                    max_output_bytes: *max_output_bytes,
-                    pass_env: pass_env.clone(),
-                }),
-                GateConfig::Cosign { keys } => Gate::Cosign(CosignGate {
-                    keys: keys
-                        .iter()
-                        .map(|(path, pem)| PublicKey::from_pem(path.display().to_string(), pem))
-                        .collect::<Result<_, _>>()
-                        .map_err(|source| Error::Key {
-                            gate: name.clone(),
-                            source,
-                        })?,
-                }),
-            };
-            gates.insert(name.clone(), Arc::new(gate));
-        }
+        let gates = gates::GateSet::from_config(&settings.gates).map_err(|e| Error::Key {
+            gate: e.gate,
+            source: e.source,
+        })?;
         Ok(Watcher {
             executor,
             registries,
@@ -348,6 +325,8 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             digest: digest.clone(),
             target: repo(&w.staging),
             tag: None,
+            // The watch runs its own gates, against staging.
+            require: Vec::new(),
         };
         if let Err(f) = self.executor.execute(&stage, &w.name).await {
             tracing::warn!(watch = %w.name, source_ref, digest = %digest, error = %f.message, "staging copy failed; retried at the next poll");
@@ -394,6 +373,7 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
                 digest: digest.clone(),
                 target: repo(&w.target),
                 tag: Some(target_tag.clone()),
+                require: Vec::new(),
             };
             if let Err(f) = self.executor.execute(&item, &w.name).await {
                 m.promotion(&w.name, "failed");

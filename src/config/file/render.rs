@@ -189,6 +189,10 @@ pub fn render(config: &Config) -> String {
         if let Some(d) = rule.delete_dry_run {
             let _ = writeln!(o, "delete_dry_run = {d}");
         }
+        if !rule.require.is_empty() {
+            let names: Vec<String> = rule.require.iter().map(|g| quote(g)).collect();
+            let _ = writeln!(o, "require = [{}]", names.join(", "));
+        }
         for t in &rule.targets {
             let _ = writeln!(o, "[[rules.targets]]");
             let _ = writeln!(o, "registry = {}", quote(&t.registry));

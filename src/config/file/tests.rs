@@ -13,6 +13,8 @@ mod cloud;
 mod mapping;
 /// `[source.origin]`: the registry of events that name no host.
 mod origin;
+/// `require` on rules: names of `[gates.NAME]`.
+mod require;
 
 const FILE: &str = "conf/t.toml";
 

@@ -106,7 +106,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config> {
             }
             names.insert(name.get_ref().clone(), i);
         }
-        rules.push(rule(r, &path, &hosts)?);
+        rules.push(rule(r, &path, &hosts, &watch.gates)?);
     }
     Ok(Config {
         source,
@@ -582,7 +582,12 @@ fn given_secret(
     Ok(Some((resolved, key, value.span())))
 }
 
-fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> {
+fn rule(
+    r: Spanned<RawRule>,
+    path: &str,
+    hosts: &HashSet<&str>,
+    gates: &std::collections::BTreeMap<String, crate::config::watch::GateConfig>,
+) -> Result<Rule> {
     let span = r.span();
     let r = r.into_inner();
     let field = |f: &str| format!("{path}.{f}");
@@ -665,6 +670,23 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         .enumerate()
         .map(|(i, t)| target(t, &field(&format!("targets[{i}]")), &source_registry, hosts))
         .collect::<Result<Vec<_>>>()?;
+    let mut require = Vec::new();
+    for (i, g) in r.require.iter().enumerate() {
+        if !gates.contains_key(g.get_ref()) {
+            return invalid(
+                g.span(),
+                field(&format!("require[{i}]")),
+                format!(
+                    "unknown gate {:?} (add a [gates.{}] table)",
+                    g.get_ref(),
+                    key_path(g.get_ref())
+                ),
+            );
+        }
+        if !require.contains(g.get_ref()) {
+            require.push(g.get_ref().clone());
+        }
+    }
     Ok(Rule {
         name,
         source_registry,
@@ -677,6 +699,7 @@ fn rule(r: Spanned<RawRule>, path: &str, hosts: &HashSet<&str>) -> Result<Rule> 
         untagged,
         delete_dry_run: r.delete_dry_run,
         targets,
+        require,
     })
 }
 
