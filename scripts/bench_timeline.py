@@ -93,11 +93,22 @@ def main():
     reqs = [r for r in reqs if a.agent in r["ua"]]
     if not reqs:
         raise SystemExit("no requests for these repositories")
-    # /v2/ pings are not per repository: keep only those within the image's time span.
-    named = [r for r in reqs if r["uri"] != "/v2/"]
-    lo = min(r["start"] for r in named) - a.rtt_ms / 1000 * 2
-    hi = max(r["end"] for r in named)
-    reqs = [r for r in reqs if lo <= r["start"] <= hi]
+    # The copy's window: from 1 s before the first request to the target repository (the
+    # source manifest GET and pings come shortly before it; seeding the source, long before)
+    # to 1.5 RTT after the last manifest PUT (a read-back GET follows one RTT later; the next
+    # skopeo run's HEADs of this repository's blobs, as mount candidates, come later still).
+    rtt = a.rtt_ms / 1000
+    dst = [r for r in reqs if r["reg"] == "dst" and r["uri"] != "/v2/"]
+    puts = [r for r in dst if r["method"] == "PUT" and "/manifests/" in r["uri"]]
+    if not dst or not puts:
+        raise SystemExit("no manifest PUT to the target repository")
+    lo = min(r["start"] for r in dst) - 1.0
+    hi = max(r["end"] for r in puts) + 1.5 * rtt
+    named = [r for r in reqs if r["uri"] != "/v2/" and lo <= r["start"] <= hi]
+    # /v2/ pings are not per repository: keep those from half a second before the first
+    # request of the image on.
+    first = min(r["start"] for r in named)
+    reqs = [r for r in reqs if lo <= r["start"] <= hi and (r["uri"] != "/v2/" or r["start"] >= first - 0.5)]
     reqs.sort(key=lambda r: r["start"])
     half = a.rtt_ms / 2000
     wave, wave_start = 0, None
