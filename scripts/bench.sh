@@ -23,6 +23,7 @@
 #   BENCH_REPEAT=N      repetitions of A and B (default 3; the median wall time is reported)
 #   BENCH_TIMEOUT=S     per-invocation time limit in seconds (default 1800)
 #   BENCH_TMPDIR=DIR    where registries store data (default: $TMPDIR or /tmp)
+#   BENCH_REGRELAY_ARGS="--jobs 8"  extra arguments for every `regrelay copy` (default none)
 #   REGRELAY_BIN=PATH   benchmark this binary instead of building target/release/regrelay
 #   BENCH_SCENARIOS="A B C"  which scenarios to run (default all three)
 #   BENCH_REGISTRY_LOGS=1    keep every registry's JSON request log (info level, one line per
@@ -73,6 +74,7 @@ REPEAT=${BENCH_REPEAT:-3}
 TOOL_TIMEOUT=${BENCH_TIMEOUT:-1800}
 SCENARIOS=${BENCH_SCENARIOS:-A B C}
 REGISTRY_LOGS=${BENCH_REGISTRY_LOGS:-0}
+read -ra EXTRA_ARGS <<<"${BENCH_REGRELAY_ARGS:-}"   # e.g. "--jobs 8": added to every regrelay copy
 OUT_DIR=$ROOT/bench-out
 MIB=$((1 << 20))
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -389,7 +391,7 @@ sync
 a_regrelay() { # REP
     start_registry "target-a-r$1"
     local dst=$REG_TOOL direct=$REG_DIRECT
-    run_regrelay "$LOGS/A-regrelay-$1.log" copy "$SRC_TOOL/bench/a:v1" "$dst/r/bench/a:v1"
+    run_regrelay "$LOGS/A-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" "$SRC_TOOL/bench/a:v1" "$dst/r/bench/a:v1"
     expect_digest "$direct" r/bench/a v1 "$A_DIGEST"
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "A rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -411,7 +413,7 @@ b_regrelay() {
     for i in $(seq 1 "$B_IMAGES"); do
         echo "$SRC_TOOL/bench/b/img$i:v1 $dst/r/bench/b/img$i:v1" >>"$list"
     done
-    run_regrelay "$LOGS/B-regrelay-$1.log" copy --from-file "$list"
+    run_regrelay "$LOGS/B-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" --from-file "$list"
     for i in $(seq 1 "$B_IMAGES"); do expect_digest "$direct" "r/bench/b/img$i" v1 "${B_DIGESTS[$i]}"; done
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "B rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -435,7 +437,7 @@ b_skopeo() {
 c_regrelay() {
     start_registry target-c-r
     local dst=$REG_TOOL direct=$REG_DIRECT
-    run_regrelay "$LOGS/C-regrelay.log" copy "$SRC_TOOL/bench/c:v1" "$dst/r/bench/c:v1"
+    run_regrelay "$LOGS/C-regrelay.log" copy "${EXTRA_ARGS[@]}" "$SRC_TOOL/bench/c:v1" "$dst/r/bench/c:v1"
     expect_digest "$direct" r/bench/c v1 "$C_DIGEST"
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "C rep=1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -516,6 +518,7 @@ TABLE=$WORK/table.txt
     echo "# git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty worktree)')"
     echo "# profile $PROFILE_DESC"
     echo "# load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# regrelay copy extra arguments: ${EXTRA_ARGS[*]:-none}"
     echo "# scenarios=$SCENARIOS quick=$QUICK repeat=$REPEAT nproc=$(nproc) cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
     echo "# $("$REGRELAY" version) | skopeo $(skopeo --version | awk '{print $3}') | $(docker-registry --version) | $(rustc --version)"
     echo "# sizes: A=${A_LAYERS}x${A_SIZE} B=${B_IMAGES}x(2x${B_BASE}+${B_UNIQUE}) C=${C_SIZE} bytes"
