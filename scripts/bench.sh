@@ -339,8 +339,8 @@ seed() { # LAYOUT TAG SRCREF
         || die "seeding $3 failed"
 }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-maxof() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -n 1; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+maxof() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | tail -n 1; }
 
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log
@@ -509,7 +509,7 @@ TABLE=$WORK/table.txt
     echo
     echo "wall: median of $REPEAT repetitions for A and B (B skopeo = sum of $B_IMAGES runs), single run for C;"
     echo "      ratio = median regrelay wall / median skopeo wall."
-    echo "per-repetition ratios: A $(rep_ratios "$A_R_WALL" "$A_S_WALL"); B $(rep_ratios "$B_R_WALL" "$B_S_WALL")"
+    echo "per-repetition ratios:$(has A && echo " A $(rep_ratios "$A_R_WALL" "$A_S_WALL")")$(has B && echo " B $(rep_ratios "$B_R_WALL" "$B_S_WALL")")"
     echo "RSS: peak resident set (GNU time %M), max over repetitions (B skopeo: max over its $B_IMAGES runs)."
 } >"$TABLE"
 
