@@ -165,7 +165,7 @@ seed "$SRC3" --repos "$EMPTY_REPOS" --tags "$TAGS" --prefix sync
 config "$SRC3" "$DSTA" "$WORK/empty.toml"
 src_before=$(requests "$SRC3_LOG"); r_from=$src_before
 timed "$WORK/empty.out" "$BIN" --log-format json sync --config "$WORK/empty.toml" --jobs "$JOBS"
-[[ $RC == 0 ]] || { tail "$WORK/empty.out.err" >&2; die "sync from empty exited $RC"; }
+[[ $RC == 0 ]] || { grep -E '"level":"(WARN|ERROR)"' "$WORK/empty.out.err" | head -5 >&2 || true; tail -n 3 "$WORK/empty.out.err" >&2; die "sync from empty exited $RC"; }
 r_wall=$WALL; r_rss=$RSS
 r_src=$(($(requests "$SRC3_LOG") - src_before)); r_dst=$(requests "$DSTA_LOG")
 src_before=$(requests "$SRC3_LOG")

@@ -320,6 +320,34 @@ pub struct Replicator<S: Registries> {
     progress: Arc<Progress>,
 }
 
+/// What the caller of [`Replicator::replicate_known`] already read, so the copy does not
+/// read it again. `Known::default()` (nothing known) is always correct.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The source root manifest as the caller read it (the registry client checked its
+    /// bytes against their digest). Used only when the task names the source by this
+    /// digest.
+    pub root: Option<ManifestBytes>,
+    /// The source repository's tags as the caller just listed them: the copy looks for
+    /// referrer fallback and cosign tags in them instead of listing again.
+    pub source_tags: Option<Arc<Vec<String>>>,
+    /// The caller just saw that the task's target tags do not point at the source digest
+    /// (absent, or elsewhere): they are written without being read first. They are still
+    /// read back after the write.
+    pub tags_stale: bool,
+}
+
+/// What a copy knows about one target tag before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagState {
+    /// The root manifest was pushed under this tag.
+    Pushed,
+    /// The caller saw it elsewhere or absent.
+    Stale,
+    /// Not known: read it first.
+    Unknown,
+}
+
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Per-copy state.
@@ -330,7 +358,9 @@ struct Job<R> {
     dst_repo: String,
     stats: StatsAcc,
     visited: Mutex<HashSet<Digest>>,
-    src_tags: OnceCell<Vec<String>>,
+    src_tags: OnceCell<Arc<Vec<String>>>,
+    /// The source's referrers index per subject, once asked (`None`: no API).
+    referrers: Mutex<HashMap<Digest, Option<Bytes>>>,
     /// Referrers whose subject the target did not index itself: subject → descriptors.
     pending_fallback: Mutex<HashMap<Digest, Vec<serde_json::Value>>>,
     /// Fallback tags copied byte-for-byte from the source (no merge needed).
@@ -363,6 +393,11 @@ impl<S: Registries> Replicator<S> {
 
     /// Copy one image and verify it. See the module docs for the order of work.
     pub async fn replicate(&self, task: &Task) -> Result<Outcome, Error> {
+        self.replicate_known(task, Known::default()).await
+    }
+
+    /// [`replicate`](Self::replicate), skipping the reads `known` already answers.
+    pub async fn replicate_known(&self, task: &Task, known: Known) -> Result<Outcome, Error> {
         // Resolve both hosts before any I/O: an unknown host is refused without contact.
         let src = self.registries.get(&task.source.registry).map_err(src_err)?;
         let dst = self.registries.get(&task.target.registry).map_err(dst_err)?;
@@ -370,15 +405,27 @@ impl<S: Registries> Replicator<S> {
             .source
             .locator()
             .ok_or_else(|| Error::NoLocator(task.source.to_string()))?;
-        let mut root = src
-            .get_manifest(&task.source.repository, &locator)
-            .await
-            .map_err(src_err)?;
+        // A root the caller read is used only when it is what the task names.
+        let preloaded = known.root.filter(|m| match &locator {
+            Locator::Digest(d) => &m.digest == d,
+            Locator::Tag(_) => false,
+        });
+        let mut root = match preloaded {
+            Some(m) => m,
+            None => src
+                .get_manifest(&task.source.repository, &locator)
+                .await
+                .map_err(src_err)?,
+        };
         let source_ref = task.source.to_string();
         let target_ref = task.target_ref();
         tracing::debug!(%source_ref, %target_ref, digest = %root.digest, "source resolved");
         if !self.opts.platforms.is_empty() {
             root = self.filter_platforms(&source_ref, root)?;
+        }
+        let src_tags = OnceCell::new();
+        if let Some(tags) = known.source_tags {
+            src_tags.set(tags).expect("a fresh cell");
         }
         let job = Job {
             src,
@@ -387,7 +434,8 @@ impl<S: Registries> Replicator<S> {
             dst_repo: task.target.repository.clone(),
             stats: StatsAcc::default(),
             visited: Mutex::new(HashSet::new()),
-            src_tags: OnceCell::new(),
+            src_tags,
+            referrers: Mutex::new(HashMap::new()),
             pending_fallback: Mutex::new(HashMap::new()),
             copied_fallback: Mutex::new(HashSet::new()),
         };
@@ -397,35 +445,50 @@ impl<S: Registries> Replicator<S> {
                 source: e,
             })
         })?;
-        self.copy_manifest(&job, root.digest.clone(), Some(root.clone()))
+        let mut subjects = vec![root.digest.clone()];
+        if let Manifest::Index { manifests, .. } = &parsed {
+            subjects.extend(manifests.iter().map(|d| d.digest.clone()));
+        }
+        // The root goes up under its first tag when nothing has to land between the root
+        // and its tags (no referrer or cosign tag to copy): one PUT instead of a PUT by
+        // digest, a tag check and a PUT by tag. With referrers, the root goes up by digest
+        // and the tags follow them, so a tag never appears before its signatures.
+        let first_tag = task.target.tags.first().map(String::as_str);
+        let root_tag = match first_tag {
+            Some(t) if !self.opts.referrers || !self.has_referrers(&job, &subjects).await? => Some(t),
+            _ => None,
+        };
+        let pushed = self
+            .copy_manifest(&job, root.digest.clone(), Some(root.clone()), root_tag)
             .await?;
-
         if self.opts.referrers {
-            let mut subjects = vec![root.digest.clone()];
-            if let Manifest::Index { manifests, .. } = &parsed {
-                subjects.extend(manifests.iter().map(|d| d.digest.clone()));
-            }
             for s in &subjects {
                 self.copy_referrers(&job, s, 0).await?;
             }
             self.write_fallback_indexes(&job).await?;
         }
 
-        // Tags last: the whole graph is in place now.
+        // Tags last: the whole graph is in place now. Each is read back and must hash to
+        // the root digest (the verification); one the root was pushed under needs only
+        // that read.
+        let pushed_as = if pushed { root_tag } else { None };
         for tag in &task.target.tags {
-            let loc = Locator::Tag(tag.clone());
-            let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
-            if current.as_ref().and_then(|h| h.digest.as_ref()) == Some(&root.digest) {
-                continue;
-            }
+            let state = if pushed_as == Some(tag.as_str()) {
+                TagState::Pushed
+            } else if known.tags_stale {
+                TagState::Stale
+            } else {
+                TagState::Unknown
+            };
+            self.tag_and_verify(&job, &root, tag, &task.target, state).await?;
+        }
+        if task.target.tags.is_empty() {
+            // get_manifest by digest fails unless the bytes hash to the digest.
             job.dst
-                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+                .get_manifest(&job.dst_repo, &Locator::Digest(root.digest.clone()))
                 .await
                 .map_err(dst_err)?;
-            inc(&job.stats.tags_written);
         }
-
-        self.verify(&job, &root.digest, &task.target).await?;
         let stats = job.stats.snapshot();
         let wrote = stats.manifests_pushed + stats.tags_written + stats.blobs_uploaded + stats.blobs_mounted;
         tracing::info!(
@@ -446,32 +509,47 @@ impl<S: Registries> Replicator<S> {
         })
     }
 
-    /// Read the target back by every tag (or by digest when there is no tag); each must
-    /// hash to `digest`. A tag read back that hashes to the digest proves the manifest is
-    /// stored under the digest too, so a tagged copy costs one GET per tag, no more.
-    async fn verify(&self, job: &Job<S::Registry>, digest: &Digest, target: &Target) -> Result<(), Error> {
-        if target.tags.is_empty() {
-            // get_manifest by digest fails unless the bytes hash to the digest.
-            job.dst
-                .get_manifest(&job.dst_repo, &Locator::Digest(digest.clone()))
-                .await
-                .map_err(dst_err)?;
-        }
-        for tag in &target.tags {
-            let got = job
-                .dst
-                .get_manifest(&job.dst_repo, &Locator::Tag(tag.clone()))
-                .await
-                .map_err(dst_err)?;
-            if got.digest != *digest {
-                return Err(Error::VerifyFailed {
-                    reference: format!("{}/{}:{tag}", target.registry, target.repository),
-                    expected: digest.clone(),
-                    actual: got.digest,
-                });
+    /// Make target `tag` point at `root`, then verify it by reading it back: the bytes
+    /// must hash to the root digest (a tag that hashes to the digest proves the manifest
+    /// is stored under the digest too). A tag of unknown state is read first, and that
+    /// read is also the verification when it is in place (one GET).
+    async fn tag_and_verify(
+        &self,
+        job: &Job<S::Registry>,
+        root: &ManifestBytes,
+        tag: &str,
+        target: &Target,
+        state: TagState,
+    ) -> Result<(), Error> {
+        let loc = Locator::Tag(tag.to_owned());
+        let read = || async {
+            match job.dst.get_manifest(&job.dst_repo, &loc).await {
+                Ok(m) => Ok(Some(m.digest)),
+                Err(registry::Error::ManifestUnknown { .. }) => Ok(None),
+                Err(e) => Err(dst_err(e)),
             }
+        };
+        if state == TagState::Unknown && read().await?.as_ref() == Some(&root.digest) {
+            return Ok(());
         }
-        Ok(())
+        if state != TagState::Pushed {
+            job.dst
+                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+                .await
+                .map_err(dst_err)?;
+        }
+        inc(&job.stats.tags_written);
+        let reference = || format!("{}/{}:{tag}", target.registry, target.repository);
+        match read().await? {
+            Some(d) if d == root.digest => Ok(()),
+            Some(actual) => Err(Error::VerifyFailed {
+                reference: reference(),
+                expected: root.digest.clone(),
+                actual,
+            }),
+            // The registry accepted the PUT but does not serve the tag.
+            None => Err(dst_err(registry::Error::ManifestUnknown { reference: reference() })),
+        }
     }
 
     fn filter_platforms(&self, reference: &str, root: ManifestBytes) -> Result<ManifestBytes, Error> {
@@ -511,12 +589,15 @@ impl<S: Registries> Replicator<S> {
     }
 
     /// Copy a manifest and everything below it, children before parent. `preloaded` is
-    /// the manifest when the caller already read it.
+    /// the manifest when the caller already read it. It is pushed under `as_tag` when
+    /// given (the registry stores it under its digest too), else by digest. `true` when
+    /// it was pushed, `false` when the target had it.
     fn copy_manifest<'a>(
         &'a self,
         job: &'a Job<S::Registry>,
         digest: Digest,
         preloaded: Option<ManifestBytes>,
+        as_tag: Option<&'a str>,
     ) -> BoxFut<'a, Result<bool, Error>> {
         Box::pin(async move {
             if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
@@ -579,7 +660,7 @@ impl<S: Registries> Replicator<S> {
                 Manifest::Index { manifests, .. } => {
                     let mut futs = Vec::with_capacity(manifests.len());
                     for d in manifests {
-                        futs.push(self.copy_manifest(job, d.digest.clone(), None));
+                        futs.push(self.copy_manifest(job, d.digest.clone(), None, None));
                     }
                     futures_util::stream::iter(futs)
                         .buffer_unordered(4)
@@ -587,9 +668,10 @@ impl<S: Registries> Replicator<S> {
                         .await?;
                 }
             }
+            let put_loc = as_tag.map_or(loc, |t| Locator::Tag(t.to_owned()));
             let put = job
                 .dst
-                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
+                .put_manifest(&job.dst_repo, &put_loc, &m.media_type, m.bytes.clone())
                 .await
                 .map_err(dst_err)?;
             inc(&job.stats.manifests_pushed);

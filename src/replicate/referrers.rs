@@ -8,6 +8,52 @@
 use super::*;
 
 impl<S: Registries> Replicator<S> {
+    /// The source repository's tags: the caller's list when it handed one over
+    /// ([`Known::source_tags`]), else one listing per copy.
+    async fn source_tags<'a>(&self, job: &'a Job<S::Registry>) -> Result<&'a Vec<String>, Error> {
+        let tags = job
+            .src_tags
+            .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map(Arc::new).map_err(src_err) })
+            .await?;
+        Ok(tags)
+    }
+
+    /// The source's referrers index of `subject` (`None`: no referrers API), asked once per
+    /// copy: the check before the root push and the copy after it share the answer.
+    async fn referrers_index(&self, job: &Job<S::Registry>, subject: &Digest) -> Result<Option<Bytes>, Error> {
+        if let Some(known) = job.referrers.lock().expect("referrers lock").get(subject) {
+            return Ok(known.clone());
+        }
+        let index = job.src.referrers(&job.src_repo, subject).await.map_err(src_err)?;
+        job.referrers
+            .lock()
+            .expect("referrers lock")
+            .insert(subject.clone(), index.clone());
+        Ok(index)
+    }
+
+    /// Does any of `subjects` have a referrer or a cosign tag at the source? Reads only
+    /// what the copy of the referrers reads anyway (the tag list, the referrers API), so
+    /// asking costs no extra request. A fallback or cosign tag counts without being read.
+    pub(super) async fn has_referrers(&self, job: &Job<S::Registry>, subjects: &[Digest]) -> Result<bool, Error> {
+        let tags = self.source_tags(job).await?;
+        for subject in subjects {
+            let base = subject.fallback_tag();
+            if [String::new(), ".sig".into(), ".att".into(), ".sbom".into()]
+                .iter()
+                .any(|suffix| tags.contains(&format!("{base}{suffix}")))
+            {
+                return Ok(true);
+            }
+            if let Some(index) = self.referrers_index(job, subject).await?
+                && !matches!(Manifest::parse(oci::OCI_INDEX, &index), Ok(Manifest::Index { manifests, .. }) if manifests.is_empty())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Copy the referrers of `subject` (API, else fallback tag) and its cosign tags.
     pub(super) fn copy_referrers<'a>(
         &'a self,
@@ -21,12 +67,9 @@ impl<S: Registries> Replicator<S> {
             }
             // One tag listing per source repository serves both the fallback tag and
             // the cosign tags below.
-            let tags = job
-                .src_tags
-                .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map_err(src_err) })
-                .await?;
+            let tags = self.source_tags(job).await?;
             let mut found: Vec<Digest> = Vec::new();
-            match job.src.referrers(&job.src_repo, subject).await.map_err(src_err)? {
+            match self.referrers_index(job, subject).await? {
                 Some(index) => {
                     if let Ok(Manifest::Index { manifests, .. }) = Manifest::parse(oci::OCI_INDEX, &index) {
                         found.extend(manifests.into_iter().map(|d| d.digest));
@@ -45,7 +88,7 @@ impl<S: Registries> Replicator<S> {
                             Manifest::parse(&fallback.media_type, &fallback.bytes)
                     {
                         for d in &manifests {
-                            if self.copy_manifest(job, d.digest.clone(), None).await? {
+                            if self.copy_manifest(job, d.digest.clone(), None, None).await? {
                                 inc(&job.stats.referrers_copied);
                             }
                             self.copy_referrers(job, &d.digest, depth + 1).await?;
@@ -59,7 +102,7 @@ impl<S: Registries> Replicator<S> {
                 }
             }
             for d in found {
-                if self.copy_manifest(job, d.clone(), None).await? {
+                if self.copy_manifest(job, d.clone(), None, None).await? {
                     inc(&job.stats.referrers_copied);
                 }
                 self.copy_referrers(job, &d, depth + 1).await?;
@@ -74,7 +117,7 @@ impl<S: Registries> Replicator<S> {
                 let Some(m) = self.get_optional(job, &Locator::Tag(tag.clone())).await? else {
                     continue;
                 };
-                if self.copy_manifest(job, m.digest.clone(), Some(m.clone())).await? {
+                if self.copy_manifest(job, m.digest.clone(), Some(m.clone()), None).await? {
                     inc(&job.stats.referrers_copied);
                 }
                 self.put_tag_if_changed(job, &tag, &m).await?;

@@ -128,6 +128,8 @@ type Read<T> = Result<T, (ErrorClass, String)>;
 
 /// One wanted tag to compare at one target.
 struct Check {
+    /// The source repository's tags (handed to the executor with a repair).
+    source_tags: Arc<Vec<String>>,
     tag: String,
     digest: Digest,
     target_tag: String,
@@ -362,10 +364,11 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
         }
         let prune = opts.prune && rule.on_delete;
         let all_set: HashSet<String> = if prune {
-            all.into_iter().collect()
+            all.iter().cloned().collect()
         } else {
             HashSet::new()
         };
+        let all = Arc::new(all);
         for target in &rule.targets {
             let Some(dst) = plan::target_repo(rule, target, repository) else {
                 tracing::warn!(rule = %rule.name, repository, target = %target.registry, "the target repository template gives an invalid name; skipped");
@@ -389,6 +392,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                     let ttag = plan::target_tag(target, tag)?;
                     let listed = listed_set.contains(ttag.as_str());
                     Some(Check {
+                        source_tags: all.clone(),
                         tag: tag.clone(),
                         digest: digest.clone(),
                         target_tag: ttag,
@@ -444,7 +448,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                 tag: c.target_tag,
                 target_digest: current,
             };
-            self.handle(rule, &drift, opts, &mut r, sink).await;
+            self.handle(rule, &drift, opts, &mut r, sink, Some(c.source_tags)).await;
         }
         r
     }
@@ -484,12 +488,21 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             tag,
             target_digest: Some(expected),
         };
-        self.handle(rule, &drift, opts, &mut r, sink).await;
+        self.handle(rule, &drift, opts, &mut r, sink, None).await;
         r
     }
 
-    /// Count `drift`, repair it when applying, and report it.
-    async fn handle(&self, rule: &Rule, drift: &Drift, opts: Options, report: &mut Report, sink: Sink<'_>) {
+    /// Count `drift`, repair it when applying, and report it. `source_tags`: the source
+    /// repository's tag list, for the executor's hint.
+    async fn handle(
+        &self,
+        rule: &Rule,
+        drift: &Drift,
+        opts: Options,
+        report: &mut Report,
+        sink: Sink<'_>,
+        source_tags: Option<Arc<Vec<String>>>,
+    ) {
         report.found[index(drift.kind)] += 1;
         if !opts.apply {
             sink(Entry::Drift(drift, None));
@@ -500,7 +513,10 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             dry_run: rule.delete_dry_run.unwrap_or(self.deletes.dry_run),
             ..self.deletes
         };
-        let result = self.executor.execute(&drift.item(deletes), &drift.rule).await;
+        let result = self
+            .executor
+            .execute(&drift.item(deletes, source_tags), &drift.rule)
+            .await;
         match &result {
             Ok(Outcome::Done(Done::Copied { .. } | Done::TagWritten | Done::Deleted)) => {
                 report.repaired[index(drift.kind)] += 1;
