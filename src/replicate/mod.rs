@@ -592,12 +592,27 @@ impl<S: Registries> Replicator<S> {
     /// the manifest when the caller already read it. It is pushed under `as_tag` when
     /// given (the registry stores it under its digest too), else by digest. `true` when
     /// it was pushed, `false` when the target had it.
+    ///
+    /// The children of an index the target lacks are not HEADed: a new index almost
+    /// always brings new platform manifests, and their blobs are checked one by one
+    /// anyway (a child the target had costs its blob checks and a PUT instead of a HEAD).
     fn copy_manifest<'a>(
         &'a self,
         job: &'a Job<S::Registry>,
         digest: Digest,
         preloaded: Option<ManifestBytes>,
         as_tag: Option<&'a str>,
+    ) -> BoxFut<'a, Result<bool, Error>> {
+        self.copy_manifest_checked(job, digest, preloaded, as_tag, true)
+    }
+
+    fn copy_manifest_checked<'a>(
+        &'a self,
+        job: &'a Job<S::Registry>,
+        digest: Digest,
+        preloaded: Option<ManifestBytes>,
+        as_tag: Option<&'a str>,
+        check: bool,
     ) -> BoxFut<'a, Result<bool, Error>> {
         Box::pin(async move {
             if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
@@ -606,12 +621,13 @@ impl<S: Registries> Replicator<S> {
             let loc = Locator::Digest(digest.clone());
             // A registry only stores a manifest whose references it holds, so a present
             // manifest means a present subtree.
-            if job
-                .dst
-                .head_manifest(&job.dst_repo, &loc)
-                .await
-                .map_err(dst_err)?
-                .is_some()
+            if check
+                && job
+                    .dst
+                    .head_manifest(&job.dst_repo, &loc)
+                    .await
+                    .map_err(dst_err)?
+                    .is_some()
             {
                 inc(&job.stats.manifests_skipped);
                 return Ok(false);
@@ -660,7 +676,7 @@ impl<S: Registries> Replicator<S> {
                 Manifest::Index { manifests, .. } => {
                     let mut futs = Vec::with_capacity(manifests.len());
                     for d in manifests {
-                        futs.push(self.copy_manifest(job, d.digest.clone(), None, None));
+                        futs.push(self.copy_manifest_checked(job, d.digest.clone(), None, None, false));
                     }
                     futures_util::stream::iter(futs)
                         .buffer_unordered(4)
