@@ -3,17 +3,21 @@
 //! thing.
 //!
 //! Order of work, which is also the order of safety:
-//! 1. read the source root manifest (raw bytes, verified);
-//! 2. for each manifest in the graph, HEAD the target first and skip what is there;
-//! 3. blobs: HEAD, else cross-repository mount from a repository known to hold the blob,
+//! 1. read the source root manifest (raw bytes, verified), unless the caller already did
+//!    ([`Known`]);
+//! 2. HEAD the target root first and skip what is there (the children of an index the
+//!    target lacks are not HEADed: their blobs are checked);
+//! 3. blobs: mount from a repository known to hold the blob (no HEAD first), else HEAD,
 //!    else stream source → [`verify::VerifyStream`] → target upload; never a whole blob
 //!    in memory; one upload per (target host, digest) at a time (single-flight);
-//! 4. child manifests, then the root, pushed by digest from the exact source bytes;
+//! 4. child manifests, then the root, pushed from the exact source bytes: by digest, or
+//!    under its first tag when no referrer has to land before the tags;
 //! 5. referrers (OCI referrers API, or the `sha256-<hex>` fallback tag) and cosign
 //!    `sha256-<hex>.sig/.att/.sbom` tags;
-//! 6. tags last, so no tag ever points at an incomplete graph;
-//! 7. verify: read the target back by digest and by every tag; bytes must hash to the
-//!    source digest.
+//! 6. tags last, so no tag ever points at an incomplete graph (or before its signatures);
+//! 7. verify: read the target back by every tag (by digest when there is none); bytes
+//!    must hash to the source digest. A tag's first read is its check and, when in place,
+//!    its verification.
 //!
 //! Must never: settle, ack or know about messages (see `lib.rs`); push a manifest before
 //! everything it references; report success before step 7.
