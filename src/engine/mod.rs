@@ -447,7 +447,9 @@ impl<S: Registries> Executor<S> {
             return Ok(Outcome::Done(Done::InPlace));
         }
         // The copy writes the tag itself (the root pushed under it when nothing else has
-        // to land first, else right after the graph) and reads it back.
+        // to land first, else right after the graph) and reads it back. Work that must
+        // come between the copy and the tag write copies with `None` instead, then calls
+        // `ensure_tag` with `observed` (the tag is then not HEADed a second time).
         let write = TagWrite {
             tag: tag.to_string(),
             observed: observed.clone(),
