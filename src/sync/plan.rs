@@ -127,7 +127,9 @@ pub struct Drift {
     pub source: Repo,
     /// The source tag.
     pub source_tag: String,
-    /// What the source tag points at (`None` for [`Kind::Gone`]).
+    /// What the source tag points at (`None` for [`Kind::Gone`], and for a
+    /// [`Kind::Missing`] tag that a repairing sync did not resolve because no target
+    /// lists it: the executor resolves it under its tag lock).
     pub digest: Option<Digest>,
     /// The target repository.
     pub target: Repo,
