@@ -158,13 +158,17 @@ timed "$WORK/check2.out" "$BIN" --log-format json sync --config "$WORK/sync.toml
 
 log "scenario 3: $EMPTY_REPOS x $TAGS tags from empty, regrelay sync vs skopeo sync"
 start_registry src3; SRC3=$REG
-start_registry dst3a; DSTA=$REG
-start_registry dst3b; DSTB=$REG
+start_registry dst3a; DSTA=$REG; DSTA_LOG=$REG_LOG
+start_registry dst3b; DSTB=$REG; DSTB_LOG=$REG_LOG
+SRC3_LOG=$WORK/src3/registry.log
 seed "$SRC3" --repos "$EMPTY_REPOS" --tags "$TAGS" --prefix sync
 config "$SRC3" "$DSTA" "$WORK/empty.toml"
+src_before=$(requests "$SRC3_LOG"); r_from=$src_before
 timed "$WORK/empty.out" "$BIN" --log-format json sync --config "$WORK/empty.toml" --jobs "$JOBS"
-[[ $RC == 0 ]] || { tail "$WORK/empty.out.err" >&2; die "sync from empty exited $RC"; }
+[[ $RC == 0 ]] || { grep -E '"level":"(WARN|ERROR)"' "$WORK/empty.out.err" | head -5 >&2 || true; tail -n 3 "$WORK/empty.out.err" >&2; die "sync from empty exited $RC"; }
 r_wall=$WALL; r_rss=$RSS
+r_src=$(($(requests "$SRC3_LOG") - src_before)); r_dst=$(requests "$DSTA_LOG")
+src_before=$(requests "$SRC3_LOG")
 s_wall=0; s_rss=0
 for r in $(seq 0 $((EMPTY_REPOS - 1))); do
     repo=$(printf 'sync%03d' "$r")
@@ -174,6 +178,7 @@ for r in $(seq 0 $((EMPTY_REPOS - 1))); do
     s_wall=$(echo "$s_wall + $WALL" | bc)
     (( RSS > s_rss )) && s_rss=$RSS
 done
+s_src=$(($(requests "$SRC3_LOG") - src_before)); s_dst=$(requests "$DSTB_LOG")
 # Both targets must hold the same digests as the source.
 for r in 0 $((EMPTY_REPOS - 1)); do
     repo=$(printf 'sync%03d' "$r")
@@ -185,5 +190,12 @@ for r in 0 $((EMPTY_REPOS - 1)); do
         done
     done
 done
+# by_method LOG FROM [N]: "GET n HEAD n ..." over N request lines after the first FROM.
+by_method() {
+    grep -E '"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/' "$1" | tail -n +$(($2 + 1)) | head -n "${3:-1000000000}" |
+        sed -E 's/.*"(GET|HEAD|PUT|POST|PATCH|DELETE) .*/\1/' | sort | uniq -c | awk '{printf "%s %s ", $2, $1}'
+}
+n3=$((EMPTY_REPOS * TAGS))
+raw "from empty requests: regrelay src=$r_src dst=$r_dst per_tag=$(echo "scale=2; ($r_src + $r_dst) / $n3" | bc) (source: $(by_method "$SRC3_LOG" "$r_from" "$r_src"); target: $(by_method "$DSTA_LOG" 0)) skopeo src=$s_src dst=$s_dst per_tag=$(echo "scale=2; ($s_src + $s_dst) / $n3" | bc) (target: $(by_method "$DSTB_LOG" 0))"
 raw "from empty: tags=$((EMPTY_REPOS * TAGS)) regrelay_wall_s=$r_wall regrelay_peak_rss_kib=$r_rss skopeo_wall_s=$s_wall skopeo_peak_rss_kib=$s_rss ratio=$(echo "scale=3; $r_wall / $s_wall" | bc)"
 log "results in $RESULTS"

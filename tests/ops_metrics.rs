@@ -108,12 +108,13 @@ async fn copies_are_labelled_by_rule_and_target_and_requests_are_timed_15() {
 
     // Registry requests: timed per registry, method and status class.
     let dur = "regrelay_registry_request_duration_seconds_count";
-    for method in ["HEAD", "PUT"] {
+    // A new image at the target: its HEADs find nothing (4xx), its PUTs succeed.
+    for (method, class) in [("HEAD", "4xx"), ("PUT", "2xx")] {
         let n = count(
             dur,
-            &[("registry", &dst_host), ("method", method), ("status_class", "2xx")],
+            &[("registry", &dst_host), ("method", method), ("status_class", class)],
         );
-        assert!(n >= 1.0, "no timed {method} to the target:\n{text}");
+        assert!(n >= 1.0, "no timed {method} ({class}) to the target:\n{text}");
     }
     let src_host = src.host();
     assert!(

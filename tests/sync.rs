@@ -177,6 +177,42 @@ async fn in_sync_costs_two_heads_per_tag_plus_the_tag_lists() {
 }
 
 #[tokio::test]
+async fn a_backfill_reads_each_source_manifest_once_and_writes_each_tag_once_issue_16() {
+    support::registry_bin_or_skip!();
+    let r = Registries::start().await;
+    for i in 0..5 {
+        image::push_simple(&r.s, "app", &format!("v{i}"), 500, 30 + i).await;
+    }
+    let cfg = config(&r.src.host(), &r.dst.host(), "");
+    let before = (
+        r.src.access_log("GET", "/manifests/").len(),
+        r.src.access_log("HEAD", "/manifests/").len(),
+        r.src.access_log("GET", "/tags/list").len(),
+    );
+    let apply = sync(&cfg, &[]).await;
+    assert_eq!(code(&apply), 0, "{}", show(&apply));
+    let src = (
+        r.src.access_log("GET", "/manifests/").len() - before.0,
+        r.src.access_log("HEAD", "/manifests/").len() - before.1,
+        r.src.access_log("GET", "/tags/list").len() - before.2,
+    );
+    // Missing at the target: no source HEAD (the executor's GET by tag resolves each),
+    // one source tag list (the sync's, handed to the copies for referrer lookups).
+    assert_eq!(src, (5, 0, 1), "source GETs, HEADs of manifests, tag lists");
+    let dst = |m: &str| r.dst.access_log(m, "/manifests/");
+    // Per tag: the root HEAD, the root PUT under the tag, the tag's read-back.
+    assert_eq!((dst("HEAD").len(), dst("PUT").len(), dst("GET").len()), (5, 5, 5));
+    assert!(
+        dst("PUT").iter().all(|l| !l.contains("/manifests/sha256:")),
+        "{:#?}",
+        dst("PUT")
+    );
+    for i in 0..5 {
+        assert!(tag_digest(&r.d, "mirror/app", &format!("v{i}")).await.is_some());
+    }
+}
+
+#[tokio::test]
 async fn prune_deletes_only_tags_gone_at_the_source() {
     support::registry_bin_or_skip!();
     let r = Registries::start().await;

@@ -30,7 +30,8 @@ use crate::config::TagDeleteFallback;
 use crate::health::Health;
 use crate::metrics::{self, Class, CopyResult, DedupKind, DeleteResult};
 use crate::oci::{Digest, Locator, Reference};
-use crate::replicate::{self, Deletion, ErrorClass, Registries, Replicator, Side, Target, Task};
+use crate::registry::ManifestBytes;
+use crate::replicate::{self, Deletion, ErrorClass, Known, Registries, Replicator, Side, Target, Task};
 
 mod dedup;
 pub mod gate;
@@ -75,6 +76,21 @@ impl std::fmt::Display for Repo {
     }
 }
 
+/// What a front end read just before handing over an [`Item::Tag`], so the executor does
+/// not read it again. `Hint::default()` (nothing known) is always correct; a hint only
+/// saves requests, the re-resolve of the source tag under the lock stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// The target tag as the front end has just read it (`Some(None)`: absent,
+    /// `Some(Some(d))`: at `d`). The executor then does not HEAD it, and, expecting a
+    /// copy, re-resolves the source tag with the GET the copy needs anyway instead of a
+    /// HEAD.
+    pub target: Option<Option<Digest>>,
+    /// The source repository's tags as the front end has just listed them (the copy looks
+    /// for referrer fallback and cosign tags there instead of listing again).
+    pub source_tags: Option<Arc<Vec<String>>>,
+}
+
 /// A piece of desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -110,6 +126,8 @@ pub enum Item {
         /// Gates (`[gates.NAME]`) that must pass for the target digest before the tag is
         /// written (empty: none).
         require: Vec<String>,
+        /// What the front end has just read (nothing, for events).
+        hint: Hint,
     },
     /// Remove `locator` at `target`, unless the source holds `source_locator` again; a
     /// deletion only where the target still points at `expected` (when given). With
@@ -254,6 +272,27 @@ pub struct Memory {
     pub max_entries: usize,
 }
 
+/// What a copy did, shared with every caller that joined it.
+#[derive(Debug, Clone)]
+struct Copied {
+    /// Something was written besides tags.
+    copied: bool,
+    /// The tag the copy wrote and verified, and whether it had to write it.
+    tag: Option<(String, bool)>,
+}
+
+/// A tag for the copy to write, with what the caller knows.
+struct TagWrite {
+    /// The target tag.
+    tag: String,
+    /// What it pointed at when the caller looked (`None`: not known).
+    observed: Option<Option<Digest>>,
+    /// The source root manifest, when the caller read it.
+    root: Option<ManifestBytes>,
+    /// The source repository's tags, when the caller listed them.
+    source_tags: Option<Arc<Vec<String>>>,
+}
+
 /// (target registry, target repository, digest)
 type DigestKey = (String, String, Digest);
 /// (target registry, target repository, tag)
@@ -263,7 +302,7 @@ type TagKey = (String, String, String);
 pub struct Executor<S: Registries> {
     replicator: Arc<Replicator<S>>,
     tag_locks: KeyedLocks<TagKey>,
-    flights: SingleFlight<DigestKey, Result<bool, Failure>>,
+    flights: SingleFlight<DigestKey, Result<Copied, Failure>>,
     recent: Recent<DigestKey>,
     gating: gate::Gating,
 }
@@ -345,8 +384,9 @@ impl<S: Registries> Execute for Executor<S> {
                 target,
                 tag,
                 require,
+                hint,
             } => {
-                self.tag(source, source_tag, seen.as_ref(), target, (tag, require), rule)
+                self.tag(source, source_tag, seen.as_ref(), hint, target, (tag, require), rule)
                     .instrument(span)
                     .await
             }
@@ -400,7 +440,7 @@ impl<S: Registries> Executor<S> {
         (tag, require): (Option<&str>, &[String]),
         rule: &str,
     ) -> ItemResult {
-        let copied = self.ensure_digest(source, digest, target, rule).await?;
+        let (copied, _) = self.ensure_digest(source, digest, target, rule, None).await?;
         // A tag already at this digest needs no gate: gating cannot change what it names.
         let in_place = match tag {
             Some(t) if !require.is_empty() => self
@@ -415,52 +455,92 @@ impl<S: Registries> Executor<S> {
             self.gate(target, digest, require, &src.to_string()).await?;
         }
         let wrote = match tag {
-            Some(t) => self.ensure_tag(source, target, t, digest).await?,
+            Some(t) => self.ensure_tag(source, target, t, digest, None).await?,
             None => false,
         };
         tracing::info!(source_ref = %source.reference(Some(Locator::Digest(digest.clone()))), %digest, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of Item::Tag; a struct would only rename them"
+    )]
     async fn tag(
         &self,
         source: &Repo,
         source_tag: &str,
         seen: Option<&Digest>,
+        hint: &Hint,
         target: &Repo,
         (tag, require): (&str, &[String]),
         rule: &str,
     ) -> ItemResult {
         let key = (target.registry.clone(), target.repository.clone(), tag.to_string());
         let _tag_lock = self.tag_locks.lock(&key).await;
-        // Re-resolve now: the tag may have moved since the caller looked.
+        // Re-resolve now: the tag may have moved since the caller looked. A front end that
+        // has just seen the target tag differ (a sync) expects a copy: the source manifest
+        // is read by tag, which re-resolves and reads what the copy needs in one request.
+        // Events HEAD it, so a repeat event for a tag in place reads no manifest.
         let src = source.reference(Some(Locator::Tag(source_tag.to_string())));
-        let current = match self.replicator.resolve(&src).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Ok(Outcome::Stale(format!("{src} no longer exists at the source"))),
-            Err(e) => return Err(Failure::of(&e, &source.registry, &target.registry)),
+        let (current, root) = if hint.target.is_some() {
+            match self.replicator.read_source(&src).await {
+                Ok(Some(m)) => (m.digest.clone(), Some(m)),
+                Ok(None) => return Ok(Outcome::Stale(format!("{src} no longer exists at the source"))),
+                Err(e) => return Err(Failure::of(&e, &source.registry, &target.registry)),
+            }
+        } else {
+            match self.replicator.resolve(&src).await {
+                Ok(Some(d)) => (d, None),
+                Ok(None) => return Ok(Outcome::Stale(format!("{src} no longer exists at the source"))),
+                Err(e) => return Err(Failure::of(&e, &source.registry, &target.registry)),
+            }
         };
         if seen.is_some_and(|d| d != &current) {
             tracing::info!(source_ref = %src, digest = %current, "tag has moved since the event; copying its current digest");
         }
+        // What the target tag points at: the front end's read, else one HEAD. A failed
+        // look is not an answer (`None`): the copy below meets the same failure, counts
+        // it and reports it.
+        let observed = match &hint.target {
+            Some(t) => Some(t.clone()),
+            None => self
+                .replicator
+                .target_tag(&target.registry, &target.repository, tag)
+                .await
+                .ok(),
+        };
         // The target tag already at the current digest: in place (a registry only lets a
         // tag point at a manifest it holds whole). Two requests for a repeat event.
-        // A failed look is not an answer: the copy below meets the same failure, counts it
-        // and reports it.
-        if let Ok(Some(d)) = self
-            .replicator
-            .target_tag(&target.registry, &target.repository, tag)
-            .await
-            && d == current
-        {
+        if observed.as_ref().is_some_and(|o| o.as_ref() == Some(&current)) {
             metrics::global().dedup_hit(DedupKind::InPlace);
             tracing::info!(source_ref = %src, digest = %current, "verified: the target tag is in place");
             return Ok(Outcome::Done(Done::InPlace));
         }
-        let copied = self.ensure_digest(source, &current, target, rule).await?;
-        // Gated under the tag lock: a newer digest for this tag waits for the verdict.
-        self.gate(target, &current, require, &src.to_string()).await?;
-        let wrote = self.ensure_tag(source, target, tag, &current).await?;
+        if !require.is_empty() {
+            // Gated under the tag lock (a newer digest for this tag waits for the verdict):
+            // copy without the tag, gate the target digest, then point the tag.
+            let (copied, _) = self.ensure_digest(source, &current, target, rule, None).await?;
+            self.gate(target, &current, require, &src.to_string()).await?;
+            let wrote = self.ensure_tag(source, target, tag, &current, observed).await?;
+            tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
+            return Ok(Outcome::Done(done(copied, wrote)));
+        }
+        // The copy writes the tag itself (the root pushed under it when nothing else has
+        // to land first, else right after the graph) and reads it back. Work that must
+        // come between the copy and the tag write copies with `None` instead, then calls
+        // `ensure_tag` with `observed` (the tag is then not HEADed a second time).
+        let write = TagWrite {
+            tag: tag.to_string(),
+            observed: observed.clone(),
+            root,
+            source_tags: hint.source_tags.clone(),
+        };
+        let (copied, tagged) = self.ensure_digest(source, &current, target, rule, Some(&write)).await?;
+        let wrote = match tagged {
+            Some(wrote) => wrote,
+            None => self.ensure_tag(source, target, tag, &current, observed).await?,
+        };
         tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
     }
@@ -480,23 +560,34 @@ impl<S: Registries> Executor<S> {
         result
     }
 
-    async fn ensure_tag(&self, source: &Repo, target: &Repo, tag: &str, digest: &Digest) -> Result<bool, Failure> {
+    /// Point `tag` at `digest` (present at the target); `observed`: the tag as just read.
+    async fn ensure_tag(
+        &self,
+        source: &Repo,
+        target: &Repo,
+        tag: &str,
+        digest: &Digest,
+        observed: Option<Option<Digest>>,
+    ) -> Result<bool, Failure> {
         self.replicator
-            .ensure_tag(&target.registry, &target.repository, tag, digest)
+            .ensure_tag_observed(&target.registry, &target.repository, tag, digest, observed)
             .await
             .map_err(|e| Failure::of(&e, &source.registry, &target.registry))
     }
 
-    /// Make sure `target` holds `digest` (verified), copying it if needed. `Some(bytes)`
-    /// when a copy streamed blobs, `None` when it was in place. The copy counts under
-    /// `rule` (the first caller's, when several join one copy).
+    /// Make sure `target` holds `digest` (verified), copying it if needed. The first
+    /// value is `Some(bytes)` when a copy wrote something, `None` when it was in place;
+    /// the second, with `write`, is `Some(tag written)` when the copy also wrote and
+    /// verified `write.tag` (else the caller writes the tag). The copy counts under `rule`
+    /// (the first caller's, when several join one copy).
     async fn ensure_digest(
         &self,
         source: &Repo,
         digest: &Digest,
         target: &Repo,
         rule: &str,
-    ) -> Result<Option<u64>, Failure> {
+        write: Option<&TagWrite>,
+    ) -> Result<(Option<u64>, Option<bool>), Failure> {
         let m = metrics::global();
         let fail = |e: &replicate::Error| Failure::of(e, &source.registry, &target.registry);
         let key = (target.registry.clone(), target.repository.clone(), digest.clone());
@@ -508,7 +599,7 @@ impl<S: Registries> Executor<S> {
             {
                 Ok(true) => {
                     m.dedup_hit(DedupKind::Recent);
-                    return Ok(None);
+                    return Ok((None, None));
                 }
                 Ok(false) => self.recent.remove(&key),
                 Err(e) => return Err(fail(&e)),
@@ -525,21 +616,36 @@ impl<S: Registries> Executor<S> {
                     target: Target {
                         registry: target.registry.clone(),
                         repository: target.repository.clone(),
-                        tags: Vec::new(),
+                        tags: write.map(|w| w.tag.clone()).into_iter().collect(),
                     },
                 };
-                match self.replicator.replicate(&task).await {
+                let known = match write {
+                    Some(w) => Known {
+                        root: w.root.clone(),
+                        source_tags: w.source_tags.clone(),
+                        // Seen absent or elsewhere: written without another look.
+                        tags_stale: w.observed.as_ref().is_some_and(|o| o.as_ref() != Some(digest)),
+                    },
+                    None => Known::default(),
+                };
+                match self.replicator.replicate_known(&task, known).await {
                     Ok(outcome) if outcome.digest() == digest => {
                         let s = outcome.stats();
-                        let (result, copied) = match outcome {
-                            replicate::Outcome::Replicated { .. } => (CopyResult::Replicated, true),
-                            replicate::Outcome::AlreadyPresent { .. } => (CopyResult::AlreadyPresent, false),
+                        // A tag written onto a manifest the target had is not a copy.
+                        let copied = s.manifests_pushed + s.blobs_uploaded + s.blobs_mounted > 0;
+                        let result = if copied {
+                            CopyResult::Replicated
+                        } else {
+                            CopyResult::AlreadyPresent
                         };
                         m.copy_finished(result, started.elapsed(), rule, &target.registry);
                         m.copy_stats(s.bytes_copied, s.blobs_uploaded, s.blobs_mounted, s.blobs_skipped);
                         bytes.store(s.bytes_copied, std::sync::atomic::Ordering::Relaxed);
                         self.recent.insert(key.clone());
-                        Ok(copied)
+                        Ok(Copied {
+                            copied,
+                            tag: write.map(|w| (w.tag.clone(), s.tags_written > 0)),
+                        })
                     }
                     Ok(outcome) => {
                         m.copy_finished(
@@ -569,8 +675,13 @@ impl<S: Registries> Executor<S> {
         if joined {
             m.dedup_hit(DedupKind::InFlight);
         }
-        // A caller that joined another's copy did not copy anything itself.
-        Ok(result?.then(|| bytes.into_inner()).filter(|_| !joined))
+        let result = result?;
+        // A caller that joined another's copy did not copy anything itself, nor (another
+        // tag: the same one waits on the tag lock) write its tag.
+        if joined {
+            return Ok((None, None));
+        }
+        Ok((result.copied.then(|| bytes.into_inner()), result.tag.map(|(_, w)| w)))
     }
 
     async fn delete(

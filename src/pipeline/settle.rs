@@ -4,7 +4,7 @@
 //! Must never: do I/O, or decide a settlement from anything but the results passed in.
 
 use crate::config::PipelineConfig;
-use crate::engine::{Failure, Item, ItemResult, Outcome, Repo};
+use crate::engine::{Failure, Hint, Item, ItemResult, Outcome, Repo};
 use crate::event::{Action, Event};
 use crate::oci::Locator;
 use crate::replicate::ErrorClass;
@@ -36,6 +36,7 @@ pub fn item(event: &Event, route: &Route, cfg: &PipelineConfig) -> Result<Item, 
                 target,
                 tag: target_tag.clone(),
                 require: route.require.clone(),
+                hint: Hint::default(),
             }),
             (_, _, Some(digest)) => Ok(Item::Digest {
                 source,

@@ -1,6 +1,6 @@
-//! Blob copying for the copy engine: skip (HEAD), mount (from a repository this process
-//! saw holding the blob, or the source repository on the same registry), or stream through
-//! the verifier, with blob-level retries for failures the request level cannot replay.
+//! Blob copying for the copy engine: mount (from a repository this process saw holding
+//! the blob, or the source repository on the same registry; tried without a HEAD first),
+//! else skip (HEAD), else stream through the verifier, with blob-level retries for failures the request level cannot replay.
 //!
 //! Must never: upload a blob whose bytes have not passed the verifier, leave an upload
 //! session it gave up open, or retry an error that already used its request's attempts.
@@ -20,6 +20,12 @@ impl<S: Registries> Replicator<S> {
                 repos.remove(0);
             }
         }
+    }
+
+    fn known_in(&self, host: &str, digest: &Digest, repo: &str) -> bool {
+        let map = self.locations.lock().expect("locations lock");
+        map.get(&(host.to_owned(), digest.clone()))
+            .is_some_and(|repos| repos.iter().any(|r| r == repo))
     }
 
     fn known_location(&self, host: &str, digest: &Digest, not: &str) -> Option<String> {
@@ -60,21 +66,33 @@ impl<S: Registries> Replicator<S> {
     async fn copy_blob_locked(&self, job: &Job<S::Registry>, desc: &Descriptor) -> Result<(), Error> {
         let digest = &desc.digest;
         let dst_host = job.dst.host().to_owned();
-        if job
-            .dst
-            .head_blob(&job.dst_repo, digest)
-            .await
-            .map_err(dst_err)?
-            .is_some()
+        // A mount needs a repository on the *target* registry that holds the blob: one we
+        // wrote or saw there, or the source repository when both are on the same host.
+        // With one, the mount is tried directly (a HEAD first would only add a request),
+        // unless this process put or saw the blob in the target repository itself: then
+        // the HEAD (which almost always finds it) comes first, because a mount of a blob
+        // the repository holds rewrites its link, and distribution's filesystem driver
+        // rewrites a link in place, so a manifest PUT in that repository at the same time
+        // can read it empty and fail with MANIFEST_BLOB_UNKNOWN.
+        let from = if self.known_in(&dst_host, digest, &job.dst_repo) {
+            None
+        } else {
+            self.known_location(&dst_host, digest, &job.dst_repo)
+        };
+        if from.is_none()
+            && job
+                .dst
+                .head_blob(&job.dst_repo, digest)
+                .await
+                .map_err(dst_err)?
+                .is_some()
         {
             inc(&job.stats.blobs_skipped);
             self.remember(&dst_host, digest, &job.dst_repo);
             return Ok(());
         }
-        // A mount needs a repository on the *target* registry that holds the blob: one we
-        // wrote or saw there, or the source repository when both are on the same host.
         let mut session = None;
-        if let Some(from) = self.known_location(&dst_host, digest, &job.dst_repo) {
+        if let Some(from) = from {
             match job.dst.mount_blob(&job.dst_repo, digest, &from).await {
                 Ok(Mount::Mounted) => {
                     inc(&job.stats.blobs_mounted);
@@ -88,6 +106,25 @@ impl<S: Registries> Replicator<S> {
                     tracing::debug!(%digest, error = %e, "mount failed; uploading")
                 }
                 Err(e) => return Err(dst_err(e)),
+            }
+            // Not mounted (the registry does not mount, or the other repository lost the
+            // blob): the HEAD skipped above decides whether an upload is needed after all.
+            let present = match job.dst.head_blob(&job.dst_repo, digest).await {
+                Ok(p) => p.is_some(),
+                Err(e) => {
+                    if let Some(s) = session.take() {
+                        job.dst.cancel_upload(s).await;
+                    }
+                    return Err(dst_err(e));
+                }
+            };
+            if present {
+                if let Some(s) = session.take() {
+                    job.dst.cancel_upload(s).await;
+                }
+                inc(&job.stats.blobs_skipped);
+                self.remember(&dst_host, digest, &job.dst_repo);
+                return Ok(());
             }
         }
         // Blob-level retries only for failures the request level could not retry (a stream

@@ -3,22 +3,29 @@
 //! thing.
 //!
 //! Order of work, which is also the order of safety:
-//! 1. read the source root manifest (raw bytes, verified);
-//! 2. for each manifest in the graph, HEAD the target first and skip what is there;
-//! 3. blobs: HEAD, else cross-repository mount from a repository known to hold the blob,
+//! 1. read the source root manifest (raw bytes, verified), unless the caller already did
+//!    ([`Known`]);
+//! 2. HEAD the target root first and skip what is there (the children of an index the
+//!    target lacks are not HEADed: their blobs are checked);
+//! 3. blobs: mount from a repository known to hold the blob (no HEAD first), else HEAD,
 //!    else stream source → [`verify::VerifyStream`] → target upload; never a whole blob
 //!    in memory; one upload per (target host, digest) at a time (single-flight);
-//! 4. child manifests, then the root, pushed by digest from the exact source bytes;
+//! 4. child manifests, then the root, pushed from the exact source bytes: by digest, or
+//!    under its first tag when no referrer has to land before the tags;
 //! 5. referrers (OCI referrers API, or the `sha256-<hex>` fallback tag) and cosign
 //!    `sha256-<hex>.sig/.att/.sbom` tags;
-//! 6. tags last, so no tag ever points at an incomplete graph;
-//! 7. verify: read the target back by digest and by every tag; bytes must hash to the
-//!    source digest.
+//! 6. tags last, so no tag ever points at an incomplete graph (or before its signatures);
+//! 7. verify: read the target back by every tag (by digest when there is none); bytes
+//!    must hash to the source digest. A tag's first read is its check and, when in place,
+//!    its verification.
 //!
 //! Must never: settle, ack or know about messages (see `lib.rs`); push a manifest before
 //! everything it references; report success before step 7.
 
 mod blob;
+mod referrers;
+
+use referrers::referrer_descriptor;
 mod ops;
 pub mod verify;
 
@@ -317,6 +324,34 @@ pub struct Replicator<S: Registries> {
     progress: Arc<Progress>,
 }
 
+/// What the caller of [`Replicator::replicate_known`] already read, so the copy does not
+/// read it again. `Known::default()` (nothing known) is always correct.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The source root manifest as the caller read it (the registry client checked its
+    /// bytes against their digest). Used only when the task names the source by this
+    /// digest.
+    pub root: Option<ManifestBytes>,
+    /// The source repository's tags as the caller just listed them: the copy looks for
+    /// referrer fallback and cosign tags in them instead of listing again.
+    pub source_tags: Option<Arc<Vec<String>>>,
+    /// The caller just saw that the task's target tags do not point at the source digest
+    /// (absent, or elsewhere): they are written without being read first. They are still
+    /// read back after the write.
+    pub tags_stale: bool,
+}
+
+/// What a copy knows about one target tag before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagState {
+    /// The root manifest was pushed under this tag.
+    Pushed,
+    /// The caller saw it elsewhere or absent.
+    Stale,
+    /// Not known: read it first.
+    Unknown,
+}
+
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Per-copy state.
@@ -327,7 +362,9 @@ struct Job<R> {
     dst_repo: String,
     stats: StatsAcc,
     visited: Mutex<HashSet<Digest>>,
-    src_tags: OnceCell<Vec<String>>,
+    src_tags: OnceCell<Arc<Vec<String>>>,
+    /// The source's referrers index per subject, once asked (`None`: no API).
+    referrers: Mutex<HashMap<Digest, Option<Bytes>>>,
     /// Referrers whose subject the target did not index itself: subject → descriptors.
     pending_fallback: Mutex<HashMap<Digest, Vec<serde_json::Value>>>,
     /// Fallback tags copied byte-for-byte from the source (no merge needed).
@@ -360,6 +397,11 @@ impl<S: Registries> Replicator<S> {
 
     /// Copy one image and verify it. See the module docs for the order of work.
     pub async fn replicate(&self, task: &Task) -> Result<Outcome, Error> {
+        self.replicate_known(task, Known::default()).await
+    }
+
+    /// [`replicate`](Self::replicate), skipping the reads `known` already answers.
+    pub async fn replicate_known(&self, task: &Task, known: Known) -> Result<Outcome, Error> {
         // Resolve both hosts before any I/O: an unknown host is refused without contact.
         let src = self.registries.get(&task.source.registry).map_err(src_err)?;
         let dst = self.registries.get(&task.target.registry).map_err(dst_err)?;
@@ -367,15 +409,27 @@ impl<S: Registries> Replicator<S> {
             .source
             .locator()
             .ok_or_else(|| Error::NoLocator(task.source.to_string()))?;
-        let mut root = src
-            .get_manifest(&task.source.repository, &locator)
-            .await
-            .map_err(src_err)?;
+        // A root the caller read is used only when it is what the task names.
+        let preloaded = known.root.filter(|m| match &locator {
+            Locator::Digest(d) => &m.digest == d,
+            Locator::Tag(_) => false,
+        });
+        let mut root = match preloaded {
+            Some(m) => m,
+            None => src
+                .get_manifest(&task.source.repository, &locator)
+                .await
+                .map_err(src_err)?,
+        };
         let source_ref = task.source.to_string();
         let target_ref = task.target_ref();
         tracing::debug!(%source_ref, %target_ref, digest = %root.digest, "source resolved");
         if !self.opts.platforms.is_empty() {
             root = self.filter_platforms(&source_ref, root)?;
+        }
+        let src_tags = OnceCell::new();
+        if let Some(tags) = known.source_tags {
+            src_tags.set(tags).expect("a fresh cell");
         }
         let job = Job {
             src,
@@ -384,7 +438,8 @@ impl<S: Registries> Replicator<S> {
             dst_repo: task.target.repository.clone(),
             stats: StatsAcc::default(),
             visited: Mutex::new(HashSet::new()),
-            src_tags: OnceCell::new(),
+            src_tags,
+            referrers: Mutex::new(HashMap::new()),
             pending_fallback: Mutex::new(HashMap::new()),
             copied_fallback: Mutex::new(HashSet::new()),
         };
@@ -394,35 +449,50 @@ impl<S: Registries> Replicator<S> {
                 source: e,
             })
         })?;
-        self.copy_manifest(&job, root.digest.clone(), Some(root.clone()))
+        let mut subjects = vec![root.digest.clone()];
+        if let Manifest::Index { manifests, .. } = &parsed {
+            subjects.extend(manifests.iter().map(|d| d.digest.clone()));
+        }
+        // The root goes up under its first tag when nothing has to land between the root
+        // and its tags (no referrer or cosign tag to copy): one PUT instead of a PUT by
+        // digest, a tag check and a PUT by tag. With referrers, the root goes up by digest
+        // and the tags follow them, so a tag never appears before its signatures.
+        let first_tag = task.target.tags.first().map(String::as_str);
+        let root_tag = match first_tag {
+            Some(t) if !self.opts.referrers || !self.has_referrers(&job, &subjects).await? => Some(t),
+            _ => None,
+        };
+        let pushed = self
+            .copy_manifest(&job, root.digest.clone(), Some(root.clone()), root_tag)
             .await?;
-
         if self.opts.referrers {
-            let mut subjects = vec![root.digest.clone()];
-            if let Manifest::Index { manifests, .. } = &parsed {
-                subjects.extend(manifests.iter().map(|d| d.digest.clone()));
-            }
             for s in &subjects {
                 self.copy_referrers(&job, s, 0).await?;
             }
             self.write_fallback_indexes(&job).await?;
         }
 
-        // Tags last: the whole graph is in place now.
+        // Tags last: the whole graph is in place now. Each is read back and must hash to
+        // the root digest (the verification); one the root was pushed under needs only
+        // that read.
+        let pushed_as = if pushed { root_tag } else { None };
         for tag in &task.target.tags {
-            let loc = Locator::Tag(tag.clone());
-            let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
-            if current.as_ref().and_then(|h| h.digest.as_ref()) == Some(&root.digest) {
-                continue;
-            }
+            let state = if pushed_as == Some(tag.as_str()) {
+                TagState::Pushed
+            } else if known.tags_stale {
+                TagState::Stale
+            } else {
+                TagState::Unknown
+            };
+            self.tag_and_verify(&job, &root, tag, &task.target, state).await?;
+        }
+        if task.target.tags.is_empty() {
+            // get_manifest by digest fails unless the bytes hash to the digest.
             job.dst
-                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+                .get_manifest(&job.dst_repo, &Locator::Digest(root.digest.clone()))
                 .await
                 .map_err(dst_err)?;
-            inc(&job.stats.tags_written);
         }
-
-        self.verify(&job, &root.digest, &task.target).await?;
         let stats = job.stats.snapshot();
         let wrote = stats.manifests_pushed + stats.tags_written + stats.blobs_uploaded + stats.blobs_mounted;
         tracing::info!(
@@ -443,32 +513,47 @@ impl<S: Registries> Replicator<S> {
         })
     }
 
-    /// Read the target back by every tag (or by digest when there is no tag); each must
-    /// hash to `digest`. A tag read back that hashes to the digest proves the manifest is
-    /// stored under the digest too, so a tagged copy costs one GET per tag, no more.
-    async fn verify(&self, job: &Job<S::Registry>, digest: &Digest, target: &Target) -> Result<(), Error> {
-        if target.tags.is_empty() {
-            // get_manifest by digest fails unless the bytes hash to the digest.
-            job.dst
-                .get_manifest(&job.dst_repo, &Locator::Digest(digest.clone()))
-                .await
-                .map_err(dst_err)?;
-        }
-        for tag in &target.tags {
-            let got = job
-                .dst
-                .get_manifest(&job.dst_repo, &Locator::Tag(tag.clone()))
-                .await
-                .map_err(dst_err)?;
-            if got.digest != *digest {
-                return Err(Error::VerifyFailed {
-                    reference: format!("{}/{}:{tag}", target.registry, target.repository),
-                    expected: digest.clone(),
-                    actual: got.digest,
-                });
+    /// Make target `tag` point at `root`, then verify it by reading it back: the bytes
+    /// must hash to the root digest (a tag that hashes to the digest proves the manifest
+    /// is stored under the digest too). A tag of unknown state is read first, and that
+    /// read is also the verification when it is in place (one GET).
+    async fn tag_and_verify(
+        &self,
+        job: &Job<S::Registry>,
+        root: &ManifestBytes,
+        tag: &str,
+        target: &Target,
+        state: TagState,
+    ) -> Result<(), Error> {
+        let loc = Locator::Tag(tag.to_owned());
+        let read = || async {
+            match job.dst.get_manifest(&job.dst_repo, &loc).await {
+                Ok(m) => Ok(Some(m.digest)),
+                Err(registry::Error::ManifestUnknown { .. }) => Ok(None),
+                Err(e) => Err(dst_err(e)),
             }
+        };
+        if state == TagState::Unknown && read().await?.as_ref() == Some(&root.digest) {
+            return Ok(());
         }
-        Ok(())
+        if state != TagState::Pushed {
+            job.dst
+                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+                .await
+                .map_err(dst_err)?;
+        }
+        inc(&job.stats.tags_written);
+        let reference = || format!("{}/{}:{tag}", target.registry, target.repository);
+        match read().await? {
+            Some(d) if d == root.digest => Ok(()),
+            Some(actual) => Err(Error::VerifyFailed {
+                reference: reference(),
+                expected: root.digest.clone(),
+                actual,
+            }),
+            // The registry accepted the PUT but does not serve the tag.
+            None => Err(dst_err(registry::Error::ManifestUnknown { reference: reference() })),
+        }
     }
 
     fn filter_platforms(&self, reference: &str, root: ManifestBytes) -> Result<ManifestBytes, Error> {
@@ -508,12 +593,30 @@ impl<S: Registries> Replicator<S> {
     }
 
     /// Copy a manifest and everything below it, children before parent. `preloaded` is
-    /// the manifest when the caller already read it.
+    /// the manifest when the caller already read it. It is pushed under `as_tag` when
+    /// given (the registry stores it under its digest too), else by digest. `true` when
+    /// it was pushed, `false` when the target had it.
+    ///
+    /// The children of an index the target lacks are not HEADed: a new index almost
+    /// always brings new platform manifests, and their blobs are checked one by one
+    /// anyway (a child the target had costs its blob checks and a PUT instead of a HEAD).
     fn copy_manifest<'a>(
         &'a self,
         job: &'a Job<S::Registry>,
         digest: Digest,
         preloaded: Option<ManifestBytes>,
+        as_tag: Option<&'a str>,
+    ) -> BoxFut<'a, Result<bool, Error>> {
+        self.copy_manifest_checked(job, digest, preloaded, as_tag, true)
+    }
+
+    fn copy_manifest_checked<'a>(
+        &'a self,
+        job: &'a Job<S::Registry>,
+        digest: Digest,
+        preloaded: Option<ManifestBytes>,
+        as_tag: Option<&'a str>,
+        check: bool,
     ) -> BoxFut<'a, Result<bool, Error>> {
         Box::pin(async move {
             if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
@@ -522,12 +625,13 @@ impl<S: Registries> Replicator<S> {
             let loc = Locator::Digest(digest.clone());
             // A registry only stores a manifest whose references it holds, so a present
             // manifest means a present subtree.
-            if job
-                .dst
-                .head_manifest(&job.dst_repo, &loc)
-                .await
-                .map_err(dst_err)?
-                .is_some()
+            if check
+                && job
+                    .dst
+                    .head_manifest(&job.dst_repo, &loc)
+                    .await
+                    .map_err(dst_err)?
+                    .is_some()
             {
                 inc(&job.stats.manifests_skipped);
                 return Ok(false);
@@ -576,7 +680,7 @@ impl<S: Registries> Replicator<S> {
                 Manifest::Index { manifests, .. } => {
                     let mut futs = Vec::with_capacity(manifests.len());
                     for d in manifests {
-                        futs.push(self.copy_manifest(job, d.digest.clone(), None));
+                        futs.push(self.copy_manifest_checked(job, d.digest.clone(), None, None, false));
                     }
                     futures_util::stream::iter(futs)
                         .buffer_unordered(4)
@@ -584,9 +688,10 @@ impl<S: Registries> Replicator<S> {
                         .await?;
                 }
             }
+            let put_loc = as_tag.map_or(loc, |t| Locator::Tag(t.to_owned()));
             let put = job
                 .dst
-                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
+                .put_manifest(&job.dst_repo, &put_loc, &m.media_type, m.bytes.clone())
                 .await
                 .map_err(dst_err)?;
             inc(&job.stats.manifests_pushed);
@@ -604,163 +709,6 @@ impl<S: Registries> Replicator<S> {
             Ok(true)
         })
     }
-
-    /// Copy the referrers of `subject` (API, else fallback tag) and its cosign tags.
-    fn copy_referrers<'a>(
-        &'a self,
-        job: &'a Job<S::Registry>,
-        subject: &'a Digest,
-        depth: u8,
-    ) -> BoxFut<'a, Result<(), Error>> {
-        Box::pin(async move {
-            if depth > 2 {
-                return Ok(());
-            }
-            // One tag listing per source repository serves both the fallback tag and
-            // the cosign tags below.
-            let tags = job
-                .src_tags
-                .get_or_try_init(|| async { job.src.list_tags(&job.src_repo).await.map_err(src_err) })
-                .await?;
-            let mut found: Vec<Digest> = Vec::new();
-            match job.src.referrers(&job.src_repo, subject).await.map_err(src_err)? {
-                Some(index) => {
-                    if let Ok(Manifest::Index { manifests, .. }) = Manifest::parse(oci::OCI_INDEX, &index) {
-                        found.extend(manifests.into_iter().map(|d| d.digest));
-                    }
-                }
-                None => {
-                    // No referrers API: the tag schema (`sha256-<hex>`) holds an index.
-                    let tag = subject.fallback_tag();
-                    let fallback = if tags.contains(&tag) {
-                        self.get_optional(job, &Locator::Tag(tag.clone())).await?
-                    } else {
-                        None
-                    };
-                    if let Some(fallback) = fallback
-                        && let Ok(Manifest::Index { manifests, .. }) =
-                            Manifest::parse(&fallback.media_type, &fallback.bytes)
-                    {
-                        for d in &manifests {
-                            if self.copy_manifest(job, d.digest.clone(), None).await? {
-                                inc(&job.stats.referrers_copied);
-                            }
-                            self.copy_referrers(job, &d.digest, depth + 1).await?;
-                        }
-                        self.put_tag_if_changed(job, &tag, &fallback).await?;
-                        job.copied_fallback
-                            .lock()
-                            .expect("fallback lock")
-                            .insert(subject.clone());
-                    }
-                }
-            }
-            for d in found {
-                if self.copy_manifest(job, d.clone(), None).await? {
-                    inc(&job.stats.referrers_copied);
-                }
-                self.copy_referrers(job, &d, depth + 1).await?;
-            }
-            // cosign's tag conventions.
-            let base = subject.fallback_tag();
-            for suffix in [".sig", ".att", ".sbom"] {
-                let tag = format!("{base}{suffix}");
-                if !tags.contains(&tag) {
-                    continue;
-                }
-                let Some(m) = self.get_optional(job, &Locator::Tag(tag.clone())).await? else {
-                    continue;
-                };
-                if self.copy_manifest(job, m.digest.clone(), Some(m.clone())).await? {
-                    inc(&job.stats.referrers_copied);
-                }
-                self.put_tag_if_changed(job, &tag, &m).await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// For referrers the target did not index (no `OCI-Subject`), maintain the
-    /// `sha256-<hex>` fallback index at the target, merging with what is there.
-    async fn write_fallback_indexes(&self, job: &Job<S::Registry>) -> Result<(), Error> {
-        let pending: Vec<(Digest, Vec<serde_json::Value>)> =
-            job.pending_fallback.lock().expect("fallback lock").drain().collect();
-        for (subject, descs) in pending {
-            if job.copied_fallback.lock().expect("fallback lock").contains(&subject) {
-                continue;
-            }
-            let tag = subject.fallback_tag();
-            let loc = Locator::Tag(tag.clone());
-            let existing = match job.dst.get_manifest(&job.dst_repo, &loc).await {
-                Ok(m) => serde_json::from_slice::<serde_json::Value>(&m.bytes).ok(),
-                Err(registry::Error::ManifestUnknown { .. }) => None,
-                Err(e) => return Err(dst_err(e)),
-            };
-            let mut index = existing.unwrap_or_else(
-                || serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": []}),
-            );
-            let list = index.get_mut("manifests").and_then(|m| m.as_array_mut());
-            let Some(list) = list else { continue };
-            let mut changed = false;
-            for d in descs {
-                if !list.iter().any(|e| e.get("digest") == d.get("digest")) {
-                    list.push(d);
-                    changed = true;
-                }
-            }
-            if changed {
-                let bytes = Bytes::from(serde_json::to_vec(&index).expect("a JSON value serialises"));
-                job.dst
-                    .put_manifest(&job.dst_repo, &loc, oci::OCI_INDEX, bytes)
-                    .await
-                    .map_err(dst_err)?;
-                inc(&job.stats.tags_written);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_optional(&self, job: &Job<S::Registry>, loc: &Locator) -> Result<Option<ManifestBytes>, Error> {
-        match job.src.get_manifest(&job.src_repo, loc).await {
-            Ok(m) => Ok(Some(m)),
-            Err(registry::Error::ManifestUnknown { .. }) => Ok(None),
-            Err(e) => Err(src_err(e)),
-        }
-    }
-
-    async fn put_tag_if_changed(&self, job: &Job<S::Registry>, tag: &str, m: &ManifestBytes) -> Result<(), Error> {
-        let loc = Locator::Tag(tag.into());
-        let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
-        if current.as_ref().and_then(|h| h.digest.as_ref()) != Some(&m.digest) {
-            job.dst
-                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
-                .await
-                .map_err(dst_err)?;
-            inc(&job.stats.tags_written);
-        }
-        Ok(())
-    }
-}
-
-/// The descriptor of a referrer manifest, for a fallback index entry.
-fn referrer_descriptor(m: &ManifestBytes) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
-    let artifact_type = v
-        .get("artifactType")
-        .cloned()
-        .or_else(|| v.get("config").and_then(|c| c.get("mediaType")).cloned());
-    let mut d = serde_json::json!({
-        "mediaType": m.media_type,
-        "digest": m.digest.to_string(),
-        "size": m.bytes.len(),
-    });
-    if let Some(a) = artifact_type {
-        d["artifactType"] = a;
-    }
-    if let Some(a) = v.get("annotations") {
-        d["annotations"] = a.clone();
-    }
-    d
 }
 
 #[cfg(test)]

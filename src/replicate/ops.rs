@@ -1,5 +1,5 @@
-//! Small single-manifest operations the pipeline needs besides a full copy: resolve a
-//! source reference, check presence at a target, point a tag at a present digest, and
+//! Small single-manifest operations the pipeline needs besides a full copy: resolve (or
+//! read) a source reference, check presence at a target, point a tag at a present digest, and
 //! delete at a target guarded by the digest the caller expects.
 //!
 //! Tag deletes on registries that cannot delete a tag (`DELETE /v2/NAME/manifests/TAG`
@@ -30,7 +30,7 @@ use futures_util::stream::FuturesUnordered;
 use super::{Error, Replicator, Side, dst_err, src_err};
 use crate::config::TagDeleteFallback;
 use crate::oci::{self, Digest, Locator, Manifest, Reference};
-use crate::registry::{self, DeleteManifest, Registries, Registry};
+use crate::registry::{self, DeleteManifest, ManifestBytes, Registries, Registry};
 
 /// Most other tags of a repository checked before a tag delete falls back to deleting
 /// the manifest by digest; with more, the manifest is kept ([`Kept::TooManyTags`]). Each
@@ -236,6 +236,21 @@ impl<S: Registries> Replicator<S> {
         Ok(head.is_some())
     }
 
+    /// The source manifest `reference` names, read whole (one GET; the registry client
+    /// checks the bytes against their digest): re-resolves a tag and reads what a copy
+    /// needs in one request. `None` when it does not exist.
+    pub async fn read_source(&self, reference: &Reference) -> Result<Option<ManifestBytes>, Error> {
+        let src = self.registries.get(&reference.registry).map_err(src_err)?;
+        let locator = reference
+            .locator()
+            .ok_or_else(|| Error::NoLocator(reference.to_string()))?;
+        match src.get_manifest(&reference.repository, &locator).await {
+            Ok(m) => Ok(Some(m)),
+            Err(registry::Error::ManifestUnknown { .. }) => Ok(None),
+            Err(e) => Err(src_err(e)),
+        }
+    }
+
     /// Point `tag` at `digest` in the target, given that `digest` is already present
     /// there. Returns `Ok(false)` when the tag already points there, `Ok(true)` after
     /// writing it. The manifest bytes are read back from the target by digest (so they
@@ -248,11 +263,27 @@ impl<S: Registries> Replicator<S> {
         tag: &str,
         digest: &Digest,
     ) -> Result<bool, Error> {
+        self.ensure_tag_observed(registry, repository, tag, digest, None).await
+    }
+
+    /// [`ensure_tag`](Self::ensure_tag), where `observed` is what the caller has just
+    /// read the tag as (`Some(None)`: absent), so it is not read again before the write.
+    pub async fn ensure_tag_observed(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        digest: &Digest,
+        observed: Option<Option<Digest>>,
+    ) -> Result<bool, Error> {
         let dst = self.registries.get(registry).map_err(dst_err)?;
         let loc = Locator::Tag(tag.to_owned());
-        let current = current_digest(&*dst, repository, &loc, Some(digest))
-            .await
-            .map_err(dst_err)?;
+        let current = match observed {
+            Some(seen) => seen,
+            None => current_digest(&*dst, repository, &loc, Some(digest))
+                .await
+                .map_err(dst_err)?,
+        };
         if current.as_ref() == Some(digest) {
             return Ok(false);
         }

@@ -10,7 +10,9 @@
 //!
 //! Cost when everything is in sync: the tag-list pages of each source and target
 //! repository plus at most two manifest HEADs per tag (one per side); a target tag
-//! missing from the target's list costs no HEAD. Memory: one repository at a time (its
+//! missing from the target's list costs no HEAD. A repairing run (not `--check` or
+//! `--dry-run`) lists the targets first and does not HEAD a source tag that no target
+//! lists: the executor's GET of it under the tag lock resolves and reads it at once. Memory: one repository at a time (its
 //! tag lists and their digests), never the whole registry.
 //!
 //! Must never: change a target other than through [`Execute::execute`] (the executor owns
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Rule;
+use crate::config::{Rule, RuleTarget};
 use crate::engine::{Done, Execute, ItemResult, Outcome, Repo};
 use crate::health::Health;
 use crate::oci::{Digest, Reference};
@@ -128,8 +130,11 @@ type Read<T> = Result<T, (ErrorClass, String)>;
 
 /// One wanted tag to compare at one target.
 struct Check {
+    /// The source repository's tags (handed to the executor with a repair).
+    source_tags: Arc<Vec<String>>,
     tag: String,
-    digest: Digest,
+    /// `None`: not resolved, because no target lists the tag (a repair only).
+    digest: Option<Digest>,
     target_tag: String,
     listed: bool,
 }
@@ -340,7 +345,36 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             Vec::new()
         };
         report.tags_checked = wanted.len() as u64;
-        let resolved: Vec<(String, Read<Option<Digest>>)> = futures_util::stream::iter(wanted)
+        // The targets' tag lists first: a repair needs no source HEAD for a tag that no
+        // target lists (it is missing everywhere; the executor's GET resolves it). A
+        // check or a dry run reports every digest, so it resolves every wanted tag.
+        let mut targets: Vec<(&RuleTarget, Repo, Vec<String>)> = Vec::with_capacity(rule.targets.len());
+        for target in &rule.targets {
+            let Some(dst) = plan::target_repo(rule, target, repository) else {
+                tracing::warn!(rule = %rule.name, repository, target = %target.registry, "the target repository template gives an invalid name; skipped");
+                continue;
+            };
+            let listed = match self.healthy(&dst.registry) {
+                Err(e) => Err(e),
+                Ok(()) => self.list_tags(&dst).await,
+            };
+            match listed {
+                Ok(t) => targets.push((target, dst, t)),
+                Err(e) => Self::problem(rule, &mut report, &dst, e, sink),
+            }
+        }
+        let listed_sets: Vec<HashSet<&str>> = targets
+            .iter()
+            .map(|(_, _, listed)| listed.iter().map(String::as_str).collect())
+            .collect();
+        let needs_head = |tag: &str| {
+            !opts.apply
+                || targets.iter().zip(&listed_sets).any(|((target, _, _), set)| {
+                    plan::target_tag(target, tag).is_some_and(|t| set.contains(t.as_str()))
+                })
+        };
+        let (to_resolve, unresolved): (Vec<String>, Vec<String>) = wanted.into_iter().partition(|t| needs_head(t));
+        let resolved: Vec<(String, Read<Option<Digest>>)> = futures_util::stream::iter(to_resolve)
             .map(|t: String| {
                 let source = &source;
                 async move {
@@ -351,44 +385,31 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             .buffer_unordered(self.jobs)
             .collect()
             .await;
-        let mut digests: Vec<(String, Digest)> = Vec::with_capacity(resolved.len());
+        let mut digests: Vec<(String, Option<Digest>)> = Vec::with_capacity(resolved.len() + unresolved.len());
         for (tag, r) in resolved {
             match r {
-                Ok(Some(d)) => digests.push((tag, d)),
+                Ok(Some(d)) => digests.push((tag, Some(d))),
                 // Deleted since the list: nothing to copy (a prune may see it next time).
                 Ok(None) => {}
                 Err(e) => Self::problem(rule, &mut report, &source, e, sink),
             }
         }
+        digests.extend(unresolved.into_iter().map(|t| (t, None)));
         let prune = opts.prune && rule.on_delete;
         let all_set: HashSet<String> = if prune {
-            all.into_iter().collect()
+            all.iter().cloned().collect()
         } else {
             HashSet::new()
         };
-        for target in &rule.targets {
-            let Some(dst) = plan::target_repo(rule, target, repository) else {
-                tracing::warn!(rule = %rule.name, repository, target = %target.registry, "the target repository template gives an invalid name; skipped");
-                continue;
-            };
-            let listed = match self.healthy(&dst.registry) {
-                Err(e) => Err(e),
-                Ok(()) => self.list_tags(&dst).await,
-            };
-            let listed = match listed {
-                Ok(t) => t,
-                Err(e) => {
-                    Self::problem(rule, &mut report, &dst, e, sink);
-                    continue;
-                }
-            };
-            let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let all = Arc::new(all);
+        for ((target, dst, listed), listed_set) in targets.iter().zip(&listed_sets) {
             let checks: Vec<Check> = digests
                 .iter()
                 .filter_map(|(tag, digest)| {
                     let ttag = plan::target_tag(target, tag)?;
                     let listed = listed_set.contains(ttag.as_str());
                     Some(Check {
+                        source_tags: all.clone(),
                         tag: tag.clone(),
                         digest: digest.clone(),
                         target_tag: ttag,
@@ -397,7 +418,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                 })
                 .collect();
             let results: Vec<Report> = futures_util::stream::iter(checks)
-                .map(|c: Check| self.check(rule, &source, &dst, c, opts, sink))
+                .map(|c: Check| self.check(rule, &source, dst, c, opts, sink))
                 .buffer_unordered(self.jobs)
                 .collect()
                 .await;
@@ -405,9 +426,9 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
                 report.add(r);
             }
             if prune {
-                let gone = plan::prunable(rule, target, &all_set, &listed);
+                let gone = plan::prunable(rule, target, &all_set, listed);
                 let results: Vec<Report> = futures_util::stream::iter(gone)
-                    .map(|(stag, ttag): (String, String)| self.gone(rule, &source, &dst, stag, ttag, opts, sink))
+                    .map(|(stag, ttag): (String, String)| self.gone(rule, &source, dst, stag, ttag, opts, sink))
                     .buffer_unordered(self.jobs)
                     .collect()
                     .await;
@@ -433,18 +454,23 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
         } else {
             None
         };
-        if let Some(kind) = plan::classify(&c.digest, current.as_ref()) {
+        // An unresolved tag is listed by no target: missing, whatever it points at.
+        let kind = match &c.digest {
+            Some(d) => plan::classify(d, current.as_ref()),
+            None => Some(Kind::Missing),
+        };
+        if let Some(kind) = kind {
             let drift = Drift {
                 rule: rule.name.clone(),
                 kind,
                 source: source.clone(),
                 source_tag: c.tag,
-                digest: Some(c.digest),
+                digest: c.digest,
                 target: dst.clone(),
                 tag: c.target_tag,
                 target_digest: current,
             };
-            self.handle(rule, &drift, opts, &mut r, sink).await;
+            self.handle(rule, &drift, opts, &mut r, sink, Some(c.source_tags)).await;
         }
         r
     }
@@ -484,12 +510,21 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             tag,
             target_digest: Some(expected),
         };
-        self.handle(rule, &drift, opts, &mut r, sink).await;
+        self.handle(rule, &drift, opts, &mut r, sink, None).await;
         r
     }
 
-    /// Count `drift`, repair it when applying, and report it.
-    async fn handle(&self, rule: &Rule, drift: &Drift, opts: Options, report: &mut Report, sink: Sink<'_>) {
+    /// Count `drift`, repair it when applying, and report it. `source_tags`: the source
+    /// repository's tag list, for the executor's hint.
+    async fn handle(
+        &self,
+        rule: &Rule,
+        drift: &Drift,
+        opts: Options,
+        report: &mut Report,
+        sink: Sink<'_>,
+        source_tags: Option<Arc<Vec<String>>>,
+    ) {
         report.found[index(drift.kind)] += 1;
         if !opts.apply {
             sink(Entry::Drift(drift, None));
@@ -500,7 +535,7 @@ impl<S: Registries, E: Execute> Syncer<S, E> {
             dry_run: rule.delete_dry_run.unwrap_or(self.deletes.dry_run),
             ..self.deletes
         };
-        let item = drift.item(deletes).requiring(&rule.require);
+        let item = drift.item(deletes, source_tags).requiring(&rule.require);
         let result = self.executor.execute(&item, &drift.rule).await;
         match &result {
             Ok(Outcome::Done(Done::Copied { .. } | Done::TagWritten | Done::Deleted)) => {

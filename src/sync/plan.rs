@@ -6,9 +6,10 @@
 //! lock or guard a delete): a drift becomes an [`Item`] and the executor does the rest.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::{Matcher, Rule, RuleTarget, TagDeleteFallback};
-use crate::engine::{Item, Repo};
+use crate::engine::{Hint, Item, Repo};
 use crate::oci::{Digest, Locator, Reference, valid_tag};
 
 /// Where a rule's source repositories come from.
@@ -126,7 +127,9 @@ pub struct Drift {
     pub source: Repo,
     /// The source tag.
     pub source_tag: String,
-    /// What the source tag points at (`None` for [`Kind::Gone`]).
+    /// What the source tag points at (`None` for [`Kind::Gone`], and for a
+    /// [`Kind::Missing`] tag that a repairing sync did not resolve because no target
+    /// lists it: the executor resolves it under its tag lock).
     pub digest: Option<Digest>,
     /// The target repository.
     pub target: Repo,
@@ -149,8 +152,10 @@ impl Drift {
     /// The executor item that repairs this drift: a tag item (re-resolved under the
     /// executor's tag lock, copied once per digest), or a guarded delete that only
     /// removes the tag while the source lacks it and the target still points where the
-    /// sync saw it.
-    pub fn item(&self, deletes: DeletePolicy) -> Item {
+    /// sync saw it. A tag item carries what the sync has just read as its [`Hint`]: the
+    /// target tag (from the target's tag list or its HEAD) and `source_tags`, the source
+    /// repository's tag list.
+    pub fn item(&self, deletes: DeletePolicy, source_tags: Option<Arc<Vec<String>>>) -> Item {
         match self.kind {
             Kind::Missing | Kind::Moved => Item::Tag {
                 source: self.source.clone(),
@@ -159,6 +164,10 @@ impl Drift {
                 target: self.target.clone(),
                 tag: self.tag.clone(),
                 require: Vec::new(),
+                hint: Hint {
+                    target: Some(self.target_digest.clone()),
+                    source_tags,
+                },
             },
             Kind::Gone => Item::Delete {
                 source: self.source.clone(),
@@ -279,11 +288,20 @@ mod tests {
             dry_run: true,
             fallback: TagDeleteFallback::Off,
         };
-        assert!(matches!(drift.item(policy), Item::Tag { seen: Some(ref s), .. } if s == &d));
+        let tags = Arc::new(vec!["v1".to_string()]);
+        match drift.item(policy, Some(tags.clone())) {
+            Item::Tag { seen, hint, .. } => {
+                assert_eq!(seen, Some(d.clone()));
+                // The sync saw the target tag absent, and hands on the source's tag list.
+                assert_eq!(hint.target, Some(None));
+                assert_eq!(hint.source_tags, Some(tags));
+            }
+            other => panic!("{other:?}"),
+        }
         drift.kind = Kind::Gone;
         drift.digest = None;
         drift.target_digest = Some(d.clone());
-        match drift.item(policy) {
+        match drift.item(policy, None) {
             Item::Delete {
                 expected,
                 dry_run,
