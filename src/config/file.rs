@@ -1,8 +1,8 @@
 //! Loading `regrelay run`'s TOML file into a validated [`super::Config`].
 //!
 //! Role: parse the file, then check and convert it (`validate`) into the typed config.
-//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`, a
-//! registry's `retry`) are deserialized straight into it: that struct is the setting's one
+//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`,
+//! `[watcher]`, a registry's `retry`) are deserialized straight into it: that struct is the setting's one
 //! definition (doc, default, unit). The others go through the raw serde structs below (one
 //! `///` per field: the file's reference), because their keys depend on a `kind` or need
 //! resolving (secrets). Every check runs here, before anything binds or connects; secrets
@@ -240,7 +240,8 @@ struct RawConfig {
     #[serde(default)]
     notify: BTreeMap<String, Spanned<validate::watch::RawNotify>>,
     /// `[watcher]`: state file and polling limits.
-    watcher: Option<validate::watch::RawWatcher>,
+    #[serde(default)]
+    watcher: super::watch::WatcherConfig,
 }
 
 /// `source.kind`.

@@ -157,6 +157,32 @@ fn redacted_url<S: serde::Serializer>(url: &url::Url, s: S) -> Result<S::Ok, S::
     s.serialize_str(redacted(url).as_str())
 }
 
+/// `[watcher]`: state file and polling limits. Each field is its file key; defaults are
+/// those of [`Default`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatcherConfig {
+    /// Where last seen/passed/rejected digests are kept. Default: nowhere (each start
+    /// gates the current digests again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// Below this many remaining requests (as the registry's `ratelimit-remaining` says),
+    /// polls of that registry wait. Default 10.
+    pub ratelimit_floor: u64,
+    /// Tries per notification, ≥ 1. Default 5.
+    pub notify_attempts: u32,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> WatcherConfig {
+        WatcherConfig {
+            state_file: None,
+            ratelimit_floor: 10,
+            notify_attempts: 5,
+        }
+    }
+}
+
 /// Everything watches need.
 #[derive(Debug, Clone, Default)]
 pub struct WatchSettings {
@@ -166,11 +192,6 @@ pub struct WatchSettings {
     pub gates: BTreeMap<String, GateConfig>,
     /// Notifications by name.
     pub notify: BTreeMap<String, NotifyConfig>,
-    /// `[watcher] state_file`: where last seen/passed/rejected digests are kept.
-    pub state_file: Option<PathBuf>,
-    /// `[watcher] ratelimit_floor`: below this many remaining requests (as the registry's
-    /// `ratelimit-remaining` says), polls of that registry wait.
-    pub ratelimit_floor: u64,
-    /// `[watcher] notify_attempts`: tries per notification.
-    pub notify_attempts: u32,
+    /// `[watcher]`.
+    pub watcher: WatcherConfig,
 }

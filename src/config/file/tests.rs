@@ -14,10 +14,10 @@ mod cloud;
 mod mapping;
 /// `[source.origin]`: the registry of events that name no host.
 mod origin;
-/// `require` on rules: names of `[gates.NAME]`.
-mod require;
 /// `check-config`: the effective configuration, secrets redacted, loads again.
 mod render;
+/// `require` on rules: names of `[gates.NAME]`.
+mod require;
 
 const FILE: &str = "conf/t.toml";
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Result, invalid};
-use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings};
+use super::{Problem, Result, invalid};
+use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings, WatcherConfig};
 
 /// `[[watch]]`.
 #[derive(Debug, Deserialize)]
@@ -53,22 +53,13 @@ pub(in crate::config::file) struct RawNotify {
     endpoint: Option<String>,
 }
 
-/// `[watcher]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(in crate::config::file) struct RawWatcher {
-    state_file: Option<PathBuf>,
-    ratelimit_floor: Option<u64>,
-    notify_attempts: Option<Spanned<u32>>,
-}
-
 /// The watch sections of the file.
 #[derive(Debug, Default)]
 pub(in crate::config::file) struct RawWatchSections {
     pub watch: Vec<Spanned<RawWatch>>,
     pub gates: BTreeMap<String, Spanned<RawGate>>,
     pub notify: BTreeMap<String, Spanned<RawNotify>>,
-    pub watcher: Option<RawWatcher>,
+    pub watcher: WatcherConfig,
 }
 
 fn repo(s: &Spanned<String>, field: &str, hosts: &HashSet<&str>) -> Result<RepoRef> {
@@ -288,22 +279,14 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
             notify: w.notify.into_iter().map(Spanned::into_inner).collect(),
         });
     }
-    let watcher = raw.watcher.unwrap_or(RawWatcher {
-        state_file: None,
-        ratelimit_floor: None,
-        notify_attempts: None,
-    });
-    let notify_attempts = watcher.notify_attempts.map_or(5, |n| *n.get_ref());
-    if notify_attempts == 0 {
-        return invalid(0..0, "watcher.notify_attempts", "must be at least 1");
+    if raw.watcher.notify_attempts == 0 {
+        return Err(Problem::at("watcher.notify_attempts", "must be at least 1"));
     }
     Ok(WatchSettings {
         watches,
         gates,
         notify,
-        state_file: watcher.state_file,
-        ratelimit_floor: watcher.ratelimit_floor.unwrap_or(10),
-        notify_attempts,
+        watcher: raw.watcher,
     })
 }
 
@@ -338,7 +321,7 @@ argv = ["true"]
         let w = &c.watch.watches[0];
         assert_eq!(w.source.repository, "library/node");
         assert_eq!(w.interval.as_secs(), 600);
-        assert_eq!(c.watch.ratelimit_floor, 10);
+        assert_eq!(c.watch.watcher.ratelimit_floor, 10);
     }
 
     #[test]
