@@ -61,7 +61,7 @@ struct File<'a> {
     registries: BTreeMap<&'a str, &'a RegistryConfig>,
     rules: Vec<RuleView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    watcher: Option<Watcher<'a>>,
+    watcher: Option<&'a super::watch::WatcherConfig>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     watch: &'a [super::watch::WatchConfig],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -87,9 +87,7 @@ impl<'a> File<'a> {
             watches,
             gates,
             notify,
-            state_file,
-            ratelimit_floor,
-            notify_attempts,
+            watcher,
         } = watch;
         let any_watch = !(watches.is_empty() && gates.is_empty() && notify.is_empty());
         File {
@@ -102,11 +100,7 @@ impl<'a> File<'a> {
             reconcile,
             registries: registries.iter().map(|r| (r.host.as_str(), r)).collect(),
             rules: rules.iter().map(RuleView).collect(),
-            watcher: any_watch.then_some(Watcher {
-                state_file: state_file.as_deref(),
-                ratelimit_floor: *ratelimit_floor,
-                notify_attempts: *notify_attempts,
-            }),
+            watcher: any_watch.then_some(watcher),
             watch: watches,
             gates,
             notify,
@@ -121,15 +115,6 @@ struct Admin {
     listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     enabled: Option<bool>,
-}
-
-/// `[watcher]`.
-#[derive(Serialize)]
-struct Watcher<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state_file: Option<&'a Path>,
-    ratelimit_floor: u64,
-    notify_attempts: u32,
 }
 
 /// `[source]`: the typed source (its `kind` and keys), with `origin` and, for Service

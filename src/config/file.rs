@@ -1,9 +1,9 @@
 //! Loading `regrelay run`'s TOML file into a validated [`super::Config`].
 //!
 //! Role: parse the file, then check and convert it (`validate`) into the typed config.
-//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`, a
-//! registry's `retry`) are deserialized straight into it: that struct is the setting's one
-//! definition (doc, default, unit). The others go through the raw serde structs below (one
+//! Sections with a typed struct of the file's layout (`[pipeline]`, `[reconcile]`,
+//! `[watcher]`, `[[watch]]`, a registry's `retry`) are deserialized straight into it:
+//! that struct is the setting's one definition (doc, default, unit). The others go through the raw serde structs below (one
 //! `///` per field: the file's reference), because their keys depend on a `kind` or need
 //! resolving (secrets). Every check runs here, before anything binds or connects; secrets
 //! named by the file (environment variables, files) are read here too, once.
@@ -230,9 +230,9 @@ struct RawConfig {
     /// `[[rules]]`: what to replicate where, in file order; every matching rule applies.
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
-    /// `[[watch]]`: upstream tags to buffer (see `validate/watch.rs`).
+    /// `[[watch]]`: upstream tags to buffer.
     #[serde(default)]
-    watch: Vec<Spanned<validate::watch::RawWatch>>,
+    watch: Vec<super::watch::WatchConfig>,
     /// `[gates.NAME]`: checks a watched digest must pass.
     #[serde(default)]
     gates: BTreeMap<String, Spanned<validate::watch::RawGate>>,
@@ -240,7 +240,8 @@ struct RawConfig {
     #[serde(default)]
     notify: BTreeMap<String, Spanned<validate::watch::RawNotify>>,
     /// `[watcher]`: state file and polling limits.
-    watcher: Option<validate::watch::RawWatcher>,
+    #[serde(default)]
+    watcher: super::watch::WatcherConfig,
 }
 
 /// `source.kind`.

@@ -22,6 +22,25 @@ impl serde::Serialize for RepoRef {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for RepoRef {
+    /// `HOST/REPOSITORY`; Docker Hub's rule applies (`docker.io/node` is
+    /// `docker.io/library/node`). Whether the host is configured is checked later.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RepoRef, D::Error> {
+        use serde::de::Error;
+        let s = String::deserialize(d)?;
+        let Some((host, path)) = s.split_once('/') else {
+            return Err(D::Error::custom("expected HOST/REPOSITORY"));
+        };
+        if path.is_empty() || path.split('/').any(str::is_empty) {
+            return Err(D::Error::custom("empty repository path"));
+        }
+        Ok(RepoRef {
+            registry: host.to_owned(),
+            repository: crate::oci::hub_repository(host, path),
+        })
+    }
+}
+
 impl std::fmt::Display for RepoRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)
@@ -29,7 +48,10 @@ impl std::fmt::Display for RepoRef {
 }
 
 /// One `[[watch]]`: upstream tags polled, gated in staging, promoted to the target.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Each field is its file key; `name`, `source`, `tags`, `staging` and `target` are
+/// required.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchConfig {
     /// Unique name (state, logs).
     pub name: String,
@@ -37,19 +59,31 @@ pub struct WatchConfig {
     pub source: RepoRef,
     /// Tags: exact names, or globs (`22-*`) resolved through the tag list.
     pub tags: Vec<String>,
-    /// Time between polls (a random jitter of up to 10 % is added).
-    #[serde(rename = "interval_secs", serialize_with = "units::secs::serialize")]
+    /// `interval_secs`: time between polls (a random jitter of up to 10 % is added),
+    /// ≥ 1. Default 600.
+    #[serde(rename = "interval_secs", with = "units::secs", default = "default_interval")]
     pub interval: Duration,
     /// Where new digests are copied and gated.
     pub staging: RepoRef,
     /// Where gated digests are promoted.
     pub target: RepoRef,
-    /// Target tag templates over `{tag}` and `{digest12}`.
+    /// Target tag templates over `{tag}` and `{digest12}`. Default `["{tag}"]`.
+    #[serde(default = "default_target_tags")]
     pub target_tags: Vec<String>,
     /// Names of `[gates.NAME]`; all must pass.
+    #[serde(default)]
     pub gates: Vec<String>,
     /// Names of `[notify.NAME]`, told after a promotion.
+    #[serde(default)]
     pub notify: Vec<String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_target_tags() -> Vec<String> {
+    vec!["{tag}".into()]
 }
 
 /// One `[gates.NAME]`.
@@ -157,6 +191,32 @@ fn redacted_url<S: serde::Serializer>(url: &url::Url, s: S) -> Result<S::Ok, S::
     s.serialize_str(redacted(url).as_str())
 }
 
+/// `[watcher]`: state file and polling limits. Each field is its file key; defaults are
+/// those of [`Default`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatcherConfig {
+    /// Where last seen/passed/rejected digests are kept. Default: nowhere (each start
+    /// gates the current digests again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// Below this many remaining requests (as the registry's `ratelimit-remaining` says),
+    /// polls of that registry wait. Default 10.
+    pub ratelimit_floor: u64,
+    /// Tries per notification, ≥ 1. Default 5.
+    pub notify_attempts: u32,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> WatcherConfig {
+        WatcherConfig {
+            state_file: None,
+            ratelimit_floor: 10,
+            notify_attempts: 5,
+        }
+    }
+}
+
 /// Everything watches need.
 #[derive(Debug, Clone, Default)]
 pub struct WatchSettings {
@@ -166,11 +226,6 @@ pub struct WatchSettings {
     pub gates: BTreeMap<String, GateConfig>,
     /// Notifications by name.
     pub notify: BTreeMap<String, NotifyConfig>,
-    /// `[watcher] state_file`: where last seen/passed/rejected digests are kept.
-    pub state_file: Option<PathBuf>,
-    /// `[watcher] ratelimit_floor`: below this many remaining requests (as the registry's
-    /// `ratelimit-remaining` says), polls of that registry wait.
-    pub ratelimit_floor: u64,
-    /// `[watcher] notify_attempts`: tries per notification.
-    pub notify_attempts: u32,
+    /// `[watcher]`.
+    pub watcher: WatcherConfig,
 }

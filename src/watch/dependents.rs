@@ -96,7 +96,7 @@ impl Dependents {
         Ok(Dependents {
             by_name,
             http,
-            attempts: settings.notify_attempts.max(1),
+            attempts: settings.watcher.notify_attempts.max(1),
         })
     }
 

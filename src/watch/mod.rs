@@ -123,9 +123,9 @@ impl<E: Execute, R: Registries> Watcher<E, R> {
             watches: settings.watches.clone(),
             gates,
             dependents: Dependents::from_settings(settings)?,
-            store: Store::new(settings.state_file.clone()),
+            store: Store::new(settings.watcher.state_file.clone()),
             state: Mutex::new(None),
-            floor: settings.ratelimit_floor,
+            floor: settings.watcher.ratelimit_floor,
             paused: std::sync::Mutex::new(HashMap::new()),
         })
     }

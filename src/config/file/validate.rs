@@ -60,6 +60,7 @@ pub(super) fn config(raw: RawConfig, written: Written<'_>) -> Result<Config> {
             watcher: raw.watcher,
         },
         &hosts,
+        written,
     )?;
     let mut raw_source = raw.source;
     let origin = match raw_source.as_mut().and_then(|s| s.get_mut().origin.take()) {

@@ -1,4 +1,6 @@
-//! `[[watch]]`, `[gates.NAME]`, `[notify.NAME]` and `[watcher]`: raw layout and checks.
+//! `[[watch]]`, `[gates.NAME]`, `[notify.NAME]` and `[watcher]`: checks, and the raw
+//! layout of the gates and notifications (`[[watch]]` and `[watcher]` are read straight
+//! into their typed structs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -7,25 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Result, invalid};
-use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings};
-
-/// `[[watch]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(in crate::config::file) struct RawWatch {
-    name: Spanned<String>,
-    source: Spanned<String>,
-    tags: Spanned<Vec<String>>,
-    interval_secs: Option<Spanned<u64>>,
-    staging: Spanned<String>,
-    target: Spanned<String>,
-    target_tags: Option<Spanned<Vec<String>>>,
-    #[serde(default)]
-    gates: Vec<Spanned<String>>,
-    #[serde(default)]
-    notify: Vec<Spanned<String>>,
-}
+use super::{Problem, Result, Written, invalid};
+use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings, WatcherConfig};
 
 /// `[gates.NAME]`.
 #[derive(Debug, Deserialize)]
@@ -53,47 +38,29 @@ pub(in crate::config::file) struct RawNotify {
     endpoint: Option<String>,
 }
 
-/// `[watcher]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(in crate::config::file) struct RawWatcher {
-    state_file: Option<PathBuf>,
-    ratelimit_floor: Option<u64>,
-    notify_attempts: Option<Spanned<u32>>,
-}
-
 /// The watch sections of the file.
 #[derive(Debug, Default)]
 pub(in crate::config::file) struct RawWatchSections {
-    pub watch: Vec<Spanned<RawWatch>>,
+    pub watch: Vec<WatchConfig>,
     pub gates: BTreeMap<String, Spanned<RawGate>>,
     pub notify: BTreeMap<String, Spanned<RawNotify>>,
-    pub watcher: Option<RawWatcher>,
+    pub watcher: WatcherConfig,
 }
 
-fn repo(s: &Spanned<String>, field: &str, hosts: &HashSet<&str>) -> Result<RepoRef> {
-    let Some((host, path)) = s.get_ref().split_once('/') else {
-        return invalid(s.span(), field, "expected HOST/REPOSITORY");
-    };
-    if !hosts.contains(host) {
-        return invalid(
-            s.span(),
-            field,
-            format!("{host:?} is not a configured registry (add a [registries.{host:?}] table)"),
-        );
+/// `r`, the value of `field`, on a configured registry.
+fn configured(r: &RepoRef, field: &str, hosts: &HashSet<&str>) -> Result<()> {
+    if hosts.contains(r.registry.as_str()) {
+        return Ok(());
     }
-    if path.is_empty() || path.split('/').any(str::is_empty) {
-        return invalid(s.span(), field, "empty repository path");
-    }
-    Ok(RepoRef {
-        registry: host.to_string(),
-        // Docker Hub's rule: `docker.io/node` is `docker.io/library/node`.
-        repository: crate::oci::hub_repository(host, path),
-    })
+    let host = &r.registry;
+    Err(Problem::at(
+        field,
+        format!("{host:?} is not a configured registry (add a [registries.{host:?}] table)"),
+    ))
 }
 
 /// Check the watch sections.
-pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<WatchSettings> {
+pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>, written: Written<'_>) -> Result<WatchSettings> {
     let mut gates = BTreeMap::new();
     for (name, g) in raw.gates {
         let path = format!("gates.{name}");
@@ -214,96 +181,60 @@ pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>) -> Result<W
         };
         notify.insert(name, cfg);
     }
-    let mut watches = Vec::new();
     let mut names = HashSet::new();
-    for (i, w) in raw.watch.into_iter().enumerate() {
-        let path = format!("watch[{i}]");
-        let w = w.into_inner();
-        if !names.insert(w.name.get_ref().clone()) {
-            return invalid(w.name.span(), format!("{path}.name"), "duplicate watch name");
+    for (i, w) in raw.watch.iter().enumerate() {
+        let field = |f: &str| format!("watch[{i}].{f}");
+        let problem = |f: &str, message: String| Err(Problem::at(field(f), message));
+        if !names.insert(&w.name) {
+            return problem("name", "duplicate watch name".into());
         }
-        if w.tags.get_ref().is_empty() {
-            return invalid(w.tags.span(), format!("{path}.tags"), "at least one tag or glob");
+        if w.tags.is_empty() {
+            return problem("tags", "at least one tag or glob".into());
         }
-        for t in w.tags.get_ref() {
+        for t in &w.tags {
             if let Err(e) = globset::Glob::new(t) {
-                return invalid(w.tags.span(), format!("{path}.tags"), format!("{t:?}: {e}"));
+                return problem("tags", format!("{t:?}: {e}"));
             }
         }
-        let target_tags = match w.target_tags {
-            Some(t) => {
-                let span = t.span();
-                let t = t.into_inner();
-                for tpl in &t {
-                    let rest = tpl.replace("{tag}", "t").replace("{digest12}", "d");
-                    if tpl.is_empty() || rest.contains(['{', '}']) || !crate::oci::valid_tag(&rest) {
-                        return invalid(
-                            span,
-                            format!("{path}.target_tags"),
-                            format!("{tpl:?}: a tag template over {{tag}} and {{digest12}}"),
-                        );
-                    }
-                }
-                t
-            }
-            None => vec!["{tag}".into()],
-        };
-        for g in &w.gates {
-            if !gates.contains_key(g.get_ref()) {
-                return invalid(
-                    g.span(),
-                    format!("{path}.gates"),
-                    format!("no [gates.{}] table", g.get_ref()),
+        for tpl in &w.target_tags {
+            let rest = tpl.replace("{tag}", "t").replace("{digest12}", "d");
+            if tpl.is_empty() || rest.contains(['{', '}']) || !crate::oci::valid_tag(&rest) {
+                return problem(
+                    "target_tags",
+                    format!("{tpl:?}: a tag template over {{tag}} and {{digest12}}"),
                 );
             }
         }
-        for n in &w.notify {
-            if !notify.contains_key(n.get_ref()) {
-                return invalid(
-                    n.span(),
-                    format!("{path}.notify"),
-                    format!("no [notify.{}] table", n.get_ref()),
-                );
+        // A name that is not defined is placed at itself in the list.
+        let gate_names: HashSet<&String> = gates.keys().collect();
+        let notify_names: HashSet<&String> = notify.keys().collect();
+        for (key, names, known) in [("gates", &w.gates, &gate_names), ("notify", &w.notify, &notify_names)] {
+            if let Some((j, n)) = names.iter().enumerate().find(|(_, n)| !known.contains(n)) {
+                return Err(Problem {
+                    span: written(&field(&format!("{key}[{j}]"))),
+                    field: field(key),
+                    message: format!("no [{key}.{n}] table"),
+                });
             }
         }
-        let interval = w.interval_secs.as_ref().map_or(600, |s| *s.get_ref());
-        if interval == 0 {
-            let span = w.interval_secs.map(|s| s.span()).unwrap_or_default();
-            return invalid(span, format!("{path}.interval_secs"), "must be at least 1");
+        if w.interval.is_zero() {
+            return problem("interval_secs", "must be at least 1".into());
         }
-        let staging = repo(&w.staging, &format!("{path}.staging"), hosts)?;
-        let target = repo(&w.target, &format!("{path}.target"), hosts)?;
-        if staging == target {
-            return invalid(w.target.span(), format!("{path}.target"), "must differ from staging");
+        configured(&w.staging, &field("staging"), hosts)?;
+        configured(&w.target, &field("target"), hosts)?;
+        if w.staging == w.target {
+            return problem("target", "must differ from staging".into());
         }
-        watches.push(WatchConfig {
-            name: w.name.into_inner(),
-            source: repo(&w.source, &format!("{path}.source"), hosts)?,
-            tags: w.tags.into_inner(),
-            interval: Duration::from_secs(interval),
-            staging,
-            target,
-            target_tags,
-            gates: w.gates.into_iter().map(Spanned::into_inner).collect(),
-            notify: w.notify.into_iter().map(Spanned::into_inner).collect(),
-        });
+        configured(&w.source, &field("source"), hosts)?;
     }
-    let watcher = raw.watcher.unwrap_or(RawWatcher {
-        state_file: None,
-        ratelimit_floor: None,
-        notify_attempts: None,
-    });
-    let notify_attempts = watcher.notify_attempts.map_or(5, |n| *n.get_ref());
-    if notify_attempts == 0 {
-        return invalid(0..0, "watcher.notify_attempts", "must be at least 1");
+    if raw.watcher.notify_attempts == 0 {
+        return Err(Problem::at("watcher.notify_attempts", "must be at least 1"));
     }
     Ok(WatchSettings {
-        watches,
+        watches: raw.watch,
         gates,
         notify,
-        state_file: watcher.state_file,
-        ratelimit_floor: watcher.ratelimit_floor.unwrap_or(10),
-        notify_attempts,
+        watcher: raw.watcher,
     })
 }
 
@@ -338,7 +269,7 @@ argv = ["true"]
         let w = &c.watch.watches[0];
         assert_eq!(w.source.repository, "library/node");
         assert_eq!(w.interval.as_secs(), 600);
-        assert_eq!(c.watch.ratelimit_floor, 10);
+        assert_eq!(c.watch.watcher.ratelimit_floor, 10);
     }
 
     #[test]
@@ -366,6 +297,35 @@ argv = ["true"]
         // Without watches, [source] is still required.
         let no_watch = "[registries.\"docker.io\"]\n";
         assert!(load(no_watch).unwrap_err().contains("source"));
+    }
+
+    #[test]
+    fn watch_problems_are_placed_at_their_key() {
+        for (bad, want) in [
+            (
+                BASE.replace("\"central.example/staging/node\"", "\"nowhere\""),
+                "t.toml:8: watch[0].staging: expected HOST/REPOSITORY",
+            ),
+            (
+                BASE.replace("docker.io/node", "docker.io//node"),
+                "t.toml:6: watch[0].source: empty repository path",
+            ),
+            (
+                BASE.replace("gates = [\"smoke\"]", "gates = [\n  \"smoke\",\n  \"nope\",\n]"),
+                "t.toml:13: watch[0].gates: no [gates.nope] table",
+            ),
+            (
+                BASE.replace("tags = [\"22\"", "interval_secs = 0\ntags = [\"22\""),
+                "t.toml:7: watch[0].interval_secs: must be at least 1",
+            ),
+            (
+                format!("{BASE}[watcher]\nnotify_attempts = 0\n"),
+                "t.toml:16: watcher.notify_attempts: must be at least 1",
+            ),
+        ] {
+            let e = load(&bad).unwrap_err();
+            assert!(e.starts_with(want), "{want}\n{e}");
+        }
     }
 
     #[test]
