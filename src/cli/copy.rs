@@ -47,9 +47,14 @@ pub struct CopyArgs {
     /// Talk plain HTTP to this registry host; repeatable. Loopback hosts always use HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
-    /// Concurrent blob transfers, and concurrent images with --from-file.
+    /// Concurrent images with --from-file, and concurrent blob transfers unless
+    /// --blob-jobs says otherwise.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// Concurrent blob transfers, shared by every image (default: --jobs). Over a long
+    /// round trip, more transfers than images keep each image's blobs moving at once.
+    #[arg(long)]
+    pub blob_jobs: Option<usize>,
     /// Attempts per registry request (retries use exponential backoff with full jitter
     /// and honour Retry-After).
     #[arg(long, default_value_t = 6)]
@@ -134,12 +139,15 @@ pub async fn run(args: CopyArgs, ctx: Context) -> Result<Summary, UsageError> {
     if args.jobs == 0 {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
+    if args.blob_jobs == Some(0) {
+        return Err(UsageError("--blob-jobs must be at least 1".into()));
+    }
     let pairs = pairs(&args).map_err(UsageError)?;
     let configs = registry_configs(&args, &ctx.docker_config, &pairs).map_err(UsageError)?;
     let opts = Options {
         platforms: args.platforms.clone(),
         referrers: !args.no_referrers,
-        blob_jobs: args.jobs,
+        blob_jobs: args.blob_jobs.unwrap_or(args.jobs),
         ..Options::default()
     };
     let engine = app::replicator(configs, opts).map_err(|e| UsageError(e.to_string()))?;
@@ -372,7 +380,7 @@ fn registry_configs(
             cfg.auth = auth.unwrap_or_else(|| docker.clone());
             cfg.retry = retry.clone();
             cfg.chunk_size = args.chunk_size;
-            cfg.max_in_flight = (args.jobs * 4).max(8);
+            cfg.max_in_flight = (args.jobs.max(args.blob_jobs.unwrap_or(0)) * 4).max(8);
             cfg
         })
         .collect())

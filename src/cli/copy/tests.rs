@@ -211,6 +211,13 @@ async fn zero_jobs_is_a_usage_error_before_anything_is_contacted() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "--jobs must be at least 1");
+    let err = run(
+        args(&["--blob-jobs", "0", "127.0.0.1:1/a:v1", "127.0.0.1:2/a"]),
+        ctx.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.to_string(), "--blob-jobs must be at least 1");
     let err = run(args(&["127.0.0.1:1/a", "127.0.0.1:2/a"]), ctx).await.unwrap_err();
     assert_eq!(err.to_string(), "source 127.0.0.1:1/a needs a tag or a digest");
 }
