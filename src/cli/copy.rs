@@ -49,7 +49,7 @@ pub struct CopyArgs {
     pub insecure: Vec<String>,
     /// Concurrent images with --from-file, and concurrent blob transfers unless
     /// --blob-jobs says otherwise.
-    #[arg(long, short = 'j', default_value_t = 4)]
+    #[arg(long, short = 'j', default_value_t = 8)]
     pub jobs: usize,
     /// Concurrent blob transfers, shared by every image (default: --jobs). Over a long
     /// round trip, more transfers than images keep each image's blobs moving at once.
