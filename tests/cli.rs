@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,42 +13,19 @@ use regrelay::registry::Registry;
 use support::image;
 use support::{TestRegistry, TokenServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
-
-async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("regrelay finished in time")
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::cli::{BIN, run_with, text};
 
 #[tokio::test]
 async fn version_and_usage_errors() {
-    let o = run(&["version"], &[]).await;
+    let o = run_with(&["version"], &[]).await;
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("regrelay "));
-    let o = run(&["copy", "not-a-reference", "127.0.0.1:1/app"], &[]).await;
+    let o = run_with(&["copy", "not-a-reference", "127.0.0.1:1/app"], &[]).await;
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("error: source: invalid image reference"));
-    let o = run(&["copy", "127.0.0.1:1/app:v1"], &[]).await;
+    let o = run_with(&["copy", "127.0.0.1:1/app:v1"], &[]).await;
     assert_eq!(o.status.code(), Some(64), "missing DST is a usage error");
-    let o = run(
+    let o = run_with(
         &[
             "copy",
             "127.0.0.1:1/app:v1",
@@ -66,7 +42,7 @@ async fn version_flag_prints_the_crate_version_and_the_git_commit() {
     let commit = env!("REGRELAY_GIT_COMMIT");
     let want = format!("regrelay {} ({commit})\n", env!("CARGO_PKG_VERSION"));
     for argv in [&["--version"][..], &["-V"], &["version"]] {
-        let o = run(argv, &[]).await;
+        let o = run_with(argv, &[]).await;
         assert!(o.status.success(), "{argv:?}: {}", text(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{argv:?}");
     }
@@ -87,7 +63,7 @@ async fn version_flag_prints_the_crate_version_and_the_git_commit() {
 async fn missing_source_exits_1_with_one_clear_line() {
     support::registry_bin_or_skip!();
     let (src, dst) = (TestRegistry::start().await, TestRegistry::start().await);
-    let o = run(
+    let o = run_with(
         &[
             "copy",
             "--log-format",
@@ -135,7 +111,7 @@ async fn from_file_copies_many_and_reports_each() {
     }
     body.push_str(&format!("{}/missing:v1 {}/mirror/missing\n", src.host(), dst.host()));
     std::fs::write(&list, body).unwrap();
-    let o = run(&["copy", "--from-file", list.to_str().unwrap(), "--jobs", "3"], &[]).await;
+    let o = run_with(&["copy", "--from-file", list.to_str().unwrap(), "--jobs", "3"], &[]).await;
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -192,7 +168,7 @@ async fn secrets_never_reach_logs_even_at_trace_level() {
         &format!("{}/app:v1", src.host()),
         &format!("{}/app", dst.host()),
     ];
-    let o = run(&args, &[("SRC_PW", "alice-pw-3141"), ("REGRELAY_LOG", "trace")]).await;
+    let o = run_with(&args, &[("SRC_PW", "alice-pw-3141"), ("REGRELAY_LOG", "trace")]).await;
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains(&img.digest.to_string()));
@@ -208,7 +184,7 @@ async fn secrets_never_reach_logs_even_at_trace_level() {
     }
 
     // Wrong password: exit 1, the error names the host, not the secret.
-    let o = run(&args, &[("SRC_PW", "wrong-pw-1618"), ("REGRELAY_LOG", "trace")]).await;
+    let o = run_with(&args, &[("SRC_PW", "wrong-pw-1618"), ("REGRELAY_LOG", "trace")]).await;
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("rejected our credentials"), "{out}");
@@ -242,7 +218,7 @@ async fn docker_credential_helpers_are_used() {
     .unwrap();
     let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
     let docker_config = dir.path().to_str().unwrap();
-    let o = run(
+    let o = run_with(
         &[
             "copy",
             &format!("{}/app:v1", src.host()),

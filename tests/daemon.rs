@@ -21,19 +21,6 @@ fn config(source: &str, src: &str, dst: &str) -> String {
     mirror_config(source, src, dst, 5)
 }
 
-fn pubsub_source(emu: &PubSubEmulator) -> String {
-    format!(
-        r#"[source]
-kind = "pubsub"
-subscription = "{}"
-endpoint = "{}"
-lease_extension_secs = 10
-max_outstanding_messages = 16"#,
-        emu.subscription_path(SUB),
-        emu.endpoint()
-    )
-}
-
 #[tokio::test]
 async fn pubsub_event_is_replicated_verified_and_acked() {
     support::registry_bin_or_skip!();
@@ -41,7 +28,7 @@ async fn pubsub_event_is_replicated_verified_and_acked() {
     let Registries { src, dst, s, d } = Registries::start().await;
     let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "1.0", 200_000, 1).await;
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
+    let mut daemon = Daemon::start(&config(&emu.source_section(SUB), &src.host(), &dst.host())).await;
 
     emu.publish(
         TOPIC,
@@ -73,7 +60,7 @@ async fn fifty_duplicates_of_one_digest_make_exactly_one_copy() {
     let Registries { src, dst, s, .. } = Registries::start().await;
     let emu = PubSubEmulator::with_subscription(TOPIC, SUB).await;
     let img = image::push_simple(&s, "team/app", "2.0", 300_000, 2).await;
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
+    let daemon = Daemon::start(&config(&emu.source_section(SUB), &src.host(), &dst.host())).await;
 
     let msg = ar_insert(&src.host(), "team/app", Some("2.0"), &img.digest.to_string());
     emu.publish_many(TOPIC, &vec![msg; 50]).await;
@@ -105,7 +92,7 @@ async fn failing_target_is_nacked_redelivered_and_finally_replicated() {
             .path_contains("/manifests/")
             .times(6),
     );
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &proxy.host())).await;
+    let daemon = Daemon::start(&config(&emu.source_section(SUB), &src.host(), &proxy.host())).await;
 
     emu.publish(
         TOPIC,
@@ -151,7 +138,7 @@ async fn sigkill_mid_copy_redelivers_and_the_copy_completes_after_restart() {
         .path_contains("/blobs/")
         .times(1),
     );
-    let cfg = config(&pubsub_source(&emu), &proxy.host(), &dst.host());
+    let cfg = config(&emu.source_section(SUB), &proxy.host(), &dst.host());
     let mut daemon = Daemon::start(&cfg).await;
     emu.publish(
         TOPIC,
@@ -191,7 +178,7 @@ async fn malformed_and_hostile_messages_are_rejected_without_contact() {
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     stranger.set_nonblocking(true).unwrap();
     let stranger_host = stranger.local_addr().unwrap().to_string();
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
+    let mut daemon = Daemon::start(&config(&emu.source_section(SUB), &src.host(), &dst.host())).await;
 
     let digest = format!("sha256:{}", "a".repeat(64));
     let bad: Vec<Vec<u8>> = vec![
@@ -245,7 +232,7 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
         .method(Method::GET)
         .path_contains("team/stuck/blobs/"),
     );
-    let mut daemon = Daemon::start(&config(&pubsub_source(&emu), &proxy.host(), &dst.host())).await;
+    let mut daemon = Daemon::start(&config(&emu.source_section(SUB), &proxy.host(), &dst.host())).await;
     emu.publish(
         TOPIC,
         &ar_insert(&proxy.host(), "team/quick", Some("1"), &quick.digest.to_string()),
@@ -295,7 +282,7 @@ async fn out_of_order_tag_events_never_move_the_target_tag_back() {
     let old = image::push_simple(&s, "team/app", "stable", 40_000, 7).await;
     let new = image::push_simple(&s, "team/app", "stable", 40_000, 8).await;
     assert_ne!(old.digest, new.digest);
-    let daemon = Daemon::start(&config(&pubsub_source(&emu), &src.host(), &dst.host())).await;
+    let daemon = Daemon::start(&config(&emu.source_section(SUB), &src.host(), &dst.host())).await;
     // The newer event arrives first, the older one second.
     emu.publish(
         TOPIC,
@@ -497,7 +484,7 @@ async fn unreachable_target_is_systemic_pauses_and_recovers_by_itself() {
     proxy.set_down(true);
     // A silent target: 1 s read timeout, Systemic after 1 s without any answer.
     let target_section = format!("[registries.\"{}\"]\nread_timeout_secs = 5\n", proxy.host());
-    let cfg = config(&pubsub_source(&emu), &src.host(), &proxy.host()).replace(
+    let cfg = config(&emu.source_section(SUB), &src.host(), &proxy.host()).replace(
         &target_section,
         &format!(
             "[registries.\"{}\"]\nread_timeout_secs = 1\nunreachable_after_secs = 1\n",
@@ -595,7 +582,8 @@ async fn a_30_second_outage_is_ridden_out_with_bounded_redeliveries() {
         digests.push((tag, digest));
     }
     let cfg = support::outage_pipeline(&config(
-        &pubsub_source(&emu).replace("max_outstanding_messages = 16", "max_outstanding_messages = 40"),
+        &emu.source_section(SUB)
+            .replace("max_outstanding_messages = 16", "max_outstanding_messages = 40"),
         &src.host(),
         &proxy.host(),
     ));
@@ -652,7 +640,7 @@ async fn a_dead_target_does_not_stop_replication_to_a_healthy_one() {
     proxy.set_down(true);
     let cfg = format!(
         "{}\n[registries.\"{dead}\"]\nread_timeout_secs = 1\nunreachable_after_secs = 1\nretry = {{ attempts = 2, min_delay_ms = 50, max_delay_ms = 200 }}\n\n[[rules]]\nname = \"dr\"\nsource_registry = \"{src}\"\nrepository = \"both/**\"\n\n[[rules.targets]]\nregistry = \"{dead}\"\nrepository = \"dr/{{repository}}\"\n",
-        config(&pubsub_source(&emu), &src.host(), &dst.host()).replace(
+        config(&emu.source_section(SUB), &src.host(), &dst.host()).replace(
             "retry_delay_min_secs = 1\nretry_delay_max_secs = 2\n",
             "retry_delay_min_secs = 2\nretry_delay_max_secs = 4\n"
         ),

@@ -20,19 +20,6 @@ fn config(source: &str, src: &str, dst: &str) -> String {
     mirror_config(source, src, dst, 5)
 }
 
-fn pubsub_source(emu: &PubSubEmulator) -> String {
-    format!(
-        r#"[source]
-kind = "pubsub"
-subscription = "{}"
-endpoint = "{}"
-lease_extension_secs = 10
-max_outstanding_messages = 16"#,
-        emu.subscription_path(SUB),
-        emu.endpoint()
-    )
-}
-
 /// Delete propagation (`actions = ["push", "delete"]`): a DELETE whose digest the source
 /// still holds is stale and deletes nothing; once the source has really deleted it, the
 /// target manifest goes too; with `delete_dry_run` it is only logged.
@@ -45,7 +32,7 @@ async fn deletes_propagate_only_when_the_source_no_longer_has_the_digest() {
     let kept = image::push_simple(&s, "team/app", "1", 30_000, 12).await;
     let gone = image::push_simple(&s, "team/old", "1", 30_000, 13).await;
     let dry = image::push_simple(&s, "team/dry", "1", 30_000, 14).await;
-    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
+    let cfg = config(&emu.source_section(SUB), &src.host(), &dst.host());
     let daemon = Daemon::start(&cfg).await;
     for (repo, img) in [("team/app", &kept), ("team/old", &gone), ("team/dry", &dry)] {
         emu.publish(TOPIC, &ar_insert(&src.host(), repo, Some("1"), &img.digest.to_string()))
@@ -126,7 +113,7 @@ async fn tag_deletes_fall_back_to_the_manifest_only_when_no_other_tag_uses_it_10
     .await
     .unwrap();
     let off = image::push_simple(&s, "team/off", "1", 30_000, 17).await;
-    let cfg = config(&pubsub_source(&emu), &src.host(), &dst.host());
+    let cfg = config(&emu.source_section(SUB), &src.host(), &dst.host());
     let daemon = Daemon::start(&cfg).await;
     for (repo, tag, img) in [
         ("team/solo", "1", &solo),

@@ -7,7 +7,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use support::{Daemon, LONG, PubSubEmulator, Registries, SETTLED, ar_insert, mirr
 const TOPIC: &str = "gar";
 const SUB: &str = "regrelay";
 const GATES: &str = "regrelay_gate_results_total";
-const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
+use support::cli::{BIN, run, text};
 
 /// The mirror config (everything of `src` to `dst/mirror/{repository}`) over the emulator,
 /// its rule requiring `require` (a TOML list), plus `gate_tables`.
@@ -326,27 +325,6 @@ async fn an_image_signed_after_its_push_event_is_tagged_once_its_signature_exist
     );
 }
 
-async fn promote(args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("promote")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent");
-    tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("regrelay finished in time")
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[tokio::test]
 async fn a_promotion_whose_gate_fails_writes_no_destination_tag_and_exits_non_zero() {
     support::registry_bin_or_skip!();
@@ -379,7 +357,7 @@ async fn a_promotion_whose_gate_fails_writes_no_destination_tag_and_exits_non_ze
     // The manifest requires the failing gate: the digest is copied and gated there, the
     // tag is not written, and the run fails.
     std::fs::write(&manifest, format!("{registries}require: [smoke]\n{images}")).unwrap();
-    let o = promote(&["--manifest", &m, "--config", &cfg, "--confirm"]).await;
+    let o = run(&["promote", "--manifest", &m, "--config", &cfg, "--confirm"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("smoke failed"), "{}", text(&o));
     assert_eq!(tag_digest(&d, "app", "1.0").await, None);
@@ -387,7 +365,17 @@ async fn a_promotion_whose_gate_fails_writes_no_destination_tag_and_exits_non_ze
 
     // A kpromo manifest (no `require:`) with `--require` of a passing gate: promoted.
     std::fs::write(&manifest, format!("{registries}{images}")).unwrap();
-    let o = promote(&["--manifest", &m, "--config", &cfg, "--confirm", "--require", "ok"]).await;
+    let o = run(&[
+        "promote",
+        "--manifest",
+        &m,
+        "--config",
+        &cfg,
+        "--confirm",
+        "--require",
+        "ok",
+    ])
+    .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(tag_digest(&d, "app", "1.0").await, Some(app.digest.to_string()));
     assert_eq!(lines(&log).len(), 2);
@@ -395,7 +383,7 @@ async fn a_promotion_whose_gate_fails_writes_no_destination_tag_and_exits_non_ze
     // Unknown gates: in the manifest, an error naming file, line and field; in
     // `--require`, a usage error. Nothing runs.
     std::fs::write(&manifest, format!("{registries}require:\n- nope\n{images}")).unwrap();
-    let o = promote(&["--manifest", &m, "--config", &cfg, "--confirm"]).await;
+    let o = run(&["promote", "--manifest", &m, "--config", &cfg, "--confirm"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("{m}:5: require[0]: unknown gate \"nope\"")),
@@ -403,7 +391,7 @@ async fn a_promotion_whose_gate_fails_writes_no_destination_tag_and_exits_non_ze
         text(&o)
     );
     std::fs::write(&manifest, format!("{registries}{images}")).unwrap();
-    let o = promote(&["--manifest", &m, "--config", &cfg, "--require", "nope"]).await;
+    let o = run(&["promote", "--manifest", &m, "--config", &cfg, "--require", "nope"]).await;
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     assert_eq!(lines(&log).len(), 2, "no gate ran");
 }

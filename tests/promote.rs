@@ -8,7 +8,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use regrelay::config::Auth;
 use regrelay::oci::{Digest, Locator};
@@ -16,27 +15,7 @@ use regrelay::registry::{HttpRegistry, Registry};
 use support::image::{self, Pushed};
 use support::{FaultProxy, Rule, TestRegistry};
 
-const BIN: &str = env!("CARGO_BIN_EXE_regrelay");
-
-async fn run(args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent");
-    tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("regrelay finished in time")
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::cli::{run, text};
 
 /// The JSON rows of `--output json`, as (image, tag, action, result).
 fn rows(o: &Output) -> Vec<(String, String, String, String)> {

@@ -25,6 +25,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod cli;
 pub mod cosign;
 mod daemon;
 pub mod image;

@@ -226,6 +226,16 @@ impl PubSubEmulator {
         emu
     }
 
+    /// The daemon's `[source]` section for subscription `sub` on this emulator (10 s lease
+    /// extension, 16 outstanding messages).
+    pub fn source_section(&self, sub: &str) -> String {
+        format!(
+            "[source]\nkind = \"pubsub\"\nsubscription = \"{}\"\nendpoint = \"{}\"\nlease_extension_secs = 10\nmax_outstanding_messages = 16",
+            self.subscription_path(sub),
+            self.endpoint()
+        )
+    }
+
     /// Creates topic `topic` (short name, at least 3 characters). Panics on
     /// any error, including 409 when it already exists.
     pub async fn create_topic(&self, topic: &str) {
