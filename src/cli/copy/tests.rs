@@ -158,7 +158,7 @@ fn source_and_target_credentials_go_to_their_hosts_and_the_rest_use_docker_confi
             c.auth
         );
         assert_eq!(c.retry.attempts, 6);
-        assert_eq!(c.max_in_flight, 16);
+        assert_eq!(c.max_in_flight, 32, "4 requests per image of the default --jobs 8");
     }
     let authfile = configs(&args(&[
         "--authfile",
