@@ -115,13 +115,23 @@ impl Route {
         let source = format!("{}/{}", event.registry, event.repository);
         let target = self.target_reference(event);
         match self.kind {
-            RouteKind::Push => match (&event.tag, &self.target_tag, &event.digest) {
-                (Some(tag), Some(_), _) => format!(
-                    "copy {source}:{tag} to {target} (the source tag is resolved again when the message is handled)"
-                ),
-                (_, _, Some(d)) => format!("copy {source}@{d} to {target} by digest"),
-                _ => "nothing: the event names neither a tag nor a digest (rejected)".into(),
-            },
+            RouteKind::Push => {
+                let gates = if self.require.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; gates {} must pass on the target digest before a tag is written",
+                        self.require.join(", ")
+                    )
+                };
+                match (&event.tag, &self.target_tag, &event.digest) {
+                    (Some(tag), Some(_), _) => format!(
+                        "copy {source}:{tag} to {target} (the source tag is resolved again when the message is handled){gates}"
+                    ),
+                    (_, _, Some(d)) => format!("copy {source}@{d} to {target} by digest{gates}"),
+                    _ => "nothing: the event names neither a tag nor a digest (rejected)".into(),
+                }
+            }
             RouteKind::Delete => {
                 let dry = if self.delete_dry_run.unwrap_or(default_delete_dry_run) {
                     " (dry run: only logged)"
@@ -539,6 +549,19 @@ mod tests {
         assert!(route.describe(&gone, false).starts_with(&format!(
             "delete manifest dst.example/m/team/app@{d} if it is still {d}"
         )));
+        // A gated rule says which gates stand between the copy and the tag; deletes are
+        // not gated.
+        r.require = vec!["signed".into(), "smoke".into()];
+        let route = &work(plan(std::slice::from_ref(&r), &ev))[0];
+        assert!(
+            route
+                .describe(&ev, false)
+                .ends_with("; gates signed, smoke must pass on the target digest before a tag is written"),
+            "{}",
+            route.describe(&ev, false)
+        );
+        let route = &work(plan(std::slice::from_ref(&r), &del))[0];
+        assert!(!route.describe(&del, false).contains("gates"));
     }
 
     #[test]
