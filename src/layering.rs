@@ -427,20 +427,23 @@ fn only_the_pipeline_sits_between_sources_and_the_engine() {
     );
 }
 
+/// What only the message path and the application may import: the broker, the pipeline,
+/// events, and the composition roots.
+const MESSAGES: [&str; 6] = [
+    "crate::queue",
+    "crate::pipeline",
+    "crate::event",
+    "crate::app",
+    "crate::admin",
+    "crate::cli",
+];
+
 #[test]
 fn the_executor_knows_nothing_of_messages() {
-    let messages = [
-        "crate::queue",
-        "crate::pipeline",
-        "crate::event",
-        "crate::app",
-        "crate::admin",
-        "crate::cli",
-    ];
-    assert_no_imports("engine", &messages);
+    assert_no_imports("engine", &MESSAGES);
     assert_no_imports(
         "health.rs",
-        &[&messages[..], &["crate::engine", "crate::replicate", "crate::registry"]].concat(),
+        &[&MESSAGES[..], &["crate::engine", "crate::replicate", "crate::registry"]].concat(),
     );
 }
 
@@ -448,18 +451,10 @@ fn the_executor_knows_nothing_of_messages() {
 fn watches_and_gates_know_nothing_of_messages() {
     // Issue 14: watches are a front end over the executor, beside the pipeline, not on it;
     // gates only read registries.
-    let messages = [
-        "crate::queue",
-        "crate::pipeline",
-        "crate::event",
-        "crate::app",
-        "crate::admin",
-        "crate::cli",
-    ];
-    assert_no_imports("watch", &messages);
+    assert_no_imports("watch", &MESSAGES);
     assert_no_imports(
         "gates",
-        &[&messages[..], &["crate::engine", "crate::watch", "crate::replicate"]].concat(),
+        &[&MESSAGES[..], &["crate::engine", "crate::watch", "crate::replicate"]].concat(),
     );
 }
 

@@ -303,20 +303,7 @@ mod tests {
     }
 
     fn rule(name: &str, repository: &str, targets: Vec<RuleTarget>) -> Rule {
-        Rule {
-            name: name.into(),
-            source_registry: "src.example".into(),
-            repository: glob(repository),
-            repositories: Vec::new(),
-            tags_include: Vec::new(),
-            tags_exclude: Vec::new(),
-            on_push: true,
-            on_delete: false,
-            untagged: Untagged::Ignore,
-            delete_dry_run: None,
-            targets,
-            require: Vec::new(),
-        }
+        Rule::for_tests(name, "src.example", glob(repository), targets)
     }
 
     fn mirror(name: &str, repository: &str) -> Rule {

@@ -115,6 +115,28 @@ pub struct RuleTarget {
     pub strip_prefix: Option<String>,
 }
 
+#[cfg(test)]
+impl Rule {
+    /// A rule for unit tests: `repository` on `source_registry` to `targets`, every tag,
+    /// pushes only, untagged pushes ignored, no gates; tests change what they exercise.
+    pub(crate) fn for_tests(name: &str, source_registry: &str, repository: Matcher, targets: Vec<RuleTarget>) -> Rule {
+        Rule {
+            name: name.into(),
+            source_registry: source_registry.into(),
+            repository,
+            repositories: Vec::new(),
+            tags_include: Vec::new(),
+            tags_exclude: Vec::new(),
+            on_push: true,
+            on_delete: false,
+            untagged: Untagged::Ignore,
+            delete_dry_run: None,
+            targets,
+            require: Vec::new(),
+        }
+    }
+}
+
 impl RuleTarget {
     /// The target repository for `repository` on `source_registry`: `{repository}`,
     /// `{name}` and `{registry}` replaced. A placeholder this version does not know is

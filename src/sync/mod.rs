@@ -554,7 +554,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{Matcher, RegistryConfig, RuleTarget, Untagged};
+    use crate::config::{Matcher, RegistryConfig, RuleTarget};
     use crate::engine::Item;
     use crate::registry::RegistrySet;
     use crate::replicate::Options as CopyOptions;
@@ -586,25 +586,17 @@ mod tests {
             fallback: crate::config::TagDeleteFallback::Off,
         };
         let syncer = Syncer::new(replicator, Arc::new(Unreachable), policy, 2).with_health(health);
-        let rule = Rule {
-            name: "r".into(),
-            source_registry: src.into(),
-            repository: Matcher::try_glob("app").unwrap(),
-            repositories: Vec::new(),
-            tags_include: Vec::new(),
-            tags_exclude: Vec::new(),
-            on_push: true,
-            on_delete: false,
-            untagged: Untagged::Ignore,
-            delete_dry_run: None,
-            require: Vec::new(),
-            targets: vec![RuleTarget {
+        let rule = Rule::for_tests(
+            "r",
+            src,
+            Matcher::try_glob("app").unwrap(),
+            vec![RuleTarget {
                 registry: dst.into(),
                 repository: "{repository}".into(),
                 tag: None,
                 strip_prefix: None,
             }],
-        };
+        );
         let seen = Mutex::new(Vec::new());
         let sink = |e: Entry<'_>| {
             if let Entry::Problem(p) = e {

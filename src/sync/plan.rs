@@ -185,22 +185,11 @@ impl Drift {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Untagged;
 
     fn rule(pattern: Matcher) -> Rule {
         Rule {
-            name: "r".into(),
-            source_registry: "src.example".into(),
-            repository: pattern,
-            repositories: Vec::new(),
-            tags_include: Vec::new(),
-            tags_exclude: Vec::new(),
-            on_push: true,
             on_delete: true,
-            untagged: Untagged::Ignore,
-            delete_dry_run: None,
-            targets: vec![target(None)],
-            require: Vec::new(),
+            ..Rule::for_tests("r", "src.example", pattern, vec![target(None)])
         }
     }
 
