@@ -441,24 +441,25 @@ impl<S: Registries> Executor<S> {
         rule: &str,
     ) -> ItemResult {
         let (copied, _) = self.ensure_digest(source, digest, target, rule, None).await?;
+        let src = source.reference(Some(Locator::Digest(digest.clone())));
         // A tag already at this digest needs no gate: gating cannot change what it names.
-        let in_place = match tag {
+        // The look is handed to the tag write, which then does not read the tag again.
+        let observed = match tag {
             Some(t) if !require.is_empty() => self
                 .replicator
                 .target_tag(&target.registry, &target.repository, t)
                 .await
-                .is_ok_and(|d| d.as_ref() == Some(digest)),
-            _ => false,
+                .ok(),
+            _ => None,
         };
-        if !in_place {
-            let src = source.reference(Some(Locator::Digest(digest.clone())));
+        if observed.as_ref().is_none_or(|o| o.as_ref() != Some(digest)) {
             self.gate(target, digest, require, &src.to_string()).await?;
         }
         let wrote = match tag {
-            Some(t) => self.ensure_tag(source, target, t, digest, None).await?,
+            Some(t) => self.ensure_tag(source, target, t, digest, observed).await?,
             None => false,
         };
-        tracing::info!(source_ref = %source.reference(Some(Locator::Digest(digest.clone()))), %digest, tag_written = wrote, "verified");
+        tracing::info!(source_ref = %src, %digest, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
     }
 
@@ -517,29 +518,27 @@ impl<S: Registries> Executor<S> {
             tracing::info!(source_ref = %src, digest = %current, "verified: the target tag is in place");
             return Ok(Outcome::Done(Done::InPlace));
         }
-        if !require.is_empty() {
-            // Gated under the tag lock (a newer digest for this tag waits for the verdict):
-            // copy without the tag, gate the target digest, then point the tag.
-            let (copied, _) = self.ensure_digest(source, &current, target, rule, None).await?;
-            self.gate(target, &current, require, &src.to_string()).await?;
-            let wrote = self.ensure_tag(source, target, tag, &current, observed).await?;
-            tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
-            return Ok(Outcome::Done(done(copied, wrote)));
-        }
-        // The copy writes the tag itself (the root pushed under it when nothing else has
-        // to land first, else right after the graph) and reads it back. Work that must
-        // come between the copy and the tag write copies with `None` instead, then calls
-        // `ensure_tag` with `observed` (the tag is then not HEADed a second time).
-        let write = TagWrite {
+        // Without gates the copy writes the tag itself (the root pushed under it when
+        // nothing else has to land first, else right after the graph) and reads it back.
+        // With gates (run under the tag lock, so a newer digest for this tag waits for the
+        // verdict) the copy goes without the tag, the gates check the target digest, and
+        // `ensure_tag` points the tag with `observed` (the tag is not HEADed a second time);
+        // so does a copy that did not write the tag.
+        let write = require.is_empty().then(|| TagWrite {
             tag: tag.to_string(),
             observed: observed.clone(),
             root,
             source_tags: hint.source_tags.clone(),
-        };
-        let (copied, tagged) = self.ensure_digest(source, &current, target, rule, Some(&write)).await?;
+        });
+        let (copied, tagged) = self
+            .ensure_digest(source, &current, target, rule, write.as_ref())
+            .await?;
         let wrote = match tagged {
             Some(wrote) => wrote,
-            None => self.ensure_tag(source, target, tag, &current, observed).await?,
+            None => {
+                self.gate(target, &current, require, &src.to_string()).await?;
+                self.ensure_tag(source, target, tag, &current, observed).await?
+            }
         };
         tracing::info!(source_ref = %src, digest = %current, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
