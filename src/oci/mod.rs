@@ -126,6 +126,20 @@ impl Digest {
     }
 }
 
+/// The suffixes of cosign's tags beside [`Digest::fallback_tag`]: signature, attestation,
+/// SBOM (`sha256-<hex>.sig`, ...).
+pub const COSIGN_TAG_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
+/// Is `tag` one of cosign's tags for some image (`sha256-<64 lowercase hex>` followed by
+/// one of [`COSIGN_TAG_SUFFIXES`])?
+pub fn is_cosign_tag(tag: &str) -> bool {
+    COSIGN_TAG_SUFFIXES.iter().any(|suffix| {
+        tag.strip_suffix(suffix)
+            .and_then(|base| base.strip_prefix("sha256-"))
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    })
+}
+
 impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -39,8 +39,8 @@ impl<S: Registries> Replicator<S> {
         let tags = self.source_tags(job).await?;
         for subject in subjects {
             let base = subject.fallback_tag();
-            if [String::new(), ".sig".into(), ".att".into(), ".sbom".into()]
-                .iter()
+            if std::iter::once("")
+                .chain(oci::COSIGN_TAG_SUFFIXES)
                 .any(|suffix| tags.contains(&format!("{base}{suffix}")))
             {
                 return Ok(true);
@@ -109,7 +109,7 @@ impl<S: Registries> Replicator<S> {
             }
             // cosign's tag conventions.
             let base = subject.fallback_tag();
-            for suffix in [".sig", ".att", ".sbom"] {
+            for suffix in oci::COSIGN_TAG_SUFFIXES {
                 let tag = format!("{base}{suffix}");
                 if !tags.contains(&tag) {
                     continue;

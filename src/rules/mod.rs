@@ -213,26 +213,13 @@ pub fn tag_passes(rule: &Rule, tag: &str) -> Result<(), String> {
     if let Some(m) = rule.tags_exclude.iter().find(|m| m.is_match(tag)) {
         return Err(format!("tag {tag} excluded by rule {name} (pattern {:?})", m.as_str()));
     }
-    if !rule.require.is_empty() && is_cosign_artifact_tag(tag) {
+    if !rule.require.is_empty() && crate::oci::is_cosign_tag(tag) {
         return Err(format!(
             "tag {tag} is a cosign signature, attestation or SBOM tag: rule {name} requires gates, \
              so it travels with the image it belongs to and is not gated as an image of its own"
         ));
     }
     Ok(())
-}
-
-/// cosign's tag convention for what belongs to an image: `sha256-<64 hex>.sig|.att|.sbom`.
-fn is_cosign_artifact_tag(tag: &str) -> bool {
-    let Some(rest) = tag.strip_prefix("sha256-") else {
-        return false;
-    };
-    let Some((hex, suffix)) = rest.split_once('.') else {
-        return false;
-    };
-    hex.len() == 64
-        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && matches!(suffix, "sig" | "att" | "sbom")
 }
 
 fn patterns(list: &[Matcher]) -> String {
