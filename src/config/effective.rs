@@ -415,13 +415,49 @@ url = "https://hooks.example/x?token=hook-s3cret-5"
 mod helm_schema {
     use std::collections::BTreeSet;
 
-    use crate::config::{PipelineConfig, ReconcileConfig, RetryPolicy};
+    use crate::config::{PipelineConfig, ReconcileConfig, RegistryConfig, RetryPolicy};
 
-    /// The keys of a typed section, from its one definition.
-    fn keys(section: impl serde::Serialize) -> BTreeSet<String> {
-        toml::Table::try_from(section).unwrap().keys().cloned().collect()
+    /// The keys of a typed section, from its one definition: the fields its `Deserialize`
+    /// accepts (optional ones included), as serde hands them to the deserializer.
+    fn keys<'de, T: serde::Deserialize<'de>>() -> BTreeSet<String> {
+        struct Fields(Vec<&'static str>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<M: std::fmt::Display>(_: M) -> Stop {
+                Stop
+            }
+        }
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = Stop;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0.extend(fields);
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+                option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        let _ = T::deserialize(&mut fields);
+        assert!(!fields.0.is_empty(), "not a struct");
+        fields.0.iter().map(|f| (*f).to_owned()).collect()
     }
-
     /// The Helm chart's schema lists every key of the sections that have one typed
     /// definition, and no other (it refuses unknown keys, so a missing one cannot be set).
     #[test]
@@ -432,13 +468,14 @@ mod helm_schema {
         let of = |v: &serde_json::Value| -> BTreeSet<String> {
             v["properties"].as_object().unwrap().keys().cloned().collect()
         };
-        assert_eq!(of(&config["pipeline"]), keys(PipelineConfig::default()), "[pipeline]");
-        assert_eq!(
-            of(&config["reconcile"]),
-            keys(ReconcileConfig::default()),
-            "[reconcile]"
-        );
-        let retry = &config["registries"]["items"]["properties"]["retry"];
-        assert_eq!(of(retry), keys(RetryPolicy::default()), "registries[].retry");
+        assert_eq!(of(&config["pipeline"]), keys::<PipelineConfig>(), "[pipeline]");
+        assert_eq!(of(&config["reconcile"]), keys::<ReconcileConfig>(), "[reconcile]");
+        let registry = &config["registries"]["items"];
+        assert_eq!(of(&registry["properties"]["retry"]), keys::<RetryPolicy>(), "registries[].retry");
+        // The chart's list gives the table's key as `host`; `test_dial` is for tests only.
+        let mut expected = keys::<RegistryConfig>();
+        expected.remove("test_dial");
+        expected.insert("host".into());
+        assert_eq!(of(registry), expected, "registries[]");
     }
 }

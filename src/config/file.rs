@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Config, PipelineConfig, ReconcileConfig, RetryPolicy};
+use super::{Config, PipelineConfig, ReconcileConfig, key_path};
 
 mod validate;
 
@@ -170,11 +170,6 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// A key as written in a field path: bare when TOML allows it, quoted otherwise.
-fn key_path(key: &str) -> String {
-    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if bare { key.to_owned() } else { format!("{key:?}") }
-}
 
 /// The path of the innermost key or value of `text` whose span holds `offset`.
 fn field_at(text: &str, offset: usize) -> Option<String> {
@@ -226,7 +221,7 @@ struct RawConfig {
     /// `[registries."HOST[:PORT]"]`: every registry regrelay may contact, keyed by the host
     /// exactly as it appears in image references. Events naming other hosts are rejected.
     #[serde(default)]
-    registries: BTreeMap<Spanned<String>, Spanned<RawRegistry>>,
+    registries: BTreeMap<Spanned<String>, Spanned<super::RegistryConfig>>,
     /// `[[rules]]`: what to replicate where, in file order; every matching rule applies.
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
@@ -392,38 +387,6 @@ struct RawAdmin {
     enabled: Option<Spanned<bool>>,
 }
 
-/// `[registries."HOST"]`. Defaults are those of `RegistryConfig::new`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRegistry {
-    /// Use plain HTTP (loopback hosts always do). Default false.
-    insecure: Option<bool>,
-    /// PEM bundle of CA certificates trusted for this host, besides the system's roots.
-    ca_file: Option<Spanned<String>>,
-    /// Most concurrent requests to this host, ≥ 1. Default 16.
-    max_in_flight: Option<Spanned<usize>>,
-    /// Request rate limit, > 0. Default: none.
-    requests_per_second: Option<Spanned<f64>>,
-    /// Upload blobs in chunks of this many bytes, ≥ 1024. Default: one monolithic PUT.
-    chunk_size: Option<Spanned<u64>>,
-    /// Per-request retries (see [`RetryPolicy`]); absent keys keep the daemon default.
-    retry: Option<RetryPolicy>,
-    /// TCP connect timeout, ≥ 1. Default 10.
-    connect_timeout_secs: Option<Spanned<u64>>,
-    /// Longest silence while reading a response, ≥ 1. Default 60.
-    read_timeout_secs: Option<Spanned<u64>>,
-    /// After this long without any answer from the host, connection failures count as
-    /// Systemic (pause pulling) instead of Transient, ≥ 1. Default 120.
-    unreachable_after_secs: Option<Spanned<u64>>,
-    /// Credentials. Default `{ kind = "anonymous" }`.
-    auth: Option<Spanned<RawAuth>>,
-    /// Test only, and only in debug builds (a release build rejects the key): dial this
-    /// `host:port` instead of the registry's own host (a loopback registry standing in
-    /// for `docker.io`).
-    #[cfg(debug_assertions)]
-    test_dial: Option<String>,
-}
-
 /// `registries."HOST".auth.kind`. New kinds (Entra ID, Google ADC) are new variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -461,10 +424,11 @@ enum RawEntraCredential {
 }
 
 /// `registries."HOST".auth`: one flat table whose `kind` says which other keys apply
-/// (a key that does not belong to the kind is an error).
-#[derive(Debug, Deserialize)]
+/// (a key that does not belong to the kind is an error). Its `Debug` shows the kind only:
+/// the table may hold a secret.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAuth {
+pub(super) struct AuthTable {
     /// Required: `"anonymous"`, `"basic"`, `"docker_config"`, `"identity_token"`,
     /// `"google"` or `"acr_entra"`.
     kind: Spanned<AuthKind>,
@@ -511,6 +475,12 @@ struct RawAuth {
     /// acr_entra: Entra token scope. Default
     /// `"https://containerregistry.azure.net/.default"`.
     scope: Option<Spanned<String>>,
+}
+
+impl fmt::Debug for AuthTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthTable").field("kind", self.kind.get_ref()).finish_non_exhaustive()
+    }
 }
 
 /// An entry of `rules[].actions`.

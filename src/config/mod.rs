@@ -349,48 +349,66 @@ impl RetryPolicy {
     }
 }
 
-/// Settings for one registry host; serialized as its `[registries."HOST"]` table.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Settings for one registry host: its `[registries."HOST"]` table, read straight into
+/// this struct (each field's doc and default is the file's reference) and serialized back
+/// by `check-config`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Host with optional port, exactly as it appears in references (the table's key).
     #[serde(skip)]
     pub host: String,
     /// Use plain HTTP (no TLS at all; nothing about certificates). Loopback hosts use
-    /// plain HTTP whatever this says, unless `ca_file` is set.
+    /// plain HTTP whatever this says, unless `ca_file` is set. Default false.
     pub insecure: bool,
     /// A PEM bundle of CA certificates trusted for this host in addition to the system's
     /// roots (a registry with a private CA). Setting it means the host speaks HTTPS, on
     /// loopback too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
-    /// Credentials.
-    #[serde(serialize_with = "effective::auth")]
+    /// Credentials, resolved by the loader from the `auth` table.
+    /// Default anonymous.
+    #[serde(skip_deserializing, serialize_with = "effective::auth")]
     pub auth: Auth,
-    /// Maximum concurrent requests to this host (shared by all copies).
+    /// The `auth` table as the file writes it; the loader resolves it into `auth` and
+    /// leaves `None`.
+    #[serde(rename = "auth", skip_serializing)]
+    auth_table: Option<toml::Spanned<file::AuthTable>>,
+    /// Maximum concurrent requests to this host (shared by all copies), ≥ 1. Default 16.
     pub max_in_flight: usize,
-    /// Optional request rate limit for this host.
+    /// Request rate limit for this host, > 0. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
-    /// Upload blobs in chunks of this size instead of one monolithic PUT.
+    /// Upload blobs in chunks of this many bytes (≥ 1024) instead of one monolithic PUT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
-    /// Per-request retry policy.
+    /// Per-request retry policy; absent keys keep the daemon's defaults.
     pub retry: RetryPolicy,
-    /// TCP connect timeout.
-    #[serde(rename = "connect_timeout_secs", serialize_with = "units::secs::serialize")]
+    /// TCP connect timeout (`connect_timeout_secs`), ≥ 1. Default 10.
+    #[serde(rename = "connect_timeout_secs", with = "units::secs")]
     pub connect_timeout: Duration,
-    /// Longest silence while reading a response before the request fails.
-    #[serde(rename = "read_timeout_secs", serialize_with = "units::secs::serialize")]
+    /// Longest silence while reading a response before the request fails
+    /// (`read_timeout_secs`), ≥ 1. Default 60.
+    #[serde(rename = "read_timeout_secs", with = "units::secs")]
     pub read_timeout: Duration,
     /// After this long with connection failures and no answer at all from the host, its
-    /// connection failures are Systemic (the daemon pauses) rather than Transient.
-    #[serde(rename = "unreachable_after_secs", serialize_with = "units::secs::serialize")]
+    /// connection failures are Systemic (the registry is marked unhealthy) rather than
+    /// Transient (`unreachable_after_secs`), ≥ 1. Default 120.
+    #[serde(rename = "unreachable_after_secs", with = "units::secs")]
     pub unreachable_after: Duration,
-    /// Test only (debug builds; config key `test_dial`): the `host:port` actually dialled,
-    /// so that tests can stand a loopback registry in for `docker.io`.
+    /// Test only, and only in debug builds (a release build rejects the key `test_dial`):
+    /// the `host:port` actually dialled, so that tests can stand a loopback registry in
+    /// for `docker.io`.
     #[doc(hidden)]
-    #[serde(skip)]
+    #[serde(rename = "test_dial", skip_serializing)]
+    #[cfg_attr(not(debug_assertions), serde(skip_deserializing))]
     pub dial: Option<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig::new("")
+    }
 }
 
 impl RegistryConfig {
@@ -422,13 +440,15 @@ impl RegistryConfig {
             read_timeout: Duration::from_secs(60),
             unreachable_after: Duration::from_secs(120),
             dial: None,
+            auth_table: None,
         }
     }
 
-    /// Check ranges; called before anything connects.
+    /// Check ranges; called before anything connects. An error's field is the setting's
+    /// path in the file (`registries."HOST".retry.min_delay_ms`).
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |field: &str, reason: &str| Error::Invalid {
-            field: format!("registries.{}.{field}", self.host),
+            field: format!("registries.{}.{field}", key_path(&self.host)),
             reason: reason.into(),
         };
         if self.max_in_flight == 0 {
@@ -448,7 +468,16 @@ impl RegistryConfig {
             return Err(invalid("retry.attempts", "must be at least 1"));
         }
         if self.retry.min_delay > self.retry.max_delay {
-            return Err(invalid("retry.min_delay", "must not exceed retry.max_delay"));
+            return Err(invalid("retry.min_delay_ms", "must not exceed retry.max_delay_ms"));
+        }
+        for (key, d) in [
+            ("connect_timeout_secs", self.connect_timeout),
+            ("read_timeout_secs", self.read_timeout),
+            ("unreachable_after_secs", self.unreachable_after),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.insecure && self.ca_file.is_some() {
             return Err(invalid("ca_file", "needs TLS, but insecure = true means plain HTTP"));
@@ -479,6 +508,12 @@ impl RegistryConfig {
             "https"
         }
     }
+}
+
+/// A key as written in a field path: bare when TOML allows it, quoted otherwise.
+pub(crate) fn key_path(key: &str) -> String {
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare { key.to_owned() } else { format!("{key:?}") }
 }
 
 /// Is `host` (with optional port) a loopback name or address?

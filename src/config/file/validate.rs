@@ -15,7 +15,7 @@ use toml::Spanned;
 use crate::rules::check_placeholders;
 
 use super::{
-    AuthKind, Problem, RawAction, RawAdmin, RawAuth, RawConfig, RawRegistry, RawRule, RawSource, RawTarget,
+    AuthKind, AuthTable, Problem, RawAction, RawAdmin, RawConfig, RawRule, RawSource, RawTarget,
     RawUntagged, SourceKind, key_path,
 };
 use crate::config::{
@@ -324,9 +324,11 @@ fn admin(a: Option<Spanned<RawAdmin>>) -> Result<Option<SocketAddr>> {
     }
 }
 
-fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryConfig> {
+/// `[registries."HOST"]`: its settings are typed already ([`RegistryConfig`] holds their
+/// definitions and [`RegistryConfig::validate`] their ranges); here the key is checked, the
+/// CA bundle read and the `auth` table resolved.
+fn registry(host: Spanned<String>, r: Spanned<RegistryConfig>) -> Result<RegistryConfig> {
     let path = format!("registries.{}", key_path(host.get_ref()));
-    let field = |f: &str| format!("{path}.{f}");
     if !crate::oci::valid_host(host.get_ref()) {
         return invalid(
             host.span(),
@@ -334,59 +336,21 @@ fn registry(host: Spanned<String>, r: Spanned<RawRegistry>) -> Result<RegistryCo
             "the key must be a registry host[:port] as written in image references (no scheme, no path)",
         );
     }
-    let span = r.span();
-    let r = r.into_inner();
-    let mut c = RegistryConfig::new(host.get_ref());
-    c.insecure = r.insecure.unwrap_or(c.insecure);
-    #[cfg(debug_assertions)]
-    {
-        c.dial = r.test_dial.clone();
+    let mut c = r.into_inner();
+    c.host = host.into_inner();
+    c.validate().map_err(|e| match e {
+        crate::config::Error::Invalid { field, reason } => Problem::at(field, reason),
+        other => Problem::at(&path, other.to_string()),
+    })?;
+    c.ca_certificates()
+        .map_err(|e| Problem::at(format!("{path}.ca_file"), e))?;
+    if let Some(auth) = c.auth_table.take() {
+        c.auth = self::auth(auth, &format!("{path}.auth"))?;
     }
-    if let Some(ca) = &r.ca_file {
-        if c.insecure {
-            return invalid(
-                ca.span(),
-                field("ca_file"),
-                "needs TLS, but insecure = true means plain HTTP",
-            );
-        }
-        c.ca_file = Some(std::path::PathBuf::from(ca.get_ref()));
-        c.ca_certificates()
-            .map_err(|e| Problem::new(ca.span(), field("ca_file"), e))?;
-    }
-    c.max_in_flight = ranged(&r.max_in_flight, &field("max_in_flight"), 1, None)?.unwrap_or(c.max_in_flight);
-    if let Some(rps) = &r.requests_per_second {
-        if !(rps.get_ref().is_finite() && *rps.get_ref() > 0.0) {
-            return invalid(rps.span(), field("requests_per_second"), "must be a positive number");
-        }
-        c.requests_per_second = Some(*rps.get_ref());
-    }
-    c.chunk_size = ranged(&r.chunk_size, &field("chunk_size"), 1024, None)?;
-    c.connect_timeout = ranged(&r.connect_timeout_secs, &field("connect_timeout_secs"), 1, None)?
-        .map_or(c.connect_timeout, Duration::from_secs);
-    c.read_timeout =
-        ranged(&r.read_timeout_secs, &field("read_timeout_secs"), 1, None)?.map_or(c.read_timeout, Duration::from_secs);
-    c.unreachable_after = ranged(&r.unreachable_after_secs, &field("unreachable_after_secs"), 1, None)?
-        .map_or(c.unreachable_after, Duration::from_secs);
-    if let Some(retry) = r.retry {
-        bounded(retry.attempts, &field("retry.attempts"), 1, None)?;
-        if retry.min_delay > retry.max_delay {
-            return Err(Problem::at(
-                field("retry.min_delay_ms"),
-                "must not exceed retry.max_delay_ms",
-            ));
-        }
-        c.retry = retry;
-    }
-    if let Some(auth) = r.auth {
-        c.auth = self::auth(auth, &field("auth"))?;
-    }
-    // Backstop: the checks above mirror RegistryConfig::validate, which stays authoritative.
-    c.validate().map_err(|e| Problem::new(span, &path, e.to_string()))?;
     Ok(c)
 }
 
-fn auth(a: Spanned<RawAuth>, path: &str) -> Result<Auth> {
+fn auth(a: Spanned<AuthTable>, path: &str) -> Result<Auth> {
     let span = a.span();
     let a = a.into_inner();
     let kind = *a.kind.get_ref();

@@ -7,14 +7,14 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use super::super::RawAuth;
+use super::super::AuthTable;
 use super::entra::{EntraKeys, EntraUse, entra};
 use super::{Result, invalid};
 use crate::config::{ACR_ENTRA_SCOPE, Auth, GoogleAuth, Secret};
 
 /// `{ kind = "google", credentials_file = "..." }`; the file, when given, must be a
 /// readable credentials JSON of a supported type.
-pub(super) fn google(a: &RawAuth, path: &str) -> Result<Auth> {
+pub(super) fn google(a: &AuthTable, path: &str) -> Result<Auth> {
     let field = format!("{path}.credentials_file");
     let g = match &a.credentials_file {
         None => GoogleAuth::default(),
@@ -36,7 +36,7 @@ pub(super) fn google(a: &RawAuth, path: &str) -> Result<Auth> {
 /// tenant required and the registry scope as the default. `client_secret` resolves the
 /// client secret's source; it is called only for `credential = "client_secret"`.
 pub(super) fn acr_entra(
-    a: &RawAuth,
+    a: &AuthTable,
     span: Range<usize>,
     path: &str,
     client_secret: impl FnOnce() -> Result<Secret>,
