@@ -146,7 +146,6 @@ pub struct ServiceBusConfig {
     #[serde(serialize_with = "units::secs_or_off::serialize")]
     pub lock_renew: Option<Duration>,
     /// Credentials.
-    #[serde(serialize_with = "super::effective::servicebus_auth")]
     pub auth: ServiceBusAuth,
 }
 
@@ -200,7 +199,9 @@ impl ServiceBusEntity {
 pub const SERVICEBUS_ENTRA_SCOPE: &str = "https://servicebus.azure.net/.default";
 
 /// How regrelay authenticates to Service Bus.
-#[derive(Debug, Clone)]
+/// Serialized as the file's flat `source.auth` table (secrets as `"***"`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ServiceBusAuth {
     /// A shared access key: SAS tokens are signed locally and renewed before they expire.
     Sas {
@@ -213,6 +214,7 @@ pub enum ServiceBusAuth {
     /// secret, token file) for `scope`.
     Entra {
         /// Where the tokens come from.
+        #[serde(flatten)]
         entra: super::EntraConfig,
         /// Token scope, [`SERVICEBUS_ENTRA_SCOPE`] unless a sovereign cloud needs another.
         scope: String,

@@ -5,19 +5,15 @@
 //! `"***"`; a webhook URL's query (which may carry a token) is shown as `***` too.
 //!
 //! Invariant: the output loads again with [`super::load_str`] (secrets aside) to the same
-//! effective configuration. Sections whose typed struct has the file's layout serialize
-//! themselves (`[pipeline]`, `[reconcile]`, a registry's `retry`, the watch sections);
-//! the others go through the flat views below, one per table.
+//! effective configuration. The typed structs serialize themselves in the file's layout
+//! (auth tables through serde's `kind` tag); only `[admin]`, `[source]`'s extra keys and
+//! rules (patterns back under their glob or regex key) go through views below.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
 use serde::{Serialize, Serializer};
 
 use super::watch::WatchSettings;
-use super::{
-    Auth, Config, EntraConfig, EntraCredential, RegistryConfig, RejectMode, Secret, ServiceBusAuth, SourceConfig,
-};
+use super::{Config, RegistryConfig, RejectMode, Secret, SourceConfig};
 use crate::rules::{Matcher, Rule, RuleTarget, Untagged, example_mapping};
 
 impl Serialize for Secret {
@@ -141,127 +137,6 @@ impl<'a> Source<'a> {
             reject: matches!(c.source, SourceConfig::ServiceBus(_)).then_some(reject),
             origin: c.origin.as_ref(),
         })
-    }
-}
-
-/// `serialize_with` of the Service Bus source's `auth`.
-pub(super) fn servicebus_auth<S: Serializer>(auth: &ServiceBusAuth, s: S) -> Result<S::Ok, S::Error> {
-    match auth {
-        ServiceBusAuth::Sas { key_name, key } => AuthView {
-            kind: "sas",
-            key_name: Some(key_name),
-            key: Some(key),
-            ..AuthView::default()
-        },
-        ServiceBusAuth::Entra { entra, scope } => AuthView::entra("entra", entra, scope),
-    }
-    .serialize(s)
-}
-
-/// `serialize_with` of a registry's `auth`.
-pub(super) fn auth<S: Serializer>(auth: &Auth, s: S) -> Result<S::Ok, S::Error> {
-    AuthView::of(auth).serialize(s)
-}
-
-/// A registry's or the Service Bus source's `auth`: one flat table whose `kind` says
-/// which keys are present. Secrets are [`Secret`]s, so they serialize as `"***"`.
-#[derive(Serialize, Default)]
-struct AuthView<'a> {
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<&'a Secret>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a Secret>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    credentials_file: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a Secret>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    credential: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_secret: Option<&'a Secret>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    federated_token_file: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_file: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    authority_host: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
-}
-
-impl<'a> AuthView<'a> {
-    fn of(auth: &'a Auth) -> AuthView<'a> {
-        let kind = |kind| AuthView {
-            kind,
-            ..AuthView::default()
-        };
-        match auth {
-            Auth::Anonymous => kind("anonymous"),
-            Auth::Basic { username, password } => AuthView {
-                username: Some(username),
-                password: Some(password),
-                ..kind("basic")
-            },
-            Auth::IdentityToken(token) => AuthView {
-                token: Some(token),
-                ..kind("identity_token")
-            },
-            Auth::DockerConfig { path } => AuthView {
-                path: Some(path),
-                ..kind("docker_config")
-            },
-            Auth::Google(g) => AuthView {
-                credentials_file: g.credentials_file.as_deref(),
-                ..kind("google")
-            },
-            Auth::AcrEntra { tenant, entra, scope } => AuthView {
-                tenant: Some(tenant),
-                ..AuthView::entra("acr_entra", entra, scope)
-            },
-        }
-    }
-
-    /// The Entra keys shared by `acr_entra` and the Service Bus `entra` auth.
-    fn entra(kind: &'static str, entra: &'a EntraConfig, scope: &'a str) -> AuthView<'a> {
-        let mut v = AuthView {
-            kind,
-            tenant: entra.tenant.as_deref(),
-            authority_host: Some(&entra.authority_host),
-            scope: Some(scope),
-            ..AuthView::default()
-        };
-        match &entra.credential {
-            EntraCredential::WorkloadIdentity { client_id, token_file } => {
-                v.credential = Some("workload_identity");
-                v.client_id = client_id.as_deref();
-                v.federated_token_file = token_file.as_deref();
-            }
-            EntraCredential::ManagedIdentity { client_id } => {
-                v.credential = Some("managed_identity");
-                v.client_id = client_id.as_deref();
-            }
-            EntraCredential::ClientSecret { client_id, secret } => {
-                v.credential = Some("client_secret");
-                v.client_id = Some(client_id);
-                v.client_secret = Some(secret);
-            }
-            EntraCredential::StaticTokenFile { path } => {
-                v.credential = Some("static_token_file");
-                v.token_file = Some(path);
-            }
-        }
-        v
     }
 }
 

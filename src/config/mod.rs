@@ -109,8 +109,10 @@ impl SecretSource {
     }
 }
 
-/// How regrelay authenticates to one registry.
-#[derive(Debug, Clone, Default)]
+/// How regrelay authenticates to one registry. Serialized (for `check-config`) as the
+/// file's flat `auth` table: `kind` and the keys of that kind, secrets as `"***"`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Auth {
     /// No credentials; bearer challenges are answered with anonymous token requests.
     #[default]
@@ -123,7 +125,10 @@ pub enum Auth {
         password: Secret,
     },
     /// An OAuth2 refresh token ("identity token"), exchanged at the token endpoint.
-    IdentityToken(Secret),
+    IdentityToken {
+        /// The refresh token.
+        token: Secret,
+    },
     /// A docker `config.json`: `auths`, `credHelpers` and `credsStore` are consulted for
     /// this registry's host when it is first used.
     DockerConfig {
@@ -138,9 +143,12 @@ pub enum Auth {
     /// then buys per-repository access tokens. (ACR admin users and repository-scoped
     /// tokens are plain [`Auth::Basic`].)
     AcrEntra {
-        /// Directory (tenant) ID sent to `/oauth2/exchange`.
+        /// Directory (tenant) ID sent to `/oauth2/exchange` (the same as `entra.tenant`,
+        /// which the file requires for this kind; serialized there).
+        #[serde(skip)]
         tenant: String,
         /// Where the Entra token comes from.
+        #[serde(flatten)]
         entra: EntraConfig,
         /// Entra scope, [`ACR_ENTRA_SCOPE`] unless configured.
         scope: String,
@@ -155,57 +163,67 @@ pub const ACR_ENTRA_SCOPE: &str = "https://containerregistry.azure.net/.default"
 pub const ENTRA_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 
 /// Where Google access tokens come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GoogleAuth {
     /// A credentials JSON file: a service-account key, `gcloud auth application-default
     /// login` user credentials, or a workload identity federation config. `None`:
     /// Application Default Credentials as google-cloud-auth discovers them.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
 }
 
 /// Where Microsoft Entra ID tokens come from. Shared by every Azure consumer (ACR
-/// registry auth, the Service Bus source).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// registry auth, the Service Bus source). Serialized as keys of the auth table that
+/// holds it (`tenant`, `credential` and its keys, `authority_host`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EntraConfig {
     /// Directory (tenant) ID. Required for a client secret; workload identity falls back
     /// to `AZURE_TENANT_ID` (set by the AKS webhook); managed identity ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// The credential.
+    #[serde(flatten)]
     pub credential: EntraCredential,
     /// Authority host without a trailing slash, [`ENTRA_AUTHORITY_HOST`] unless
     /// configured (sovereign clouds). HTTPS, or plain HTTP on a loopback host (tests).
     pub authority_host: String,
 }
 
-/// Which Entra ID credential to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which Entra ID credential to use: the auth table's `credential` and its keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "credential", rename_all = "snake_case")]
 pub enum EntraCredential {
     /// AKS workload identity: a projected service-account token is exchanged as a
     /// client assertion. Unset fields fall back to `AZURE_CLIENT_ID` and
     /// `AZURE_FEDERATED_TOKEN_FILE`, which the AKS webhook sets.
     WorkloadIdentity {
         /// Client ID of the user-assigned identity or app registration.
+        #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
-        /// The projected token file.
+        /// The projected token file (`federated_token_file`).
+        #[serde(rename = "federated_token_file", skip_serializing_if = "Option::is_none")]
         token_file: Option<PathBuf>,
     },
     /// Managed identity (VM / VM scale set IMDS, App Service); `client_id` picks a
     /// user-assigned identity, `None` the system-assigned one.
     ManagedIdentity {
         /// Client ID of a user-assigned identity.
+        #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
     /// A service principal with a client secret.
     ClientSecret {
         /// Application (client) ID.
         client_id: String,
-        /// The client secret.
+        /// The client secret (`client_secret`).
+        #[serde(rename = "client_secret")]
         secret: Secret,
     },
     /// An Entra access token kept current in a file by something else; the file is
     /// read again whenever the token it held is about to expire or was refused.
     StaticTokenFile {
-        /// The file.
+        /// The file (`token_file`).
+        #[serde(rename = "token_file")]
         path: PathBuf,
     },
 }
@@ -368,7 +386,7 @@ pub struct RegistryConfig {
     pub ca_file: Option<std::path::PathBuf>,
     /// Credentials, resolved by the loader from the `auth` table.
     /// Default anonymous.
-    #[serde(skip_deserializing, serialize_with = "effective::auth")]
+    #[serde(skip_deserializing)]
     pub auth: Auth,
     /// The `auth` table as the file writes it; the loader resolves it into `auth` and
     /// leaves `None`.

@@ -307,7 +307,7 @@ impl Authenticator {
                         username: username.clone(),
                         password: password.clone(),
                     }),
-                    Auth::IdentityToken(t) => Ok(Credentials::IdentityToken(t.clone())),
+                    Auth::IdentityToken { token } => Ok(Credentials::IdentityToken(token.clone())),
                     Auth::DockerConfig { path } => from_docker_config(&self.host, path).await,
                     Auth::Google(_) => Ok(Credentials::GoogleAccessToken),
                     Auth::AcrEntra { .. } => Ok(Credentials::AcrEntra),

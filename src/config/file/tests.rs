@@ -686,7 +686,7 @@ fn unreadable_secrets_name_the_source_never_a_value() {
     // Environment variables resolve at load time (PATH is always set).
     let text = auth("{ kind = \"identity_token\", token_env = \"PATH\" }".into());
     let c = ok(&text);
-    let Auth::IdentityToken(t) = &c.registries[1].auth else {
+    let Auth::IdentityToken { token: t } = &c.registries[1].auth else {
         panic!("identity token expected")
     };
     assert_eq!(t.expose(), std::env::var("PATH").unwrap());

@@ -433,7 +433,9 @@ fn auth(a: Spanned<AuthTable>, path: &str) -> Result<Auth> {
             Some(p) => return invalid(p.span(), format!("{path}.path"), "must not be empty"),
             None => return invalid(span, format!("{path}.path"), "required when kind = \"docker_config\""),
         },
-        AuthKind::IdentityToken => Auth::IdentityToken(secret("token", [&a.token_env, &a.token_file, &a.token])?),
+        AuthKind::IdentityToken => Auth::IdentityToken {
+            token: secret("token", [&a.token_env, &a.token_file, &a.token])?,
+        },
         AuthKind::Google => cloud_auth::google(&a, path)?,
         AuthKind::AcrEntra => cloud_auth::acr_entra(&a, span.clone(), path, || {
             secret(

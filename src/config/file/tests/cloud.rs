@@ -165,7 +165,7 @@ fn cloud_auth_renders_without_secrets_and_reloads() {
     assert!(!out.contains("hunter2"), "{out}");
     for line in [
         "[registries.\"c.example\".auth]\nkind = \"google\"\n\n",
-        "credential = \"client_secret\"\ntenant = \"t\"\nclient_id = \"app\"\nclient_secret = \"***\"\n",
+        "tenant = \"t\"\ncredential = \"client_secret\"\nclient_id = \"app\"\nclient_secret = \"***\"\n",
         "federated_token_file = \"/var/run/secrets/azure/tokens/azure-identity-token\"",
         "token_file = \"/run/t\"\nauthority_host = \"http://127.0.0.1:9\"\n",
         "scope = \"https://containerregistry.azure.net/.default\"",

@@ -79,7 +79,7 @@ fn servicebus_renders_without_its_key_and_reloads() {
     let out = render(&ok(&entra));
     assert!(
         out.contains(
-            "[source.auth]\nkind = \"entra\"\ncredential = \"client_secret\"\ntenant = \"t\"\nclient_id = \"c\"\n\
+            "[source.auth]\nkind = \"entra\"\ntenant = \"t\"\ncredential = \"client_secret\"\nclient_id = \"c\"\n\
              client_secret = \"***\"\nauthority_host = \"https://login.microsoftonline.com\"\n\
              scope = \"https://servicebus.azure.net/.default\"\n"
         ) && !out.contains("hunter3"),
