@@ -353,4 +353,29 @@ mod helm_schema {
         expected.insert("host".into());
         assert_eq!(of(registry), expected, "registries[]");
     }
+
+    /// The README's configuration reference has a row for every key of the sections that
+    /// have one typed definition, and no other.
+    #[test]
+    fn readme_lists_the_keys_of_the_typed_sections() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        // The backticked keys in the first column of the table after the line starting
+        // with `section`.
+        let table = |section: &str| -> BTreeSet<String> {
+            let mut lines = readme.lines().skip_while(|l| !l.starts_with(section));
+            assert!(lines.next().is_some(), "no {section} in the README");
+            let rows = lines.skip_while(|l| !l.starts_with('|')).skip(2);
+            rows.take_while(|l| l.starts_with('|'))
+                .flat_map(|row| {
+                    let first = row.split('|').nth(1).unwrap_or_default();
+                    first.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(table("`[pipeline]`"), keys::<PipelineConfig>(), "[pipeline]");
+        assert_eq!(table("`[reconcile]`"), keys::<ReconcileConfig>(), "[reconcile]");
+        let mut registry = keys::<RegistryConfig>();
+        registry.remove("test_dial");
+        assert_eq!(table("`[registries.\"HOST[:PORT]\"]`"), registry, "[registries.HOST]");
+    }
 }
