@@ -589,9 +589,12 @@ async fn expired_tokens_are_refreshed_and_identity_tokens_use_the_oauth2_form() 
     let engine = image::engine(
         vec![
             anon(&src.host()),
-            cfg(&dst.host(), Auth::IdentityToken {
+            cfg(
+                &dst.host(),
+                Auth::IdentityToken {
                     token: Secret::new(refresh),
-                }),
+                },
+            ),
         ],
         no_refs(),
     );

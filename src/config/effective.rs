@@ -9,8 +9,8 @@
 //! (auth tables through serde's `kind` tag); only `[admin]`, `[source]`'s extra keys and
 //! rules (patterns back under their glob or regex key) go through views below.
 
-use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
 
 use super::watch::WatchSettings;
 use super::{Config, RegistryConfig, RejectMode, Secret, SourceConfig};
@@ -346,7 +346,11 @@ mod helm_schema {
         assert_eq!(of(&config["pipeline"]), keys::<PipelineConfig>(), "[pipeline]");
         assert_eq!(of(&config["reconcile"]), keys::<ReconcileConfig>(), "[reconcile]");
         let registry = &config["registries"]["items"];
-        assert_eq!(of(&registry["properties"]["retry"]), keys::<RetryPolicy>(), "registries[].retry");
+        assert_eq!(
+            of(&registry["properties"]["retry"]),
+            keys::<RetryPolicy>(),
+            "registries[].retry"
+        );
         // The chart's list gives the table's key as `host`; `test_dial` is for tests only.
         let mut expected = keys::<RegistryConfig>();
         expected.remove("test_dial");
@@ -368,7 +372,12 @@ mod helm_schema {
             rows.take_while(|l| l.starts_with('|'))
                 .flat_map(|row| {
                     let first = row.split('|').nth(1).unwrap_or_default();
-                    first.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>()
+                    first
+                        .split('`')
+                        .skip(1)
+                        .step_by(2)
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
                 })
                 .collect()
         };

@@ -170,7 +170,6 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-
 /// The path of the innermost key or value of `text` whose span holds `offset`.
 fn field_at(text: &str, offset: usize) -> Option<String> {
     use toml::de::{DeTable, DeValue};
@@ -282,7 +281,7 @@ struct RawSource {
     /// `pipeline.reject` (`"nack"` / `"ack"`); giving both, they must agree.
     reject: Option<Spanned<RawServiceBusReject>>,
     /// servicebus, required: `{ kind = "sas", ... }` or `{ kind = "entra", ... }`.
-    auth: Option<Spanned<RawServiceBusAuth>>,
+    auth: Option<Spanned<AuthTable>>,
     /// pubsub: most messages leased and not yet settled. Default 2 × `pipeline.workers`.
     max_outstanding_messages: Option<Spanned<i64>>,
     /// pubsub: how far each lease extension reaches, 10..=600 s. Default 60.
@@ -322,61 +321,6 @@ enum RawServiceBusReject {
     Complete,
 }
 
-/// `source.auth.kind` (servicebus).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum ServiceBusAuthKind {
-    /// A shared access key: a connection string, or `key_name` plus the key.
-    Sas,
-    /// Microsoft Entra ID bearer tokens.
-    Entra,
-}
-
-/// `source.auth` (servicebus): one flat table whose `kind` says which keys apply.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServiceBusAuth {
-    /// Required: `"sas"` or `"entra"`.
-    kind: Spanned<ServiceBusAuthKind>,
-    /// sas: environment variable holding a connection string
-    /// `Endpoint=sb://NAMESPACE/;SharedAccessKeyName=NAME;SharedAccessKey=KEY`.
-    connection_string_env: Option<Spanned<String>>,
-    /// sas: file holding that connection string.
-    connection_string_file: Option<Spanned<String>>,
-    /// sas: the connection string itself. Allowed, discouraged.
-    connection_string: Option<Spanned<String>>,
-    /// sas, without a connection string: the authorization rule's name.
-    key_name: Option<Spanned<String>>,
-    /// sas: environment variable holding the rule's key.
-    key_env: Option<Spanned<String>>,
-    /// sas: file holding the rule's key.
-    key_file: Option<Spanned<String>>,
-    /// sas: the key itself. Allowed, discouraged.
-    key: Option<Spanned<String>>,
-    /// entra, required: `"workload_identity"`, `"managed_identity"`, `"client_secret"` or
-    /// `"static_token_file"` (the same credentials as registry auth `acr_entra`).
-    credential: Option<Spanned<RawEntraCredential>>,
-    /// entra: directory (tenant) ID; required for `client_secret`, workload identity falls
-    /// back to `AZURE_TENANT_ID`.
-    tenant: Option<Spanned<String>>,
-    /// entra: application (client) ID; required for `client_secret`.
-    client_id: Option<Spanned<String>>,
-    /// entra, client_secret: environment variable holding the secret.
-    client_secret_env: Option<Spanned<String>>,
-    /// entra, client_secret: file holding the secret.
-    client_secret_file: Option<Spanned<String>>,
-    /// entra, client_secret: the secret itself. Allowed, discouraged.
-    client_secret: Option<Spanned<String>>,
-    /// entra, workload_identity: the projected service-account token file.
-    federated_token_file: Option<Spanned<String>>,
-    /// entra, static_token_file, required: file holding an Entra access token.
-    token_file: Option<Spanned<String>>,
-    /// entra: authority host. Default `"https://login.microsoftonline.com"`.
-    authority_host: Option<Spanned<String>>,
-    /// entra: token scope. Default `"https://servicebus.azure.net/.default"`.
-    scope: Option<Spanned<String>>,
-}
-
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,9 +331,9 @@ struct RawAdmin {
     enabled: Option<Spanned<bool>>,
 }
 
-/// `registries."HOST".auth.kind`. New kinds (Entra ID, Google ADC) are new variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// `auth.kind`: of a registry (`anonymous` … `acr_entra`) or of the Service Bus source
+/// (`sas`, `entra`). Read as a string: which names are valid depends on the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AuthKind {
     /// No credentials.
     Anonymous,
@@ -405,6 +349,10 @@ enum AuthKind {
     /// Azure Container Registry with an Entra ID token (`tenant`, `credential`, ...)
     /// exchanged for ACR tokens. ACR admin users and repository-scoped tokens are `basic`.
     AcrEntra,
+    /// Service Bus: a shared access key, from a connection string or `key_name` plus the key.
+    Sas,
+    /// Service Bus: Microsoft Entra ID bearer tokens (the credentials of `acr_entra`).
+    Entra,
 }
 
 /// `registries."HOST".auth.credential` (acr_entra): where the Entra token comes from.
@@ -423,15 +371,16 @@ enum RawEntraCredential {
     StaticTokenFile,
 }
 
-/// `registries."HOST".auth`: one flat table whose `kind` says which other keys apply
-/// (a key that does not belong to the kind is an error). Its `Debug` shows the kind only:
-/// the table may hold a secret.
+/// `registries."HOST".auth` and `source.auth` (servicebus): one flat table whose `kind`
+/// says which other keys apply (a key that does not belong to the kind is an error). Its
+/// `Debug` shows the kind only: the table may hold a secret.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuthTable {
-    /// Required: `"anonymous"`, `"basic"`, `"docker_config"`, `"identity_token"`,
-    /// `"google"` or `"acr_entra"`.
-    kind: Spanned<AuthKind>,
+    /// Required. A registry: `"anonymous"`, `"basic"`, `"docker_config"`,
+    /// `"identity_token"`, `"google"` or `"acr_entra"`. The Service Bus source: `"sas"` or
+    /// `"entra"`.
+    kind: Spanned<String>,
     /// basic, required: the user name.
     username: Option<Spanned<String>>,
     /// basic: environment variable holding the password (read at startup).
@@ -453,33 +402,52 @@ pub(super) struct AuthTable {
     /// google: a credentials JSON file (service-account key, gcloud user credentials,
     /// workload identity federation). Default: Application Default Credentials.
     credentials_file: Option<Spanned<String>>,
-    /// acr_entra, required: the directory (tenant) ID.
+    /// acr_entra, required; entra: the directory (tenant) ID (workload identity falls back
+    /// to `AZURE_TENANT_ID`).
     tenant: Option<Spanned<String>>,
-    /// acr_entra, required: `"workload_identity"`, `"managed_identity"`,
+    /// acr_entra and entra, required: `"workload_identity"`, `"managed_identity"`,
     /// `"client_secret"` or `"static_token_file"`.
     credential: Option<Spanned<RawEntraCredential>>,
-    /// acr_entra: application (client) ID; required for `client_secret`.
+    /// acr_entra, entra: application (client) ID; required for `client_secret`.
     client_id: Option<Spanned<String>>,
-    /// acr_entra, client_secret: environment variable holding the secret.
+    /// acr_entra, entra, client_secret: environment variable holding the secret.
     client_secret_env: Option<Spanned<String>>,
-    /// acr_entra, client_secret: file holding the secret.
+    /// acr_entra, entra, client_secret: file holding the secret.
     client_secret_file: Option<Spanned<String>>,
-    /// acr_entra, client_secret: the secret itself. Allowed, discouraged.
+    /// acr_entra, entra, client_secret: the secret itself. Allowed, discouraged.
     client_secret: Option<Spanned<String>>,
-    /// acr_entra, workload_identity: the projected service-account token file.
+    /// acr_entra, entra, workload_identity: the projected service-account token file.
     federated_token_file: Option<Spanned<String>>,
-    /// acr_entra: Entra authority host. Default `"https://login.microsoftonline.com"`
-    /// (US Government: `https://login.microsoftonline.us`, China:
-    /// `https://login.chinacloudapi.cn`).
+    /// acr_entra, entra: Entra authority host. Default
+    /// `"https://login.microsoftonline.com"` (US Government:
+    /// `https://login.microsoftonline.us`, China: `https://login.chinacloudapi.cn`).
     authority_host: Option<Spanned<String>>,
-    /// acr_entra: Entra token scope. Default
-    /// `"https://containerregistry.azure.net/.default"`.
+    /// acr_entra, entra: Entra token scope. Default
+    /// `"https://containerregistry.azure.net/.default"` (acr_entra),
+    /// `"https://servicebus.azure.net/.default"` (entra).
     scope: Option<Spanned<String>>,
+    /// sas: environment variable holding a connection string
+    /// `Endpoint=sb://NAMESPACE/;SharedAccessKeyName=NAME;SharedAccessKey=KEY`.
+    connection_string_env: Option<Spanned<String>>,
+    /// sas: file holding that connection string.
+    connection_string_file: Option<Spanned<String>>,
+    /// sas: the connection string itself. Allowed, discouraged.
+    connection_string: Option<Spanned<String>>,
+    /// sas, without a connection string: the authorization rule's name.
+    key_name: Option<Spanned<String>>,
+    /// sas: environment variable holding the rule's key.
+    key_env: Option<Spanned<String>>,
+    /// sas: file holding the rule's key.
+    key_file: Option<Spanned<String>>,
+    /// sas: the rule's key itself. Allowed, discouraged.
+    key: Option<Spanned<String>>,
 }
 
 impl fmt::Debug for AuthTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthTable").field("kind", self.kind.get_ref()).finish_non_exhaustive()
+        f.debug_struct("AuthTable")
+            .field("kind", self.kind.get_ref())
+            .finish_non_exhaustive()
     }
 }
 

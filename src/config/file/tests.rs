@@ -305,7 +305,27 @@ fn wrong_types_and_unknown_variants_name_the_field() {
         &text,
         "magic",
         "registries.\"a.example\".auth.kind",
-        "unknown variant `magic`",
+        "unknown variant `magic`, expected one of `anonymous`, `basic`, `docker_config`, `identity_token`, \
+         `google`, `acr_entra`",
+    );
+    // The Service Bus source's kinds share the auth table's keys, not its kinds.
+    let text = text.replace("\"magic\"", "\"sas\", key_name = \"k\", key = \"v\"");
+    let e = expect(
+        &text,
+        "sas",
+        "registries.\"a.example\".auth.kind",
+        "unknown variant `sas`, expected one of `anonymous`",
+    );
+    assert!(!e.message.contains("`entra`"), "{e}");
+    let text = text.replace(
+        "\"sas\", key_name = \"k\", key = \"v\"",
+        "\"basic\", username = \"u\", key = \"v\"",
+    );
+    expect(
+        &text,
+        "basic",
+        "registries.\"a.example\".auth.key",
+        "does not apply to kind = \"basic\"",
     );
 }
 

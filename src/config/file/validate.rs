@@ -15,14 +15,15 @@ use toml::Spanned;
 use crate::rules::check_placeholders;
 
 use super::{
-    AuthKind, AuthTable, Problem, RawAction, RawAdmin, RawConfig, RawRule, RawSource, RawTarget,
-    RawUntagged, SourceKind, key_path,
+    AuthKind, AuthTable, Problem, RawAction, RawAdmin, RawConfig, RawRule, RawSource, RawTarget, RawUntagged,
+    SourceKind, key_path,
 };
 use crate::config::{
     Auth, Config, FileSourceConfig, Matcher, PipelineConfig, PubSubConfig, RegistryConfig, Rule, RuleTarget, Secret,
     SecretSource, SourceConfig, Untagged,
 };
 
+pub(super) mod auth;
 mod cloud_auth;
 mod entra;
 mod origin;
@@ -351,73 +352,29 @@ fn registry(host: Spanned<String>, r: Spanned<RegistryConfig>) -> Result<Registr
 }
 
 fn auth(a: Spanned<AuthTable>, path: &str) -> Result<Auth> {
+    use AuthKind::*;
     let span = a.span();
     let a = a.into_inner();
-    let kind = *a.kind.get_ref();
-    let kind_name = match kind {
-        AuthKind::Anonymous => "anonymous",
-        AuthKind::Basic => "basic",
-        AuthKind::DockerConfig => "docker_config",
-        AuthKind::IdentityToken => "identity_token",
-        AuthKind::Google => "google",
-        AuthKind::AcrEntra => "acr_entra",
-    };
-    let all = [
-        ("username", &a.username),
-        ("password_env", &a.password_env),
-        ("password_file", &a.password_file),
-        ("password", &a.password),
-        ("path", &a.path),
-        ("token_env", &a.token_env),
-        ("token_file", &a.token_file),
-        ("token", &a.token),
-        ("credentials_file", &a.credentials_file),
-        ("tenant", &a.tenant),
-        ("client_id", &a.client_id),
-        ("client_secret_env", &a.client_secret_env),
-        ("client_secret_file", &a.client_secret_file),
-        ("client_secret", &a.client_secret),
-        ("federated_token_file", &a.federated_token_file),
-        ("authority_host", &a.authority_host),
-        ("scope", &a.scope),
-    ];
-    let allowed: &[&str] = match kind {
-        AuthKind::Anonymous => &[],
-        AuthKind::Basic => &["username", "password_env", "password_file", "password"],
-        AuthKind::DockerConfig => &["path"],
-        AuthKind::IdentityToken => &["token_env", "token_file", "token"],
-        AuthKind::Google => &["credentials_file"],
-        // Which of these apply depends on `credential` (itself checked just below).
-        AuthKind::AcrEntra => entra::KEYS,
-    };
-    if let Some(c) = a.credential.as_ref().filter(|_| kind != AuthKind::AcrEntra) {
-        return invalid(
-            c.span(),
-            format!("{path}.credential"),
-            format!("does not apply to kind = {kind_name:?}"),
-        );
-    }
-    for (key, value) in all {
-        if let Some(v) = value.as_ref().filter(|_| !allowed.contains(&key)) {
-            return invalid(
-                v.span(),
-                format!("{path}.{key}"),
-                format!("does not apply to kind = {kind_name:?}"),
-            );
-        }
-    }
+    let kind = auth::kind(
+        &a,
+        path,
+        &[Anonymous, Basic, DockerConfig, IdentityToken, Google, AcrEntra],
+    )?;
     // Exactly one of the secret's sources.
     let secret = |what: &str, sources: [&Option<Spanned<String>>; 3]| match given_secret(path, what, sources)? {
         Some((secret, _, _)) => Ok(secret),
         None => invalid(
             span.clone(),
             format!("{path}.{what}_env"),
-            format!("kind = {kind_name:?} needs one of {what}_env, {what}_file or {what}"),
+            format!(
+                "kind = {:?} needs one of {what}_env, {what}_file or {what}",
+                kind.name()
+            ),
         ),
     };
     Ok(match kind {
-        AuthKind::Anonymous => Auth::Anonymous,
-        AuthKind::Basic => {
+        Anonymous => Auth::Anonymous,
+        Basic => {
             let username = match a.username {
                 Some(u) if !u.get_ref().is_empty() => u.into_inner(),
                 Some(u) => return invalid(u.span(), format!("{path}.username"), "must not be empty"),
@@ -426,23 +383,24 @@ fn auth(a: Spanned<AuthTable>, path: &str) -> Result<Auth> {
             let password = secret("password", [&a.password_env, &a.password_file, &a.password])?;
             Auth::Basic { username, password }
         }
-        AuthKind::DockerConfig => match a.path {
+        DockerConfig => match a.path {
             Some(p) if !p.get_ref().is_empty() => Auth::DockerConfig {
                 path: PathBuf::from(p.into_inner()),
             },
             Some(p) => return invalid(p.span(), format!("{path}.path"), "must not be empty"),
             None => return invalid(span, format!("{path}.path"), "required when kind = \"docker_config\""),
         },
-        AuthKind::IdentityToken => Auth::IdentityToken {
+        IdentityToken => Auth::IdentityToken {
             token: secret("token", [&a.token_env, &a.token_file, &a.token])?,
         },
-        AuthKind::Google => cloud_auth::google(&a, path)?,
-        AuthKind::AcrEntra => cloud_auth::acr_entra(&a, span.clone(), path, || {
+        Google => cloud_auth::google(&a, path)?,
+        AcrEntra => cloud_auth::acr_entra(&a, span.clone(), path, || {
             secret(
                 "client_secret",
                 [&a.client_secret_env, &a.client_secret_file, &a.client_secret],
             )
         })?,
+        Sas | Entra => unreachable!("auth::kind allows registry kinds only"),
     })
 }
 

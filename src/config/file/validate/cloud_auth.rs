@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::super::AuthTable;
-use super::entra::{EntraKeys, EntraUse, entra};
+use super::entra::{EntraUse, entra};
 use super::{Result, invalid};
 use crate::config::{ACR_ENTRA_SCOPE, Auth, GoogleAuth, Secret};
 
@@ -41,25 +41,13 @@ pub(super) fn acr_entra(
     path: &str,
     client_secret: impl FnOnce() -> Result<Secret>,
 ) -> Result<Auth> {
-    let keys = EntraKeys {
-        credential: &a.credential,
-        tenant: &a.tenant,
-        client_id: &a.client_id,
-        client_secret_env: &a.client_secret_env,
-        client_secret_file: &a.client_secret_file,
-        client_secret: &a.client_secret,
-        federated_token_file: &a.federated_token_file,
-        token_file: &a.token_file,
-        authority_host: &a.authority_host,
-        scope: &a.scope,
-    };
     let of = EntraUse {
         path,
         kind: "acr_entra",
         tenant_required: Some("the directory ID sent to the registry's /oauth2/exchange"),
         default_scope: ACR_ENTRA_SCOPE,
     };
-    let (entra, scope) = entra(&keys, &of, span, client_secret)?;
+    let (entra, scope) = entra(a, &of, span, client_secret)?;
     // Always given: `entra` refuses a missing tenant for acr_entra.
     let tenant = entra.tenant.clone().unwrap_or_default();
     Ok(Auth::AcrEntra { tenant, entra, scope })

@@ -11,40 +11,11 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::super::RawEntraCredential;
+use super::super::{AuthTable, RawEntraCredential};
 use super::{Result, invalid};
 use crate::config::{ENTRA_AUTHORITY_HOST, EntraConfig, EntraCredential, Error, Secret};
 
-/// Every key of an Entra auth table besides `kind`; which of them apply depends on
-/// `credential` (checked in [`entra`]).
-pub(super) const KEYS: &[&str] = &[
-    "credential",
-    "tenant",
-    "client_id",
-    "client_secret_env",
-    "client_secret_file",
-    "client_secret",
-    "federated_token_file",
-    "token_file",
-    "authority_host",
-    "scope",
-];
-
-/// The Entra keys of one auth table, as written.
-pub(super) struct EntraKeys<'a> {
-    pub credential: &'a Option<Spanned<RawEntraCredential>>,
-    pub tenant: &'a Option<Spanned<String>>,
-    pub client_id: &'a Option<Spanned<String>>,
-    pub client_secret_env: &'a Option<Spanned<String>>,
-    pub client_secret_file: &'a Option<Spanned<String>>,
-    pub client_secret: &'a Option<Spanned<String>>,
-    pub federated_token_file: &'a Option<Spanned<String>>,
-    pub token_file: &'a Option<Spanned<String>>,
-    pub authority_host: &'a Option<Spanned<String>>,
-    pub scope: &'a Option<Spanned<String>>,
-}
-
-/// What differs between the tables that hold [`EntraKeys`].
+/// What differs between the auth tables that hold Entra keys (`acr_entra`, `entra`).
 pub(super) struct EntraUse<'a> {
     /// The table's field path, e.g. `source.auth`.
     pub path: &'a str,
@@ -56,18 +27,18 @@ pub(super) struct EntraUse<'a> {
     pub default_scope: &'a str,
 }
 
-/// Check `keys` (table at `span`) into the Entra settings and the token scope (trimmed,
+/// Check the Entra keys of `keys` (table at `span`) into the Entra settings and the token scope (trimmed,
 /// not checked further). `client_secret` resolves the client secret's source; it is
 /// called only for `credential = "client_secret"`, after the client ID is known.
 pub(super) fn entra(
-    keys: &EntraKeys<'_>,
+    keys: &AuthTable,
     of: &EntraUse<'_>,
     span: Range<usize>,
     client_secret: impl FnOnce() -> Result<Secret>,
 ) -> Result<(EntraConfig, String)> {
     use RawEntraCredential::{ClientSecret, ManagedIdentity, StaticTokenFile, WorkloadIdentity};
     let field = |k: &str| format!("{}.{k}", of.path);
-    let Some(credential) = keys.credential else {
+    let Some(credential) = &keys.credential else {
         return invalid(
             span,
             field("credential"),
@@ -88,12 +59,12 @@ pub(super) fn entra(
         StaticTokenFile => ("static_token_file", &["token_file"]),
     };
     let specific = [
-        ("client_id", keys.client_id),
-        ("client_secret_env", keys.client_secret_env),
-        ("client_secret_file", keys.client_secret_file),
-        ("client_secret", keys.client_secret),
-        ("federated_token_file", keys.federated_token_file),
-        ("token_file", keys.token_file),
+        ("client_id", &keys.client_id),
+        ("client_secret_env", &keys.client_secret_env),
+        ("client_secret_file", &keys.client_secret_file),
+        ("client_secret", &keys.client_secret),
+        ("federated_token_file", &keys.federated_token_file),
+        ("token_file", &keys.token_file),
     ];
     for (key, value) in specific {
         if let Some(v) = value.as_ref().filter(|_| !allowed.contains(&key)) {
@@ -109,7 +80,7 @@ pub(super) fn entra(
     };
     // A required tenant is checked before anything that depends on the credential.
     if let Some(why) = of.tenant_required
-        && text(keys.tenant, "tenant")?.is_none()
+        && text(&keys.tenant, "tenant")?.is_none()
     {
         return invalid(
             span,
@@ -117,11 +88,11 @@ pub(super) fn entra(
             format!("required when kind = {:?} ({why})", of.kind),
         );
     }
-    let client_id = text(keys.client_id, "client_id")?;
+    let client_id = text(&keys.client_id, "client_id")?;
     let credential = match credential.get_ref() {
         WorkloadIdentity => EntraCredential::WorkloadIdentity {
             client_id,
-            token_file: text(keys.federated_token_file, "federated_token_file")?.map(PathBuf::from),
+            token_file: text(&keys.federated_token_file, "federated_token_file")?.map(PathBuf::from),
         },
         ManagedIdentity => EntraCredential::ManagedIdentity { client_id },
         ClientSecret => {
@@ -133,7 +104,7 @@ pub(super) fn entra(
                 secret: client_secret()?,
             }
         }
-        StaticTokenFile => match text(keys.token_file, "token_file")? {
+        StaticTokenFile => match text(&keys.token_file, "token_file")? {
             Some(p) => EntraCredential::StaticTokenFile { path: PathBuf::from(p) },
             None => {
                 return invalid(
@@ -145,14 +116,14 @@ pub(super) fn entra(
         },
     };
     let entra = EntraConfig {
-        tenant: text(keys.tenant, "tenant")?,
+        tenant: text(&keys.tenant, "tenant")?,
         credential,
-        authority_host: text(keys.authority_host, "authority_host")?.map_or_else(
+        authority_host: text(&keys.authority_host, "authority_host")?.map_or_else(
             || ENTRA_AUTHORITY_HOST.to_owned(),
             |h| h.trim_end_matches('/').to_owned(),
         ),
     };
-    let scope = text(keys.scope, "scope")?.unwrap_or_else(|| of.default_scope.to_owned());
+    let scope = text(&keys.scope, "scope")?.unwrap_or_else(|| of.default_scope.to_owned());
     if let Err(e) = entra.validate() {
         let (key, reason) = match e {
             Error::Invalid { field, reason } => (field, reason),

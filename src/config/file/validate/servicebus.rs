@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::{Problem, RawServiceBusAuth, RawServiceBusReject, RawSource, ServiceBusAuthKind};
-use super::entra::{EntraKeys, EntraUse};
+use super::super::{AuthKind, AuthTable, Problem, RawServiceBusReject, RawSource};
+use super::entra::EntraUse;
 use super::{Result, given_secret, invalid, ranged};
 use crate::config::{
     RejectMode, SERVICEBUS_ENTRA_SCOPE as DEFAULT_SCOPE, Secret, ServiceBusAuth, ServiceBusConfig, ServiceBusEntity,
@@ -173,64 +173,11 @@ fn entity_name(v: &Spanned<String>, field: &str, path: bool) -> Result<String> {
     )
 }
 
-fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntity) -> Result<ServiceBusAuth> {
+fn auth(a: Spanned<AuthTable>, namespace: &str, entity: &ServiceBusEntity) -> Result<ServiceBusAuth> {
     let span = a.span();
     let a = a.into_inner();
-    let kind = *a.kind.get_ref();
-    let credential = a.credential.as_ref().map(Spanned::span);
-    let all = [
-        (
-            "connection_string_env",
-            a.connection_string_env.as_ref().map(Spanned::span),
-        ),
-        (
-            "connection_string_file",
-            a.connection_string_file.as_ref().map(Spanned::span),
-        ),
-        ("connection_string", a.connection_string.as_ref().map(Spanned::span)),
-        ("key_name", a.key_name.as_ref().map(Spanned::span)),
-        ("key_env", a.key_env.as_ref().map(Spanned::span)),
-        ("key_file", a.key_file.as_ref().map(Spanned::span)),
-        ("key", a.key.as_ref().map(Spanned::span)),
-        ("credential", credential),
-        ("tenant", a.tenant.as_ref().map(Spanned::span)),
-        ("client_id", a.client_id.as_ref().map(Spanned::span)),
-        ("client_secret_env", a.client_secret_env.as_ref().map(Spanned::span)),
-        ("client_secret_file", a.client_secret_file.as_ref().map(Spanned::span)),
-        ("client_secret", a.client_secret.as_ref().map(Spanned::span)),
-        (
-            "federated_token_file",
-            a.federated_token_file.as_ref().map(Spanned::span),
-        ),
-        ("token_file", a.token_file.as_ref().map(Spanned::span)),
-        ("authority_host", a.authority_host.as_ref().map(Spanned::span)),
-        ("scope", a.scope.as_ref().map(Spanned::span)),
-    ];
-    let (kind_name, allowed): (&str, &[&str]) = match kind {
-        ServiceBusAuthKind::Sas => (
-            "sas",
-            &[
-                "connection_string_env",
-                "connection_string_file",
-                "connection_string",
-                "key_name",
-                "key_env",
-                "key_file",
-                "key",
-            ],
-        ),
-        ServiceBusAuthKind::Entra => ("entra", super::entra::KEYS),
-    };
-    for (key, at) in all {
-        if let Some(at) = at.filter(|_| !allowed.contains(&key)) {
-            return invalid(
-                at,
-                format!("source.auth.{key}"),
-                format!("does not apply to kind = {kind_name:?}"),
-            );
-        }
-    }
-    if kind == ServiceBusAuthKind::Entra {
+    let kind = super::auth::kind(&a, "source.auth", &[AuthKind::Sas, AuthKind::Entra])?;
+    if kind == AuthKind::Entra {
         return entra(&a, span);
     }
     let conn = given_secret(
@@ -274,19 +221,7 @@ fn auth(a: Spanned<RawServiceBusAuth>, namespace: &str, entity: &ServiceBusEntit
 /// `{ kind = "entra", credential = "...", ... }`: the keys of registry auth `acr_entra`,
 /// with the tenant optional (workload identity reads `AZURE_TENANT_ID`, managed identity
 /// needs none) and the Service Bus scope as the default.
-fn entra(a: &RawServiceBusAuth, span: Range<usize>) -> Result<ServiceBusAuth> {
-    let keys = EntraKeys {
-        credential: &a.credential,
-        tenant: &a.tenant,
-        client_id: &a.client_id,
-        client_secret_env: &a.client_secret_env,
-        client_secret_file: &a.client_secret_file,
-        client_secret: &a.client_secret,
-        federated_token_file: &a.federated_token_file,
-        token_file: &a.token_file,
-        authority_host: &a.authority_host,
-        scope: &a.scope,
-    };
+fn entra(a: &AuthTable, span: Range<usize>) -> Result<ServiceBusAuth> {
     let of = EntraUse {
         path: "source.auth",
         kind: "entra",
@@ -305,7 +240,7 @@ fn entra(a: &RawServiceBusAuth, span: Range<usize>) -> Result<ServiceBusAuth> {
             ),
         }
     };
-    let (entra, scope) = super::entra::entra(&keys, &of, span.clone(), client_secret)?;
+    let (entra, scope) = super::entra::entra(a, &of, span.clone(), client_secret)?;
     if !scope.starts_with("https://") || scope.len() <= "https://".len() || scope.contains(char::is_whitespace) {
         let at = a.scope.as_ref().map_or(span, Spanned::span);
         return invalid(

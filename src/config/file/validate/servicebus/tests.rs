@@ -445,7 +445,25 @@ mod load {
             "REGRELAY_TEST_SURELY_UNSET_VAR",
         );
         assert!(e.message.contains("source.auth.client_secret"), "{e}");
-        expect(&with("{ kind = \"magic\" }"), "auth", &f("kind"), "unknown variant");
+        expect(
+            &with("{ kind = \"magic\" }"),
+            "auth",
+            &f("kind"),
+            "unknown variant `magic`, expected `sas` or `entra`",
+        );
+        // A registry's auth kinds share the table's keys, not its kinds.
+        expect(
+            &with("{ kind = \"basic\", username = \"u\", password = \"p\" }"),
+            "auth",
+            &f("kind"),
+            "unknown variant `basic`, expected `sas` or `entra`",
+        );
+        expect(
+            &with("{ kind = \"sas\", key_name = \"k\", key = \"v\", password = \"p\" }"),
+            "auth",
+            &f("password"),
+            "does not apply to kind = \"sas\"",
+        );
         let e = expect(
             &with(
                 "{ kind = \"sas\", connection_string = \"Endpoint=sb://other.servicebus.windows.net/;SharedAccessKeyName=n;SharedAccessKey=s3cr3t\" }",
