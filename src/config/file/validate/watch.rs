@@ -10,32 +10,238 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Problem, Result, Written, invalid};
+use crate::config::key_path;
 use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings, WatcherConfig};
 
-/// `[gates.NAME]`.
+/// `[gates.NAME]`: a check that a rule's `require`, a watch's `gates` or a promotion
+/// names. One flat table whose `kind` says which keys apply (a key of the other kind is
+/// an error).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config::file) struct RawGate {
+    /// Required: `"exec"` (run `argv`) or `"cosign"` (a signature by one of `keys`).
     kind: Spanned<String>,
+    /// exec, required: the program and its arguments, run without a shell.
     argv: Option<Spanned<Vec<String>>>,
+    /// exec: time limit, ≥ 1. Default 600.
     timeout_secs: Option<Spanned<u64>>,
+    /// exec: how much of the output tail is kept for logs, 256..=16777216. Default 65536.
     max_output_bytes: Option<Spanned<usize>>,
-    #[serde(default)]
-    pass_env: Vec<String>,
+    /// exec: environment variables passed besides `PATH` and `HOME`. Default none.
+    pass_env: Option<Spanned<Vec<String>>>,
+    /// cosign, required: ECDSA P-256 public key files (PEM); any one may have signed.
     keys: Option<Spanned<Vec<PathBuf>>>,
+    /// cosign: an image with no signature at all: `"retry"` (default; try again later)
+    /// or `"reject"`.
     unsigned: Option<Spanned<String>>,
 }
 
-/// `[notify.NAME]`.
+/// `[notify.NAME]`: who is told about a promotion. One flat table whose `kind` says
+/// which keys apply.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config::file) struct RawNotify {
+    /// Required: `"exec"`, `"webhook"` or `"pubsub"`.
     kind: Spanned<String>,
+    /// exec, required: the program and its arguments, run without a shell.
     argv: Option<Spanned<Vec<String>>>,
+    /// exec: time limit, ≥ 1. Default 60.
     timeout_secs: Option<Spanned<u64>>,
+    /// webhook, required: the `http(s)://` URL the promotion is POSTed to (no redirects).
     url: Option<Spanned<String>>,
+    /// pubsub, required: `projects/PROJECT/topics/TOPIC`.
     topic: Option<Spanned<String>>,
-    endpoint: Option<String>,
+    /// pubsub: endpoint override, `http://…` (emulator, anonymous) or `https://…`.
+    /// Default: Google's, with Application Default Credentials.
+    endpoint: Option<Spanned<String>>,
+}
+
+/// A key of a gate or notify table: its name, its span if given, the kinds it is for.
+type Key = (&'static str, Option<std::ops::Range<usize>>, &'static [&'static str]);
+
+/// The first key of `keys` given but not for `kind`, as a problem of the table at `path`.
+fn foreign_key(path: &str, kind: &str, keys: &[Key]) -> Result<()> {
+    for (key, at, kinds) in keys {
+        if let Some(at) = at.clone().filter(|_| !kinds.contains(&kind)) {
+            let kinds: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
+            return invalid(
+                at,
+                format!("{path}.{key}"),
+                format!("only for kind = {}", kinds.join(" or ")),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `Some(v)` of an optional spanned number within `min..=max` (`field` names it).
+fn within<T: PartialOrd + Copy + std::fmt::Display>(
+    v: &Option<Spanned<T>>,
+    field: String,
+    min: T,
+    max: T,
+) -> Result<Option<T>> {
+    match v {
+        Some(x) if *x.get_ref() < min || *x.get_ref() > max => invalid(
+            x.span(),
+            field,
+            format!("must be within {min}..={max}, got {}", x.get_ref()),
+        ),
+        Some(x) => Ok(Some(*x.get_ref())),
+        None => Ok(None),
+    }
+}
+
+fn gate(path: &str, g: Spanned<RawGate>) -> Result<GateConfig> {
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    let span = g.span();
+    let g = g.into_inner();
+    let kind = g.kind.get_ref().as_str();
+    let keys: [Key; 6] = [
+        ("argv", at(&g.argv), &["exec"]),
+        ("timeout_secs", at(&g.timeout_secs), &["exec"]),
+        ("max_output_bytes", at(&g.max_output_bytes), &["exec"]),
+        ("pass_env", at(&g.pass_env), &["exec"]),
+        ("keys", at(&g.keys), &["cosign"]),
+        ("unsigned", at(&g.unsigned), &["cosign"]),
+    ];
+    Ok(match kind {
+        "exec" => {
+            foreign_key(path, kind, &keys)?;
+            let argv = match g.argv {
+                Some(a) if !a.get_ref().is_empty() => a.into_inner(),
+                _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
+            };
+            GateConfig::Exec {
+                argv,
+                timeout: Duration::from_secs(
+                    within(&g.timeout_secs, format!("{path}.timeout_secs"), 1, u64::MAX)?.unwrap_or(600),
+                ),
+                max_output_bytes: within(&g.max_output_bytes, format!("{path}.max_output_bytes"), 256, 16 << 20)?
+                    .unwrap_or(64 * 1024),
+                pass_env: g.pass_env.map(Spanned::into_inner).unwrap_or_default(),
+            }
+        }
+        "cosign" => {
+            foreign_key(path, kind, &keys)?;
+            let Some(keys) = g.keys.filter(|k| !k.get_ref().is_empty()) else {
+                return invalid(span, format!("{path}.keys"), "required: at least one public key file");
+            };
+            let kspan = keys.span();
+            let mut out = Vec::new();
+            for k in keys.into_inner() {
+                match std::fs::read_to_string(&k) {
+                    Ok(pem) => out.push((k, pem)),
+                    Err(e) => {
+                        return invalid(
+                            kspan,
+                            format!("{path}.keys"),
+                            format!("cannot read {}: {e}", k.display()),
+                        );
+                    }
+                }
+            }
+            let unsigned = match g.unsigned.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+                None | Some(("retry", _)) => Unsigned::Retry,
+                Some(("reject", _)) => Unsigned::Reject,
+                Some((other, at)) => {
+                    return invalid(
+                        at,
+                        format!("{path}.unsigned"),
+                        format!("unknown value {other:?} (expected \"retry\" or \"reject\")"),
+                    );
+                }
+            };
+            GateConfig::Cosign { keys: out, unsigned }
+        }
+        other => {
+            return invalid(
+                g.kind.span(),
+                format!("{path}.kind"),
+                format!("unknown gate kind {other:?} (expected \"exec\" or \"cosign\")"),
+            );
+        }
+    })
+}
+
+fn notify(path: &str, n: Spanned<RawNotify>) -> Result<NotifyConfig> {
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    let span = n.span();
+    let n = n.into_inner();
+    let kind = n.kind.get_ref().as_str();
+    let keys: [Key; 5] = [
+        ("argv", at(&n.argv), &["exec"]),
+        ("timeout_secs", at(&n.timeout_secs), &["exec"]),
+        ("url", at(&n.url), &["webhook"]),
+        ("topic", at(&n.topic), &["pubsub"]),
+        ("endpoint", at(&n.endpoint), &["pubsub"]),
+    ];
+    Ok(match kind {
+        "exec" => {
+            foreign_key(path, kind, &keys)?;
+            match n.argv {
+                Some(a) if !a.get_ref().is_empty() => NotifyConfig::Exec {
+                    argv: a.into_inner(),
+                    timeout: Duration::from_secs(
+                        within(&n.timeout_secs, format!("{path}.timeout_secs"), 1, u64::MAX)?.unwrap_or(60),
+                    ),
+                },
+                _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
+            }
+        }
+        "webhook" => {
+            foreign_key(path, kind, &keys)?;
+            let Some(u) = n.url else {
+                return invalid(span, format!("{path}.url"), "required");
+            };
+            match url::Url::parse(u.get_ref()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                    NotifyConfig::Webhook { url }
+                }
+                _ => return invalid(u.span(), format!("{path}.url"), "expected an http(s) URL"),
+            }
+        }
+        "pubsub" => {
+            foreign_key(path, kind, &keys)?;
+            let Some(t) = n.topic else {
+                return invalid(span, format!("{path}.topic"), "required: projects/PROJECT/topics/TOPIC");
+            };
+            let parts: Vec<&str> = t.get_ref().split('/').collect();
+            if parts.len() != 4 || parts[0] != "projects" || parts[2] != "topics" || parts.iter().any(|p| p.is_empty())
+            {
+                return invalid(
+                    t.span(),
+                    format!("{path}.topic"),
+                    "expected projects/PROJECT/topics/TOPIC",
+                );
+            }
+            if let Some(e) = &n.endpoint {
+                let url = url::Url::parse(e.get_ref()).ok();
+                if !url.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()) {
+                    return invalid(
+                        e.span(),
+                        format!("{path}.endpoint"),
+                        "must be an http:// or https:// URL with a host",
+                    );
+                }
+            }
+            NotifyConfig::PubSub {
+                topic: t.into_inner(),
+                endpoint: n.endpoint.map(Spanned::into_inner),
+            }
+        }
+        other => {
+            return invalid(
+                n.kind.span(),
+                format!("{path}.kind"),
+                format!("unknown notify kind {other:?} (expected \"exec\", \"webhook\" or \"pubsub\")"),
+            );
+        }
+    })
 }
 
 /// The watch sections of the file.
@@ -63,122 +269,12 @@ fn configured(r: &RepoRef, field: &str, hosts: &HashSet<&str>) -> Result<()> {
 pub(super) fn settings(raw: RawWatchSections, hosts: &HashSet<&str>, written: Written<'_>) -> Result<WatchSettings> {
     let mut gates = BTreeMap::new();
     for (name, g) in raw.gates {
-        let path = format!("gates.{name}");
-        let span = g.span();
-        let g = g.into_inner();
-        let gate = match g.kind.get_ref().as_str() {
-            "exec" => {
-                if let Some(u) = &g.unsigned {
-                    return invalid(u.span(), format!("{path}.unsigned"), "only for kind = \"cosign\"");
-                }
-                let argv = match g.argv {
-                    Some(a) if !a.get_ref().is_empty() => a.into_inner(),
-                    _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
-                };
-                GateConfig::Exec {
-                    argv,
-                    timeout: Duration::from_secs(g.timeout_secs.map_or(600, |t| *t.get_ref()).max(1)),
-                    max_output_bytes: g
-                        .max_output_bytes
-                        .map_or(64 * 1024, |m| *m.get_ref())
-                        .clamp(256, 16 << 20),
-                    pass_env: g.pass_env,
-                }
-            }
-            "cosign" => {
-                let Some(keys) = g.keys.filter(|k| !k.get_ref().is_empty()) else {
-                    return invalid(span, format!("{path}.keys"), "required: at least one public key file");
-                };
-                let kspan = keys.span();
-                let mut out = Vec::new();
-                for k in keys.into_inner() {
-                    match std::fs::read_to_string(&k) {
-                        Ok(pem) => out.push((k, pem)),
-                        Err(e) => {
-                            return invalid(
-                                kspan,
-                                format!("{path}.keys"),
-                                format!("cannot read {}: {e}", k.display()),
-                            );
-                        }
-                    }
-                }
-                let unsigned = match g.unsigned.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
-                    None | Some(("retry", _)) => Unsigned::Retry,
-                    Some(("reject", _)) => Unsigned::Reject,
-                    Some((other, at)) => {
-                        return invalid(
-                            at,
-                            format!("{path}.unsigned"),
-                            format!("unknown value {other:?} (expected \"retry\" or \"reject\")"),
-                        );
-                    }
-                };
-                GateConfig::Cosign { keys: out, unsigned }
-            }
-            other => {
-                return invalid(
-                    g.kind.span(),
-                    format!("{path}.kind"),
-                    format!("unknown gate kind {other:?} (expected \"exec\" or \"cosign\")"),
-                );
-            }
-        };
+        let gate = gate(&format!("gates.{}", key_path(&name)), g)?;
         gates.insert(name, gate);
     }
     let mut notify = BTreeMap::new();
     for (name, n) in raw.notify {
-        let path = format!("notify.{name}");
-        let span = n.span();
-        let n = n.into_inner();
-        let cfg = match n.kind.get_ref().as_str() {
-            "exec" => match n.argv {
-                Some(a) if !a.get_ref().is_empty() => NotifyConfig::Exec {
-                    argv: a.into_inner(),
-                    timeout: Duration::from_secs(n.timeout_secs.map_or(60, |t| *t.get_ref()).max(1)),
-                },
-                _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
-            },
-            "webhook" => {
-                let Some(u) = n.url else {
-                    return invalid(span, format!("{path}.url"), "required");
-                };
-                match url::Url::parse(u.get_ref()) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-                        NotifyConfig::Webhook { url }
-                    }
-                    _ => return invalid(u.span(), format!("{path}.url"), "expected an http(s) URL"),
-                }
-            }
-            "pubsub" => {
-                let Some(t) = n.topic else {
-                    return invalid(span, format!("{path}.topic"), "required: projects/PROJECT/topics/TOPIC");
-                };
-                let parts: Vec<&str> = t.get_ref().split('/').collect();
-                if parts.len() != 4
-                    || parts[0] != "projects"
-                    || parts[2] != "topics"
-                    || parts.iter().any(|p| p.is_empty())
-                {
-                    return invalid(
-                        t.span(),
-                        format!("{path}.topic"),
-                        "expected projects/PROJECT/topics/TOPIC",
-                    );
-                }
-                NotifyConfig::PubSub {
-                    topic: t.into_inner(),
-                    endpoint: n.endpoint,
-                }
-            }
-            other => {
-                return invalid(
-                    n.kind.span(),
-                    format!("{path}.kind"),
-                    format!("unknown notify kind {other:?} (expected \"exec\", \"webhook\" or \"pubsub\")"),
-                );
-            }
-        };
+        let cfg = self::notify(&format!("notify.{}", key_path(&name)), n)?;
         notify.insert(name, cfg);
     }
     let mut names = HashSet::new();
@@ -326,6 +422,50 @@ argv = ["true"]
             let e = load(&bad).unwrap_err();
             assert!(e.starts_with(want), "{want}\n{e}");
         }
+    }
+
+    /// A gate's or notification's key of another kind, or out of range, is an error at
+    /// its line (it was silently ignored or clamped).
+    #[test]
+    fn gate_and_notify_keys_belong_to_their_kind_and_range() {
+        let notify = |table: &str| {
+            format!(
+                "{}notify = [\"n\"]\n{}[notify.n]\n{table}\n",
+                &BASE[..BASE.find("gates =").unwrap()],
+                &BASE[BASE.find("gates =").unwrap()..]
+            )
+        };
+        for (bad, want) in [
+            (
+                BASE.replace("argv = [\"true\"]", "argv = [\"true\"]\nkeys = [\"k.pub\"]"),
+                "t.toml:15: gates.smoke.keys: only for kind = \"cosign\"",
+            ),
+            (
+                BASE.replace("argv = [\"true\"]", "argv = [\"true\"]\ntimeout_secs = 0"),
+                "t.toml:15: gates.smoke.timeout_secs: must be within 1..=",
+            ),
+            (
+                BASE.replace("argv = [\"true\"]", "argv = [\"true\"]\nmax_output_bytes = 10"),
+                "t.toml:15: gates.smoke.max_output_bytes: must be within 256..=16777216, got 10",
+            ),
+            (
+                notify("kind = \"webhook\"\nurl = \"https://ci.example/h\"\nargv = [\"x\"]"),
+                "t.toml:19: notify.n.argv: only for kind = \"exec\"",
+            ),
+            (
+                notify("kind = \"pubsub\"\ntopic = \"projects/p/topics/t\"\nendpoint = \"localhost:8085\""),
+                "t.toml:19: notify.n.endpoint: must be an http:// or https:// URL",
+            ),
+            (
+                notify("kind = \"exec\"\nargv = [\"x\"]\ntimeout_secs = 0"),
+                "t.toml:19: notify.n.timeout_secs: must be within 1..=",
+            ),
+        ] {
+            let e = load(&bad).unwrap_err();
+            assert!(e.starts_with(want), "{want}\n{e}\n{bad}");
+        }
+        let ok = notify("kind = \"pubsub\"\ntopic = \"projects/p/topics/t\"\nendpoint = \"http://127.0.0.1:8085\"");
+        load(&ok).unwrap();
     }
 
     #[test]
