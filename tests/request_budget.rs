@@ -4,8 +4,8 @@
 //! (blobs here are under the 1 MiB single-PUT limit), or a mount; per manifest one PUT,
 //! the root's under its tag; one HEAD of the root before copying and one read-back GET of
 //! the tag after (the verification). Also the executor's paths: an event for a changed
-//! tag, an event for a tag in place (2 requests), and a sync's repair, which skips the
-//! reads the sync has just made.
+//! tag, an event for a tag in place (2 requests), a digest item with a tag (a promotion
+//! edge), and a sync's repair, which skips the reads the sync has just made.
 
 mod support;
 
@@ -356,4 +356,65 @@ async fn executor_tag_items_read_nothing_twice_issue_16() {
             .await
             .unwrap();
     assert_eq!(got.digest, v2.digest);
+}
+
+/// A digest with a tag (a promotion edge, a watch's target tag): the copy writes the tag
+/// itself, as for a tag item, instead of copying by digest and then writing the tag
+/// (16 target requests for a new image before, 12 now).
+#[tokio::test]
+async fn executor_digest_items_with_a_tag_write_it_with_the_copy() {
+    support::registry_bin_or_skip!();
+    let t = Setup::start().await;
+    let v1 = three_blobs(&t.s, "v1", 51).await;
+    let exec = executor(t.engine(no_refs()));
+    t.clear();
+    let item = |tag: &str| Item::Digest {
+        source: Repo::new(t.sp.host(), "app"),
+        digest: v1.digest.clone(),
+        target: Repo::new(t.dp.host(), "promoted/app"),
+        tag: Some(tag.into()),
+        require: Vec::new(),
+    };
+
+    // Into an empty repository: the root goes up under the tag (looked at first: nothing
+    // says it is absent), read back once.
+    let r = exec.execute(&item("1.0"), "r").await.unwrap();
+    assert!(matches!(r, ItemOutcome::Done(Done::Copied { .. })), "{r:?}");
+    assert_eq!(seen(&t.sp), budget(&[("GET manifest@digest", 1), ("GET blob", 3)]));
+    assert_eq!(
+        seen(&t.dp),
+        budget(&[
+            ("HEAD manifest@digest", 1),
+            ("HEAD blob", 3),
+            ("POST upload", 3),
+            ("PUT upload", 3),
+            ("PUT manifest:tag", 1),
+            ("GET manifest:tag", 1),
+        ]),
+        "12 target requests, as for a tag item"
+    );
+
+    // In place: the source root read by digest (the copy's first step), the digest's
+    // HEAD and the tag's read, which is also the verification.
+    let r = exec.execute(&item("1.0"), "r").await.unwrap();
+    assert!(matches!(r, ItemOutcome::Done(Done::InPlace)), "{r:?}");
+    assert_eq!(seen(&t.sp), budget(&[("GET manifest@digest", 1)]));
+    assert_eq!(
+        seen(&t.dp),
+        budget(&[("HEAD manifest@digest", 1), ("GET manifest:tag", 1)])
+    );
+
+    // Another tag on the same digest: present, so only the tag is looked at, written
+    // and read back.
+    let r = exec.execute(&item("stable"), "r").await.unwrap();
+    assert!(matches!(r, ItemOutcome::Done(Done::TagWritten)), "{r:?}");
+    assert_eq!(seen(&t.sp), budget(&[("GET manifest@digest", 1)]));
+    assert_eq!(
+        seen(&t.dp),
+        budget(&[
+            ("HEAD manifest@digest", 1),
+            ("GET manifest:tag", 2),
+            ("PUT manifest:tag", 1),
+        ])
+    );
 }

@@ -440,24 +440,38 @@ impl<S: Registries> Executor<S> {
         (tag, require): (Option<&str>, &[String]),
         rule: &str,
     ) -> ItemResult {
-        let (copied, _) = self.ensure_digest(source, digest, target, rule, None).await?;
+        // Without gates the copy writes the tag itself (the root pushed under it when
+        // nothing else has to land first) and reads it back, as for a tag item.
+        let write = tag.filter(|_| require.is_empty()).map(|t| TagWrite {
+            tag: t.to_string(),
+            observed: None,
+            root: None,
+            source_tags: None,
+        });
+        let (copied, tagged) = self.ensure_digest(source, digest, target, rule, write.as_ref()).await?;
         let src = source.reference(Some(Locator::Digest(digest.clone())));
-        // A tag already at this digest needs no gate: gating cannot change what it names.
-        // The look is handed to the tag write, which then does not read the tag again.
-        let observed = match tag {
-            Some(t) if !require.is_empty() => self
-                .replicator
-                .target_tag(&target.registry, &target.repository, t)
-                .await
-                .ok(),
-            _ => None,
-        };
-        if observed.as_ref().is_none_or(|o| o.as_ref() != Some(digest)) {
-            self.gate(target, digest, require, &src.to_string()).await?;
-        }
-        let wrote = match tag {
-            Some(t) => self.ensure_tag(source, target, t, digest, observed).await?,
-            None => false,
+        let wrote = match (tagged, tag) {
+            (Some(wrote), _) => wrote,
+            (None, None) => {
+                self.gate(target, digest, require, &src.to_string()).await?;
+                false
+            }
+            (None, Some(t)) => {
+                // A tag already at this digest needs no gate: gating cannot change what it
+                // names. The look is handed to the tag write, which does not read it again.
+                let observed = if require.is_empty() {
+                    None
+                } else {
+                    self.replicator
+                        .target_tag(&target.registry, &target.repository, t)
+                        .await
+                        .ok()
+                };
+                if observed.as_ref().is_none_or(|o| o.as_ref() != Some(digest)) {
+                    self.gate(target, digest, require, &src.to_string()).await?;
+                }
+                self.ensure_tag(source, target, t, digest, observed).await?
+            }
         };
         tracing::info!(source_ref = %src, %digest, tag_written = wrote, "verified");
         Ok(Outcome::Done(done(copied, wrote)))
