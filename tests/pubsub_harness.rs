@@ -44,7 +44,7 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn starts_on_loopback_and_answers_rest() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     assert_eq!(ps.project(), "regrelay-test");
     let port = ps.addr().port();
     assert_eq!(ps.host_port(), format!("127.0.0.1:{port}"));
@@ -83,7 +83,7 @@ async fn starts_on_loopback_and_answers_rest() {
 #[tokio::test]
 async fn peek_keeps_messages_and_drain_removes_them() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     ps.create_topic("events").await;
     ps.create_subscription("relay", "events", 30).await;
 
@@ -116,7 +116,7 @@ async fn peek_keeps_messages_and_drain_removes_them() {
 #[tokio::test]
 async fn publish_many_batches_over_the_1000_limit() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     ps.create_topic("bulk-topic").await;
     ps.create_subscription("bulk-sub", "bulk-topic", 60).await;
 
@@ -136,7 +136,7 @@ async fn publish_many_batches_over_the_1000_limit() {
 #[tokio::test]
 async fn subscription_sees_only_messages_published_after_it() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     ps.create_topic("late-topic").await;
     ps.publish("late-topic", b"before").await;
     ps.create_subscription("late-sub", "late-topic", 10).await;
@@ -148,7 +148,7 @@ async fn subscription_sees_only_messages_published_after_it() {
 #[tokio::test]
 async fn dropping_the_guard_kills_the_whole_process_group() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     let port = ps.addr().port();
     if let Some(procs) = emulator_processes(port) {
         assert_eq!(procs.len(), 1, "one emulator JVM for port {port}: {procs:?}");
@@ -172,7 +172,7 @@ async fn dropping_the_guard_kills_the_whole_process_group() {
 #[tokio::test]
 async fn stop_terminates_gracefully() {
     support::gcloud_bin_or_skip!();
-    let ps = PubSubEmulator::start().await;
+    let ps = PubSubEmulator::start_dedicated().await;
     let port = ps.addr().port();
     ps.stop().await;
     // stop() returns only after the group is gone, so no polling here.

@@ -1,11 +1,19 @@
 //! `PubSubEmulator`: the Google Cloud Pub/Sub emulator as a child process group on loopback.
 //!
-//! Role: give a test a private Pub/Sub emulator (`gcloud beta emulators pubsub
-//! start`, package google-cloud-cli-pubsub-emulator, needs Java) and a small
-//! REST client for setup and inspection: create topics and subscriptions,
-//! publish, peek at and drain what a subscription still holds. The emulator
-//! serves plaintext gRPC and the REST API (`/v1/...`) on the same port, so the
-//! code under test can be pointed at [`PubSubEmulator::host_port`].
+//! Role: give a test a Pub/Sub emulator (`gcloud beta emulators pubsub start`,
+//! package google-cloud-cli-pubsub-emulator, needs Java) and a small REST
+//! client for setup and inspection: create topics and subscriptions, publish,
+//! peek at and drain what a subscription still holds. The emulator serves
+//! plaintext gRPC and the REST API (`/v1/...`) on the same port, so the code
+//! under test can be pointed at [`PubSubEmulator::host_port`].
+//!
+//! Sharing: [`PubSubEmulator::start`] hands each test a project of its own
+//! (`regrelay-test-N`) on one emulator process per test binary, so tests see
+//! only their own topics and subscriptions while the suite starts one JVM per
+//! binary instead of one per test. The shared process outlives every guard; a
+//! small watchdog (`sh`) kills its group and removes its directory once the test
+//! process is gone, however it ends. [`PubSubEmulator::start_dedicated`] gives a
+//! test a process of its own (the harness self-tests of start, stop and kill).
 //!
 //! Must never: bind anything but `127.0.0.1` (the emulator binds IPv6 unless
 //! `--host-port=127.0.0.1:PORT` is given), inherit the test's environment or
@@ -53,8 +61,11 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -128,19 +139,49 @@ struct Pulled {
 pub struct PubSubEmulator {
     project: String,
     port: u16,
-    dir: TempDir,
-    /// The `gcloud` child; its pid is the process group id.
+    /// The process's directory (log, gcloud home, data); shared by the handles on
+    /// the shared process.
+    dir: Arc<TempDir>,
+    /// The `gcloud` child of a dedicated emulator; its pid is the process group id.
+    /// `None` on a handle of the shared process.
     child: Option<Child>,
     client: reqwest::Client,
 }
 
 impl PubSubEmulator {
-    /// Starts an emulator for project `regrelay-test` on a free loopback port
-    /// and waits (up to [`EMULATOR_READY_DEADLINE`]) until it answers.
+    /// A project of its own (`regrelay-test-N`) on this test binary's shared
+    /// emulator, started on first use (see the module docs).
+    pub async fn start() -> Self {
+        static SHARED: tokio::sync::OnceCell<(u16, Arc<TempDir>)> = tokio::sync::OnceCell::const_new();
+        static NEXT_PROJECT: AtomicU32 = AtomicU32::new(1);
+        let (port, dir) = SHARED
+            .get_or_init(|| async {
+                let mut emu = Self::start_dedicated().await;
+                let child = emu.child.take().expect("a dedicated emulator has its child");
+                let pgid = child.id().expect("a running child has a pid");
+                // Outlives this guard and every test: the watchdog ends it.
+                std::mem::forget(child);
+                kill_when_process_ends(pgid, emu.dir.path());
+                (emu.port, Arc::clone(&emu.dir))
+            })
+            .await
+            .clone();
+        PubSubEmulator {
+            project: format!("{PROJECT}-{}", NEXT_PROJECT.fetch_add(1, Ordering::Relaxed)),
+            port,
+            dir,
+            child: None,
+            client: rest_client(),
+        }
+    }
+
+    /// Starts an emulator process of its own for project `regrelay-test` on a
+    /// free loopback port and waits (up to [`EMULATOR_READY_DEADLINE`]) until it
+    /// answers; dropping the guard kills it.
     ///
     /// Panics, printing the log tail, if it does not come up; panics with a
     /// hint if `gcloud` is missing (call [`gcloud_bin_or_skip!`] first).
-    pub async fn start() -> Self {
+    pub async fn start_dedicated() -> Self {
         let bin = super::find_bin(GCLOUD_BIN_ENV, "gcloud")
             .unwrap_or_else(|reason| panic!("{reason}; call gcloud_bin_or_skip!() at the top of the test"));
         let dir = tempfile::Builder::new()
@@ -150,19 +191,12 @@ impl PubSubEmulator {
         for sub in ["home", "data"] {
             std::fs::create_dir(dir.path().join(sub)).expect("create pubsub sub dir");
         }
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("build pubsub http client");
         let mut emulator = PubSubEmulator {
             project: PROJECT.to_owned(),
             port: 0,
-            dir,
+            dir: Arc::new(dir),
             child: None,
-            client,
+            client: rest_client(),
         };
         for attempt in 1..=START_ATTEMPTS {
             emulator.port = super::reserve_port();
@@ -177,7 +211,7 @@ impl PubSubEmulator {
         unreachable!("the last attempt either returns or fails")
     }
 
-    /// The project id (`regrelay-test`).
+    /// The project id (`regrelay-test`, or `regrelay-test-N` on the shared process).
     pub fn project(&self) -> &str {
         &self.project
     }
@@ -586,6 +620,48 @@ enum StartError {
     AddrInUse,
     Exited,
     Timeout,
+}
+
+/// The REST client of one guard (each test has its own runtime, and a client's
+/// connections belong to the runtime that made them).
+fn rest_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build pubsub http client")
+}
+
+/// Starts a watchdog that, once this test process has exited (however: a panic, the
+/// harness's end, SIGKILL), SIGTERMs then SIGKILLs process group `pgid` and removes
+/// `dir`. No `unsafe`: the `sh` child polls the test process with `kill -0`, and
+/// signals the group with the `kill` utility (`env kill`: the shell's own `kill`
+/// does not take `--`, without which `-PGID` reads as a signal).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog outlives the test process by design; init reaps it"
+)]
+fn kill_when_process_ends(pgid: u32, dir: &Path) {
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; env kill -TERM -- -{pgid} 2>/dev/null; \
+         sleep 2; env kill -KILL -- -{pgid} 2>/dev/null; rm -rf -- \"$0\"",
+        me = std::process::id()
+    );
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .env_clear()
+        .env("PATH", super::child_path_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: not signalled with the test's.
+        .process_group(0)
+        .spawn()
+        .expect("start the shared emulator's watchdog");
 }
 
 /// Sends `SIG` to every process of group `pgid` with the `kill` utility (no
