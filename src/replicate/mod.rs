@@ -23,12 +23,14 @@
 //! everything it references; report success before step 7.
 
 mod blob;
+mod manifests;
 mod referrers;
 
 use referrers::referrer_descriptor;
 mod ops;
 pub mod verify;
 
+pub use manifests::{MANIFEST_MEMORY_TTL, MAX_KNOWN_MANIFESTS};
 pub use ops::{Deletion, Kept, MAX_OTHER_TAGS, TAG_CHECKS_IN_FLIGHT};
 
 use std::collections::{HashMap, HashSet};
@@ -313,13 +315,15 @@ type BlobKey = (String, Digest);
 /// Upper bound on remembered blob locations before the memory is reset.
 const MAX_KNOWN_LOCATIONS: usize = 200_000;
 
-/// The copy engine. Share one per process: it holds the single-flight table, the blob
-/// location memory (for mounts) and the global transfer limit.
+/// The copy engine. Share one per process: it holds the single-flight tables (blobs per
+/// target host, manifests per target repository), the blob location memory (for mounts),
+/// the memory of manifests pushed per repository and the global transfer limit.
 pub struct Replicator<S: Registries> {
     registries: Arc<S>,
     opts: Options,
     inflight: Mutex<HashMap<BlobKey, Arc<tokio::sync::Mutex<()>>>>,
     locations: Mutex<HashMap<BlobKey, Vec<String>>>,
+    manifests: manifests::Manifests,
     transfers: Arc<Semaphore>,
     progress: Arc<Progress>,
 }
@@ -362,6 +366,9 @@ struct Job<R> {
     dst_repo: String,
     stats: StatsAcc,
     visited: Mutex<HashSet<Digest>>,
+    /// Children skipped because the engine remembered them at the target (not checked
+    /// by this copy): pushed again if their parent is refused.
+    remembered: Mutex<HashSet<Digest>>,
     src_tags: OnceCell<Arc<Vec<String>>>,
     /// The source's referrers index per subject, once asked (`None`: no API).
     referrers: Mutex<HashMap<Digest, Option<Bytes>>>,
@@ -380,6 +387,7 @@ impl<S: Registries> Replicator<S> {
             opts,
             inflight: Mutex::new(HashMap::new()),
             locations: Mutex::new(HashMap::new()),
+            manifests: manifests::Manifests::default(),
             transfers: Arc::new(Semaphore::new(jobs)),
             progress: Arc::new(Progress::default()),
         }
@@ -438,6 +446,7 @@ impl<S: Registries> Replicator<S> {
             dst_repo: task.target.repository.clone(),
             stats: StatsAcc::default(),
             visited: Mutex::new(HashSet::new()),
+            remembered: Mutex::new(HashSet::new()),
             src_tags,
             referrers: Mutex::new(HashMap::new()),
             pending_fallback: Mutex::new(HashMap::new()),
@@ -537,8 +546,7 @@ impl<S: Registries> Replicator<S> {
             return Ok(());
         }
         if state != TagState::Pushed {
-            job.dst
-                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+            self.put_manifest(&*job.dst, &job.dst_repo, &loc, root, None)
                 .await
                 .map_err(dst_err)?;
         }
@@ -622,6 +630,15 @@ impl<S: Registries> Replicator<S> {
             if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
                 return Ok(false);
             }
+            // One copy of a manifest into a repository at a time: a second copier waits
+            // here, then finds it remembered (a child) or present (a root, by its HEAD).
+            let key = manifests::key(job.dst.host(), &job.dst_repo, &digest);
+            let _flight = self.manifests.flight(&key).await;
+            if !check && self.manifests.remembered(&key) {
+                job.remembered.lock().expect("remembered lock").insert(digest.clone());
+                inc(&job.stats.manifests_skipped);
+                return Ok(false);
+            }
             let loc = Locator::Digest(digest.clone());
             // A registry only stores a manifest whose references it holds, so a present
             // manifest means a present subtree.
@@ -634,6 +651,7 @@ impl<S: Registries> Replicator<S> {
                     .is_some()
             {
                 inc(&job.stats.manifests_skipped);
+                self.manifests.remember(key);
                 return Ok(false);
             }
             let m = match preloaded {
@@ -643,6 +661,7 @@ impl<S: Registries> Replicator<S> {
             let reference = format!("{}/{}@{}", job.src.host(), job.src_repo, digest);
             let parsed = Manifest::parse(&m.media_type, &m.bytes)
                 .map_err(|e| src_err(registry::Error::InvalidManifest { reference, source: e }))?;
+            let mut children = Vec::new();
             match &parsed {
                 Manifest::Image { config, layers, .. } => {
                     let blobs: Vec<&Descriptor> = std::iter::once(config)
@@ -678,6 +697,7 @@ impl<S: Registries> Replicator<S> {
                     results.into_iter().collect::<Result<Vec<()>, Error>>()?;
                 }
                 Manifest::Index { manifests, .. } => {
+                    children = manifests.iter().map(|d| d.digest.clone()).collect();
                     let mut futs = Vec::with_capacity(manifests.len());
                     for d in manifests {
                         futs.push(self.copy_manifest_checked(job, d.digest.clone(), None, None, false));
@@ -689,12 +709,15 @@ impl<S: Registries> Replicator<S> {
                 }
             }
             let put_loc = as_tag.map_or(loc, |t| Locator::Tag(t.to_owned()));
-            let put = job
-                .dst
-                .put_manifest(&job.dst_repo, &put_loc, &m.media_type, m.bytes.clone())
+            let put = match self
+                .put_manifest(&*job.dst, &job.dst_repo, &put_loc, &m, Some(&children))
                 .await
-                .map_err(dst_err)?;
+            {
+                Ok(put) => put,
+                Err(e) => self.put_again_with_stale_children(job, &put_loc, &m, &children, e).await?,
+            };
             inc(&job.stats.manifests_pushed);
+            self.manifests.remember(key);
             if let Some(subject) = parsed.subject()
                 && !put.subject_indexed
             {
@@ -708,6 +731,43 @@ impl<S: Registries> Replicator<S> {
             }
             Ok(true)
         })
+    }
+
+    /// The PUT of `m` (an index) failed with `err`. If the copy skipped some of its
+    /// children only because the engine remembered them at the target, and the target
+    /// refused the index for good (e.g. `MANIFEST_BLOB_UNKNOWN`: a child was deleted
+    /// since), forget them, copy them again (HEAD first) and PUT the index once more.
+    /// Otherwise `err` stands.
+    async fn put_again_with_stale_children(
+        &self,
+        job: &Job<S::Registry>,
+        put_loc: &Locator,
+        m: &ManifestBytes,
+        children: &[Digest],
+        err: registry::Error,
+    ) -> Result<registry::PutManifest, Error> {
+        let stale: Vec<Digest> = {
+            let mut remembered = job.remembered.lock().expect("remembered lock");
+            children.iter().filter(|c| remembered.remove(*c)).cloned().collect()
+        };
+        if stale.is_empty() || err.class() != ErrorClass::Permanent {
+            return Err(dst_err(err));
+        }
+        tracing::warn!(
+            digest = %m.digest, error = %err, children = stale.len(),
+            "the target refused an index whose children were remembered as pushed; pushing them again"
+        );
+        for c in &stale {
+            self.manifests
+                .forget(&manifests::key(job.dst.host(), &job.dst_repo, c));
+            job.visited.lock().expect("visited lock").remove(c);
+        }
+        for c in stale {
+            self.copy_manifest_checked(job, c, None, None, true).await?;
+        }
+        self.put_manifest(&*job.dst, &job.dst_repo, put_loc, m, Some(children))
+            .await
+            .map_err(dst_err)
     }
 }
 
