@@ -81,8 +81,14 @@ async fn copy_all_at_once(
 }
 
 fn named(images: &[Pushed], indexes: &[Pushed]) -> Vec<(String, Digest)> {
-    let imgs = images.iter().enumerate().map(|(i, p)| (format!("image{i}"), p.digest.clone()));
-    let idxs = indexes.iter().enumerate().map(|(i, p)| (format!("index{i}"), p.digest.clone()));
+    let imgs = images
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("image{i}"), p.digest.clone()));
+    let idxs = indexes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("index{i}"), p.digest.clone()));
     // Indexes first, so their children race the images' own copies.
     idxs.chain(imgs).collect()
 }
@@ -114,7 +120,11 @@ async fn concurrent_copies_sharing_children_put_each_manifest_once_per_repositor
         let repo = format!("mirror/r{round}");
         dp.clear_log();
         let errors = copy_all_at_once(&engine, (&src.host(), &dp.host(), &repo), &manifests, 3, |_, _| None).await;
-        assert!(errors.is_empty(), "round {round}: {} copies failed: {errors:#?}", errors.len());
+        assert!(
+            errors.is_empty(),
+            "round {round}: {} copies failed: {errors:#?}",
+            errors.len()
+        );
         assert_at_target(&d, &repo, &all).await;
         // By digest only (no tags), so every PUT of a manifest names its digest: each
         // goes up exactly once, however many copies of it and of indexes listing it ran.

@@ -26,7 +26,7 @@
 //!
 //! Must never: be the only proof that a manifest is present. A remembered child lets a
 //! copy skip it; when the parent's PUT is then refused, the copy forgets it and pushes
-//! it again (see `copy_manifest_checked`). Other processes are not coordinated.
+//! it again (`put_again_with_stale_children`). Other processes are not coordinated.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::time::Instant;
 
-use super::{Registries, Replicator};
+use super::{Error, ErrorClass, Job, Registries, Replicator, dst_err};
 use crate::oci::{Digest, Locator, Manifest};
 use crate::registry::{self, ManifestBytes, PutManifest, Registry};
 
@@ -165,6 +165,42 @@ impl<S: Registries> Replicator<S> {
         };
         let _turn = self.manifests.put_turn(dst.host(), repo, &m.digest, children).await;
         dst.put_manifest(repo, loc, &m.media_type, m.bytes.clone()).await
+    }
+
+    /// The PUT of `m` (an index) failed with `err`. If the copy skipped some of its
+    /// children only because the engine remembered them at the target, and the target
+    /// refused the index for good (e.g. `MANIFEST_BLOB_UNKNOWN`: a child was deleted
+    /// since), forget them, copy them again (HEAD first) and PUT the index once more.
+    /// Otherwise `err` stands.
+    pub(super) async fn put_again_with_stale_children(
+        &self,
+        job: &Job<S::Registry>,
+        put_loc: &Locator,
+        m: &ManifestBytes,
+        children: &[Digest],
+        err: registry::Error,
+    ) -> Result<registry::PutManifest, Error> {
+        let stale: Vec<Digest> = {
+            let mut remembered = job.remembered.lock().expect("remembered lock");
+            children.iter().filter(|c| remembered.remove(*c)).cloned().collect()
+        };
+        if stale.is_empty() || err.class() != ErrorClass::Permanent {
+            return Err(dst_err(err));
+        }
+        tracing::warn!(
+            digest = %m.digest, error = %err, children = stale.len(),
+            "the target refused an index whose children were remembered as pushed; pushing them again"
+        );
+        for c in &stale {
+            self.manifests.forget(&key(job.dst.host(), &job.dst_repo, c));
+            job.visited.lock().expect("visited lock").remove(c);
+        }
+        for c in stale {
+            self.copy_manifest_checked(job, c, None, None, true).await?;
+        }
+        self.put_manifest(&*job.dst, &job.dst_repo, put_loc, m, Some(children))
+            .await
+            .map_err(dst_err)
     }
 
     /// This process deleted `digest` from `repo` at `host`: it is no longer remembered

@@ -11,7 +11,10 @@
 //!    else stream source → [`verify::VerifyStream`] → target upload; never a whole blob
 //!    in memory; one upload per (target host, digest) at a time (single-flight);
 //! 4. child manifests, then the root, pushed from the exact source bytes: by digest, or
-//!    under its first tag when no referrer has to land before the tags;
+//!    under its first tag when no referrer has to land before the tags; one copy of a
+//!    manifest per target repository at a time, a child this process pushed there
+//!    recently is not pushed again, and no manifest is re-PUT while an index listing it
+//!    goes up (`manifests.rs`);
 //! 5. referrers (OCI referrers API, or the `sha256-<hex>` fallback tag) and cosign
 //!    `sha256-<hex>.sig/.att/.sbom` tags;
 //! 6. tags last, so no tag ever points at an incomplete graph (or before its signatures);
@@ -608,6 +611,7 @@ impl<S: Registries> Replicator<S> {
     /// The children of an index the target lacks are not HEADed: a new index almost
     /// always brings new platform manifests, and their blobs are checked one by one
     /// anyway (a child the target had costs its blob checks and a PUT instead of a HEAD).
+    /// A child this engine pushed to (or found in) the repository recently is skipped.
     fn copy_manifest<'a>(
         &'a self,
         job: &'a Job<S::Registry>,
@@ -714,7 +718,10 @@ impl<S: Registries> Replicator<S> {
                 .await
             {
                 Ok(put) => put,
-                Err(e) => self.put_again_with_stale_children(job, &put_loc, &m, &children, e).await?,
+                Err(e) => {
+                    self.put_again_with_stale_children(job, &put_loc, &m, &children, e)
+                        .await?
+                }
             };
             inc(&job.stats.manifests_pushed);
             self.manifests.remember(key);
@@ -731,43 +738,6 @@ impl<S: Registries> Replicator<S> {
             }
             Ok(true)
         })
-    }
-
-    /// The PUT of `m` (an index) failed with `err`. If the copy skipped some of its
-    /// children only because the engine remembered them at the target, and the target
-    /// refused the index for good (e.g. `MANIFEST_BLOB_UNKNOWN`: a child was deleted
-    /// since), forget them, copy them again (HEAD first) and PUT the index once more.
-    /// Otherwise `err` stands.
-    async fn put_again_with_stale_children(
-        &self,
-        job: &Job<S::Registry>,
-        put_loc: &Locator,
-        m: &ManifestBytes,
-        children: &[Digest],
-        err: registry::Error,
-    ) -> Result<registry::PutManifest, Error> {
-        let stale: Vec<Digest> = {
-            let mut remembered = job.remembered.lock().expect("remembered lock");
-            children.iter().filter(|c| remembered.remove(*c)).cloned().collect()
-        };
-        if stale.is_empty() || err.class() != ErrorClass::Permanent {
-            return Err(dst_err(err));
-        }
-        tracing::warn!(
-            digest = %m.digest, error = %err, children = stale.len(),
-            "the target refused an index whose children were remembered as pushed; pushing them again"
-        );
-        for c in &stale {
-            self.manifests
-                .forget(&manifests::key(job.dst.host(), &job.dst_repo, c));
-            job.visited.lock().expect("visited lock").remove(c);
-        }
-        for c in stale {
-            self.copy_manifest_checked(job, c, None, None, true).await?;
-        }
-        self.put_manifest(&*job.dst, &job.dst_repo, put_loc, m, Some(children))
-            .await
-            .map_err(dst_err)
     }
 }
 
