@@ -233,14 +233,20 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
         .path_contains("team/stuck/blobs/"),
     );
     let mut daemon = Daemon::start(&config(&emu.source_section(SUB), &proxy.host(), &dst.host())).await;
-    emu.publish(
-        TOPIC,
-        &ar_insert(&proxy.host(), "team/quick", Some("1"), &quick.digest.to_string()),
-    )
-    .await;
+    // The stuck copy first, and in flight, before the quick one is published: both are
+    // then in flight for as long as the quick one runs, however late (under load) its
+    // delivery comes.
     emu.publish(
         TOPIC,
         &ar_insert(&proxy.host(), "team/stuck", Some("1"), &stuck.digest.to_string()),
+    )
+    .await;
+    daemon
+        .wait_metric("regrelay_copies_in_flight", &[], LONG, |v| v == 1.0)
+        .await;
+    emu.publish(
+        TOPIC,
+        &ar_insert(&proxy.host(), "team/quick", Some("1"), &quick.digest.to_string()),
     )
     .await;
     daemon
@@ -259,16 +265,12 @@ async fn sigterm_while_busy_drains_within_the_grace_period_and_exits_zero() {
     let log = daemon.log();
     assert_eq!(log.matches("\"message\":\"acked\"").count(), 1, "log:\n{log}");
     assert!(log.contains("handing the messages still in flight back to the broker"));
-    // It is back in the subscription. The source nacks it at shutdown, so it is usually
-    // back at once; the emulator sometimes keeps delivering it to the closed stream for a
-    // few ack deadlines first (a quirk of the emulator seen with no regrelay process
-    // alive), hence the generous wait.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    let mut left = emu.peek(SUB, 10).await;
-    while left.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        left = emu.peek(SUB, 10).await;
-    }
+    // It is back in the subscription. The source nacks it at shutdown, yet the emulator
+    // mostly goes on delivering it to the closed stream, again at each ack deadline
+    // (10 s), so a pull can catch it only in the moment after an expiry: `peek_within`
+    // pulls every 20 ms (seen back after 11-21 s on one loaded core, where pulling every
+    // 500 ms missed it for over 45 s, and in a slow full run for 150 s).
+    let left = emu.peek_within(SUB, 10, Duration::from_secs(150)).await;
     assert_eq!(left.len(), 1, "exactly the unfinished message is back");
     assert!(String::from_utf8_lossy(&left[0]).contains("team/stuck"));
 }

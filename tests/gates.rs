@@ -184,15 +184,16 @@ fn cosign_gate(dir: &Path, key: &p256::ecdsa::SigningKey, extra: &str) -> String
 }
 
 /// The messages left in the subscription once the daemon stopped; with `expect_some`,
-/// waits for them: the daemon nacks what it held at shutdown, yet the emulator sometimes
-/// keeps delivering to the closed stream for a few ack deadlines (see tests/daemon.rs).
+/// waits for them: the daemon nacks what it held at shutdown, yet the emulator mostly
+/// goes on delivering it to the closed stream at each ack deadline, so it is pulled
+/// often until it shows (`peek_within`; see tests/daemon.rs).
 async fn left(emu: &PubSubEmulator, expect_some: bool) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    let mut left = emu.peek(SUB, 10).await;
-    while expect_some && left.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        left = emu.peek(SUB, 10).await;
-    }
+    let within = if expect_some {
+        Duration::from_secs(150)
+    } else {
+        Duration::ZERO
+    };
+    let left = emu.peek_within(SUB, 10, within).await;
     left.iter().map(|m| serde_json::from_slice(m).unwrap()).collect()
 }
 

@@ -11,7 +11,10 @@
 //!    else stream source → [`verify::VerifyStream`] → target upload; never a whole blob
 //!    in memory; one upload per (target host, digest) at a time (single-flight);
 //! 4. child manifests, then the root, pushed from the exact source bytes: by digest, or
-//!    under its first tag when no referrer has to land before the tags;
+//!    under its first tag when no referrer has to land before the tags; one copy of a
+//!    manifest per target repository at a time, a child this process pushed there
+//!    recently is not pushed again, and no manifest is re-PUT while an index listing it
+//!    goes up (`manifests.rs`);
 //! 5. referrers (OCI referrers API, or the `sha256-<hex>` fallback tag) and cosign
 //!    `sha256-<hex>.sig/.att/.sbom` tags;
 //! 6. tags last, so no tag ever points at an incomplete graph (or before its signatures);
@@ -23,12 +26,14 @@
 //! everything it references; report success before step 7.
 
 mod blob;
+mod manifests;
 mod referrers;
 
 use referrers::referrer_descriptor;
 mod ops;
 pub mod verify;
 
+pub use manifests::{MANIFEST_MEMORY_TTL, MAX_KNOWN_MANIFESTS};
 pub use ops::{Deletion, Kept, MAX_OTHER_TAGS, TAG_CHECKS_IN_FLIGHT};
 
 use std::collections::{HashMap, HashSet};
@@ -313,13 +318,15 @@ type BlobKey = (String, Digest);
 /// Upper bound on remembered blob locations before the memory is reset.
 const MAX_KNOWN_LOCATIONS: usize = 200_000;
 
-/// The copy engine. Share one per process: it holds the single-flight table, the blob
-/// location memory (for mounts) and the global transfer limit.
+/// The copy engine. Share one per process: it holds the single-flight tables (blobs per
+/// target host, manifests per target repository), the blob location memory (for mounts),
+/// the memory of manifests pushed per repository and the global transfer limit.
 pub struct Replicator<S: Registries> {
     registries: Arc<S>,
     opts: Options,
     inflight: Mutex<HashMap<BlobKey, Arc<tokio::sync::Mutex<()>>>>,
     locations: Mutex<HashMap<BlobKey, Vec<String>>>,
+    manifests: manifests::Manifests,
     transfers: Arc<Semaphore>,
     progress: Arc<Progress>,
 }
@@ -362,6 +369,9 @@ struct Job<R> {
     dst_repo: String,
     stats: StatsAcc,
     visited: Mutex<HashSet<Digest>>,
+    /// Children skipped because the engine remembered them at the target (not checked
+    /// by this copy): pushed again if their parent is refused.
+    remembered: Mutex<HashSet<Digest>>,
     src_tags: OnceCell<Arc<Vec<String>>>,
     /// The source's referrers index per subject, once asked (`None`: no API).
     referrers: Mutex<HashMap<Digest, Option<Bytes>>>,
@@ -380,6 +390,7 @@ impl<S: Registries> Replicator<S> {
             opts,
             inflight: Mutex::new(HashMap::new()),
             locations: Mutex::new(HashMap::new()),
+            manifests: manifests::Manifests::default(),
             transfers: Arc::new(Semaphore::new(jobs)),
             progress: Arc::new(Progress::default()),
         }
@@ -438,6 +449,7 @@ impl<S: Registries> Replicator<S> {
             dst_repo: task.target.repository.clone(),
             stats: StatsAcc::default(),
             visited: Mutex::new(HashSet::new()),
+            remembered: Mutex::new(HashSet::new()),
             src_tags,
             referrers: Mutex::new(HashMap::new()),
             pending_fallback: Mutex::new(HashMap::new()),
@@ -537,8 +549,7 @@ impl<S: Registries> Replicator<S> {
             return Ok(());
         }
         if state != TagState::Pushed {
-            job.dst
-                .put_manifest(&job.dst_repo, &loc, &root.media_type, root.bytes.clone())
+            self.put_manifest(&*job.dst, &job.dst_repo, &loc, root, None)
                 .await
                 .map_err(dst_err)?;
         }
@@ -600,6 +611,7 @@ impl<S: Registries> Replicator<S> {
     /// The children of an index the target lacks are not HEADed: a new index almost
     /// always brings new platform manifests, and their blobs are checked one by one
     /// anyway (a child the target had costs its blob checks and a PUT instead of a HEAD).
+    /// A child this engine pushed to (or found in) the repository recently is skipped.
     fn copy_manifest<'a>(
         &'a self,
         job: &'a Job<S::Registry>,
@@ -622,6 +634,15 @@ impl<S: Registries> Replicator<S> {
             if !job.visited.lock().expect("visited lock").insert(digest.clone()) {
                 return Ok(false);
             }
+            // One copy of a manifest into a repository at a time: a second copier waits
+            // here, then finds it remembered (a child) or present (a root, by its HEAD).
+            let key = manifests::key(job.dst.host(), &job.dst_repo, &digest);
+            let _flight = self.manifests.flight(&key).await;
+            if !check && self.manifests.remembered(&key) {
+                job.remembered.lock().expect("remembered lock").insert(digest.clone());
+                inc(&job.stats.manifests_skipped);
+                return Ok(false);
+            }
             let loc = Locator::Digest(digest.clone());
             // A registry only stores a manifest whose references it holds, so a present
             // manifest means a present subtree.
@@ -634,6 +655,7 @@ impl<S: Registries> Replicator<S> {
                     .is_some()
             {
                 inc(&job.stats.manifests_skipped);
+                self.manifests.remember(key);
                 return Ok(false);
             }
             let m = match preloaded {
@@ -643,6 +665,7 @@ impl<S: Registries> Replicator<S> {
             let reference = format!("{}/{}@{}", job.src.host(), job.src_repo, digest);
             let parsed = Manifest::parse(&m.media_type, &m.bytes)
                 .map_err(|e| src_err(registry::Error::InvalidManifest { reference, source: e }))?;
+            let mut children = Vec::new();
             match &parsed {
                 Manifest::Image { config, layers, .. } => {
                     let blobs: Vec<&Descriptor> = std::iter::once(config)
@@ -678,6 +701,7 @@ impl<S: Registries> Replicator<S> {
                     results.into_iter().collect::<Result<Vec<()>, Error>>()?;
                 }
                 Manifest::Index { manifests, .. } => {
+                    children = manifests.iter().map(|d| d.digest.clone()).collect();
                     let mut futs = Vec::with_capacity(manifests.len());
                     for d in manifests {
                         futs.push(self.copy_manifest_checked(job, d.digest.clone(), None, None, false));
@@ -689,12 +713,18 @@ impl<S: Registries> Replicator<S> {
                 }
             }
             let put_loc = as_tag.map_or(loc, |t| Locator::Tag(t.to_owned()));
-            let put = job
-                .dst
-                .put_manifest(&job.dst_repo, &put_loc, &m.media_type, m.bytes.clone())
+            let put = match self
+                .put_manifest(&*job.dst, &job.dst_repo, &put_loc, &m, Some(&children))
                 .await
-                .map_err(dst_err)?;
+            {
+                Ok(put) => put,
+                Err(e) => {
+                    self.put_again_with_stale_children(job, &put_loc, &m, &children, e)
+                        .await?
+                }
+            };
             inc(&job.stats.manifests_pushed);
+            self.manifests.remember(key);
             if let Some(subject) = parsed.subject()
                 && !put.subject_indexed
             {

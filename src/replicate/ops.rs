@@ -294,7 +294,7 @@ impl<S: Registries> Replicator<S> {
             .await
             .map_err(dst_err)?;
         // put_manifest checks the digest the registry reports for the stored bytes.
-        dst.put_manifest(repository, &loc, &m.media_type, m.bytes.clone())
+        self.put_manifest(&*dst, repository, &loc, &m, None)
             .await
             .map_err(dst_err)?;
         let reference = format!("{registry}/{repository}:{tag}");
@@ -365,7 +365,10 @@ impl<S: Registries> Replicator<S> {
             dst.delete_manifest(repository, locator).await.map_err(dst_err)?,
             locator,
         ) {
-            (DeleteManifest::Deleted, _) => Deletion::Deleted,
+            (DeleteManifest::Deleted, _) => {
+                self.forget_manifest(dst.host(), repository, &actual);
+                Deletion::Deleted
+            }
             (DeleteManifest::NotFound, _) => Deletion::Absent,
             (DeleteManifest::Unsupported, Locator::Digest(_)) => Deletion::Unsupported(Kept::DeletesRefused),
             (DeleteManifest::Unsupported, Locator::Tag(_)) if fallback == TagDeleteFallback::Off => {
@@ -442,7 +445,10 @@ impl<S: Registries> Replicator<S> {
                 .await
                 .map_err(dst_err)?
             {
-                DeleteManifest::Deleted => Deletion::ManifestDeleted { digest: digest.clone() },
+                DeleteManifest::Deleted => {
+                    self.forget_manifest(dst.host(), repository, digest);
+                    Deletion::ManifestDeleted { digest: digest.clone() }
+                }
                 DeleteManifest::NotFound => Deletion::Absent,
                 DeleteManifest::Unsupported => Deletion::Unsupported(Kept::DeletesRefused),
             },

@@ -156,8 +156,12 @@ impl<S: Registries> Replicator<S> {
             }
             if changed {
                 let bytes = Bytes::from(serde_json::to_vec(&index).expect("a JSON value serialises"));
-                job.dst
-                    .put_manifest(&job.dst_repo, &loc, oci::OCI_INDEX, bytes)
+                let m = ManifestBytes {
+                    digest: Digest::sha256_of(&bytes),
+                    bytes,
+                    media_type: oci::OCI_INDEX.into(),
+                };
+                self.put_manifest(&*job.dst, &job.dst_repo, &loc, &m, None)
                     .await
                     .map_err(dst_err)?;
                 inc(&job.stats.tags_written);
@@ -178,8 +182,7 @@ impl<S: Registries> Replicator<S> {
         let loc = Locator::Tag(tag.into());
         let current = job.dst.head_manifest(&job.dst_repo, &loc).await.map_err(dst_err)?;
         if current.as_ref().and_then(|h| h.digest.as_ref()) != Some(&m.digest) {
-            job.dst
-                .put_manifest(&job.dst_repo, &loc, &m.media_type, m.bytes.clone())
+            self.put_manifest(&*job.dst, &job.dst_repo, &loc, m, None)
                 .await
                 .map_err(dst_err)?;
             inc(&job.stats.tags_written);
