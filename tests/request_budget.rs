@@ -418,3 +418,52 @@ async fn executor_digest_items_with_a_tag_write_it_with_the_copy() {
         ])
     );
 }
+
+/// Several tags onto one digest (a release's `1.2.3`, `1.2`, `latest`; a promotion's tags
+/// of one image): once the digest is copied and remembered, each further tag is its look,
+/// its PUT from the bytes the copy verified (no GET of the manifest first) and its
+/// read-back.
+#[tokio::test]
+async fn further_tags_onto_a_copied_digest_put_the_bytes_it_verified() {
+    support::registry_bin_or_skip!();
+    let t = Setup::start().await;
+    let v1 = three_blobs(&t.s, "v1", 61).await;
+    let memory = Memory {
+        ttl: Duration::from_secs(600),
+        max_entries: 1000,
+    };
+    let exec = Executor::new(Arc::new(t.engine(no_refs())), memory);
+    t.clear();
+    let item = |tag: &str| Item::Digest {
+        source: Repo::new(t.sp.host(), "app"),
+        digest: v1.digest.clone(),
+        target: Repo::new(t.dp.host(), "promoted/app"),
+        tag: Some(tag.into()),
+        require: Vec::new(),
+    };
+    let r = exec.execute(&item("1.2.3"), "r").await.unwrap();
+    assert!(matches!(r, ItemOutcome::Done(Done::Copied { .. })), "{r:?}");
+    t.clear();
+    for tag in ["1.2", "1", "latest"] {
+        let r = exec.execute(&item(tag), "r").await.unwrap();
+        assert!(matches!(r, ItemOutcome::Done(Done::TagWritten)), "{tag}: {r:?}");
+        assert_eq!(seen(&t.sp), budget(&[]), "{tag}");
+        assert_eq!(
+            seen(&t.dp),
+            budget(&[
+                ("HEAD manifest@digest", 1),
+                ("HEAD manifest:tag", 2),
+                ("PUT manifest:tag", 1),
+            ]),
+            "{tag}: present check, look, PUT, read-back"
+        );
+    }
+    let d = image::client(&t._dst.host(), regrelay::config::Auth::Anonymous);
+    for tag in ["1.2.3", "1.2", "1", "latest"] {
+        let got = d
+            .get_manifest("promoted/app", &regrelay::oci::Locator::Tag(tag.into()))
+            .await
+            .unwrap();
+        assert_eq!(got.digest, v1.digest, "{tag}");
+    }
+}

@@ -18,7 +18,12 @@
 //!   is forgotten when this process deletes the manifest;
 //! - **PUT exclusion** ([`Manifests::put_turn`]): a PUT of a manifest holds its lock
 //!   exclusively and the locks of the manifests it lists shared, so no manifest is
-//!   re-PUT while an index listing it is being PUT, even by a tag write.
+//!   re-PUT while an index listing it is being PUT, even by a tag write;
+//! - **root bytes** ([`Manifests::root`]): the bytes of root manifests a copy verified in
+//!   a repository within the TTL (at most [`MAX_ROOT_BYTES`] in all), so that pointing
+//!   another tag at the same digest (a release's `1.2.3`, `1.2`, `latest`; a promotion's
+//!   ten tags) PUTs them without a GET first. The PUT itself is still checked (the
+//!   registry's digest for the bytes) and the tag read back.
 //!
 //! Deadlock freedom: a PUT takes all its locks in key order and holds nothing else of
 //! this module's PUT locks while waiting; single-flights are taken parent before child
@@ -45,11 +50,17 @@ pub const MANIFEST_MEMORY_TTL: Duration = Duration::from_secs(600);
 /// Upper bound on remembered manifests before the memory is reset.
 pub const MAX_KNOWN_MANIFESTS: usize = 100_000;
 
+/// Most bytes of root manifests kept for tag writes; the memory is reset beyond it.
+pub const MAX_ROOT_BYTES: usize = 4 << 20;
+
 /// Locks kept before unused ones are swept.
 const SWEEP_ABOVE: usize = 1024;
 
 /// A manifest in a repository of a registry host.
 pub(super) type ManifestKey = (String, String, Digest);
+
+/// A root manifest's bytes and when a copy verified them at the target.
+type Verified = (Instant, ManifestBytes);
 
 /// The key of `digest` in `repo` at `host`.
 pub(super) fn key(host: &str, repo: &str, digest: &Digest) -> ManifestKey {
@@ -70,6 +81,8 @@ pub(super) struct Manifests {
     flights: Mutex<HashMap<ManifestKey, Weak<tokio::sync::Mutex<()>>>>,
     puts: Mutex<HashMap<ManifestKey, Weak<RwLock<()>>>>,
     pushed: Mutex<HashMap<ManifestKey, Instant>>,
+    /// Verified root manifests per repository, with their total size in bytes.
+    roots: Mutex<(usize, HashMap<ManifestKey, Verified>)>,
 }
 
 /// A held PUT turn: dropping it lets the next PUT in.
@@ -140,6 +153,37 @@ impl Manifests {
     /// Forget `key` (deleted, or refused as missing by a registry).
     pub(super) fn forget(&self, key: &ManifestKey) {
         self.pushed.lock().expect("manifest memory poisoned").remove(key);
+        let mut roots = self.roots.lock().expect("root memory poisoned");
+        if let Some((_, m)) = roots.1.remove(key) {
+            roots.0 -= m.bytes.len();
+        }
+    }
+
+    /// Keep `m`, a root manifest just verified at `key` (its digest is `key`'s).
+    pub(super) fn remember_root(&self, key: ManifestKey, m: &ManifestBytes) {
+        debug_assert_eq!(key.2, m.digest);
+        let mut roots = self.roots.lock().expect("root memory poisoned");
+        let (total, map) = &mut *roots;
+        if *total + m.bytes.len() > MAX_ROOT_BYTES {
+            map.clear();
+            *total = 0;
+        }
+        if m.bytes.len() <= MAX_ROOT_BYTES {
+            *total += m.bytes.len();
+            if let Some((_, old)) = map.insert(key, (Instant::now(), m.clone())) {
+                *total -= old.bytes.len();
+            }
+        }
+    }
+
+    /// The bytes of the root manifest verified at `key` within the TTL.
+    pub(super) fn root(&self, key: &ManifestKey) -> Option<ManifestBytes> {
+        let roots = self.roots.lock().expect("root memory poisoned");
+        roots
+            .1
+            .get(key)
+            .filter(|(t, _)| t.elapsed() < MANIFEST_MEMORY_TTL)
+            .map(|(_, m)| m.clone())
     }
 }
 
@@ -231,6 +275,39 @@ mod tests {
         m.remember(k.clone());
         m.forget(&k);
         assert!(!m.remembered(&k));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn root_bytes_are_kept_per_repository_bounded_and_forgotten() {
+        let m = Manifests::default();
+        let bytes = |n: usize| {
+            let b = bytes::Bytes::from(vec![b'x'; n]);
+            ManifestBytes {
+                digest: Digest::sha256_of(&b),
+                bytes: b,
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            }
+        };
+        let small = bytes(10);
+        let k = key("h", "r", &small.digest);
+        m.remember_root(k.clone(), &small);
+        assert_eq!(m.root(&k).map(|r| r.bytes), Some(small.bytes.clone()));
+        assert!(m.root(&key("h", "other", &small.digest)).is_none(), "per repository");
+        m.forget(&k);
+        assert!(m.root(&k).is_none(), "forgotten with the manifest");
+        m.remember_root(k.clone(), &small);
+        tokio::time::advance(MANIFEST_MEMORY_TTL).await;
+        assert!(m.root(&k).is_none(), "expired");
+        // Past the byte bound the memory starts over; one over the bound is not kept.
+        m.remember_root(k.clone(), &small);
+        let big = bytes(MAX_ROOT_BYTES - 5);
+        let kb = key("h", "r", &big.digest);
+        m.remember_root(kb.clone(), &big);
+        assert!(m.root(&k).is_none() && m.root(&kb).is_some());
+        let huge = bytes(MAX_ROOT_BYTES + 1);
+        m.remember_root(key("h", "r", &huge.digest), &huge);
+        assert!(m.root(&key("h", "r", &huge.digest)).is_none());
+        assert_eq!(m.roots.lock().unwrap().0, 0);
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use referrers::referrer_descriptor;
 mod ops;
 pub mod verify;
 
-pub use manifests::{MANIFEST_MEMORY_TTL, MAX_KNOWN_MANIFESTS};
+pub use manifests::{MANIFEST_MEMORY_TTL, MAX_KNOWN_MANIFESTS, MAX_ROOT_BYTES};
 pub use ops::{Deletion, Kept, MAX_OTHER_TAGS, TAG_CHECKS_IN_FLIGHT};
 
 use std::collections::{HashMap, HashSet};
@@ -505,6 +505,9 @@ impl<S: Registries> Replicator<S> {
                 .await
                 .map_err(dst_err)?;
         }
+        // Verified: another tag onto this digest needs no GET of it (see manifests.rs).
+        let key = manifests::key(job.dst.host(), &job.dst_repo, &root.digest);
+        self.manifests.remember_root(key, &root);
         let stats = job.stats.snapshot();
         let wrote = stats.manifests_pushed + stats.tags_written + stats.blobs_uploaded + stats.blobs_mounted;
         tracing::info!(

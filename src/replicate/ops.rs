@@ -287,12 +287,21 @@ impl<S: Registries> Replicator<S> {
         if current.as_ref() == Some(digest) {
             return Ok(false);
         }
-        // Fails with ManifestUnknown (permanent) when the digest is not at the target:
-        // a tag is never written before what it points at (STYLE.md 7.5).
-        let m = dst
-            .get_manifest(repository, &Locator::Digest(digest.clone()))
-            .await
-            .map_err(dst_err)?;
+        // A root this engine verified there moments ago is PUT from its bytes; else the
+        // GET fails with ManifestUnknown (permanent) when the digest is not at the target:
+        // a tag is never written before what it points at (STYLE.md 7.5). (A registry
+        // refuses a manifest whose references it does not hold, so neither way can a tag
+        // point at an incomplete graph.)
+        let m = match self
+            .manifests
+            .root(&super::manifests::key(dst.host(), repository, digest))
+        {
+            Some(m) => m,
+            None => dst
+                .get_manifest(repository, &Locator::Digest(digest.clone()))
+                .await
+                .map_err(dst_err)?,
+        };
         // put_manifest checks the digest the registry reports for the stored bytes.
         self.put_manifest(&*dst, repository, &loc, &m, None)
             .await
