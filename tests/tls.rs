@@ -138,6 +138,47 @@ async fn a_registry_with_a_private_ca_is_trusted_through_its_ca_file_15() {
         .expect_err("a certificate from an untrusted CA was accepted");
 }
 
+/// `regrelay copy --registry-ca HOST=FILE`: the CLI trusts a private CA per host, as the
+/// daemon's `ca_file` does (without it the loopback target is spoken to in plain HTTP
+/// and the copy fails); a file that is not a PEM bundle is a usage error (exit 64) before
+/// anything connects.
+#[tokio::test]
+async fn copy_trusts_a_private_ca_given_with_registry_ca() {
+    let bin = support::registry_bin_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path(), "cli");
+    let (_tls, host) = tls_registry(&bin, dir.path(), &cert, &key, &ca).await;
+    let src = support::TestRegistry::start().await;
+    let s = image::client(&src.host(), Auth::Anonymous);
+    let img = image::push_simple(&s, "team/app", "1.0", 20_000, 157).await;
+    let (from, to) = (format!("{}/team/app:1.0", src.host()), format!("{host}/mirror/app:1.0"));
+
+    let untrusted = support::cli::run(&["copy", "--retries", "1", &from, &to]).await;
+    assert!(!untrusted.status.success(), "{}", support::cli::text(&untrusted));
+
+    let trust = format!("{host}={}", ca.display());
+    let ok = support::cli::run(&["copy", "--registry-ca", &trust, &from, &to]).await;
+    assert!(ok.status.success(), "{}", support::cli::text(&ok));
+    let d = HttpRegistry::new(with_ca(&host, &ca)).unwrap();
+    let head = d
+        .head_manifest("mirror/app", &Locator::Tag("1.0".into()))
+        .await
+        .unwrap()
+        .expect("tag at the TLS target");
+    assert_eq!(head.digest.as_ref(), Some(&img.digest));
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    for (flag, says) in [
+        (format!("{host}={}", junk.display()), "no PEM certificate"),
+        (ca.display().to_string(), "expected HOST=FILE"),
+    ] {
+        let bad = support::cli::run(&["copy", "--registry-ca", &flag, &from, &to]).await;
+        assert_eq!(bad.status.code(), Some(64), "{}", support::cli::text(&bad));
+        assert!(support::cli::text(&bad).contains(says), "{}", support::cli::text(&bad));
+    }
+}
+
 #[test]
 fn a_ca_file_that_is_not_pem_is_a_config_error_naming_the_line_15() {
     let dir = tempfile::tempdir().unwrap();

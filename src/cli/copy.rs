@@ -47,6 +47,11 @@ pub struct CopyArgs {
     /// Talk plain HTTP to this registry host; repeatable. Loopback hosts always use HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// `HOST=FILE`: trust the PEM CA certificates in FILE for this registry host besides
+    /// the system's roots (a private CA; the host is then reached over HTTPS, loopback
+    /// too); repeatable.
+    #[arg(long = "registry-ca", value_name = "HOST=FILE")]
+    pub registry_ca: Vec<String>,
     /// Concurrent images with --from-file, and concurrent blob transfers unless
     /// --blob-jobs says otherwise.
     #[arg(long, short = 'j', default_value_t = 8)]
@@ -372,11 +377,18 @@ fn registry_configs(
         attempts: args.retries.max(1),
         ..RetryPolicy::cli()
     };
+    let cas = super::registry_cas(&args.registry_ca)?;
+    if let Some(host) = cas.iter().map(|(h, _)| h).find(|h| args.insecure.contains(h)) {
+        return Err(format!(
+            "{host}: --registry-ca needs TLS, --insecure-registry means plain HTTP"
+        ));
+    }
     Ok(hosts
         .into_iter()
         .map(|(host, auth)| {
             let mut cfg = RegistryConfig::new(host.clone());
             cfg.insecure = args.insecure.contains(&host);
+            cfg.ca_file = cas.iter().find(|(h, _)| *h == host).map(|(_, f)| f.clone());
             cfg.auth = auth.unwrap_or_else(|| docker.clone());
             cfg.retry = retry.clone();
             cfg.chunk_size = args.chunk_size;

@@ -14,3 +14,29 @@ pub mod promote;
 pub mod snapshot;
 pub mod sync;
 pub mod watch;
+
+/// `--registry-ca HOST=FILE` values: for each host, the PEM bundle of CA certificates it is
+/// trusted with besides the system's roots (a registry with a private CA; the host is then
+/// reached over HTTPS, loopback too). The bundle is read and checked here, so a bad file is
+/// a usage error before anything connects.
+pub(crate) fn registry_cas(values: &[String]) -> Result<Vec<(String, std::path::PathBuf)>, String> {
+    let mut out: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for v in values {
+        let Some((host, file)) = v.split_once('=').filter(|(h, f)| !h.is_empty() && !f.is_empty()) else {
+            return Err(format!("--registry-ca {v:?}: expected HOST=FILE"));
+        };
+        if !crate::oci::valid_host(host) {
+            return Err(format!("--registry-ca {v:?}: {host:?} is not a registry host[:port]"));
+        }
+        if out.iter().any(|(h, _)| h == host) {
+            return Err(format!("--registry-ca: {host} given twice"));
+        }
+        let mut probe = crate::config::RegistryConfig::new(host);
+        probe.ca_file = Some(file.into());
+        probe
+            .ca_certificates()
+            .map_err(|e| format!("--registry-ca {host}: {e}"))?;
+        out.push((host.to_owned(), file.into()));
+    }
+    Ok(out)
+}

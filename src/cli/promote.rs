@@ -96,6 +96,11 @@ pub struct PromoteArgs {
     /// Talk plain HTTP to this registry host; repeatable. Loopback hosts always use HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// `HOST=FILE`: trust the PEM CA certificates in FILE for this registry host besides
+    /// the system's roots (a private CA; reached over HTTPS, loopback too); repeatable.
+    /// Ignored for hosts of `--config`, which set `ca_file` themselves.
+    #[arg(long = "registry-ca", value_name = "HOST=FILE")]
+    pub registry_ca: Vec<String>,
     /// Edges promoted at once.
     #[arg(long, short = 'j', default_value_t = 8)]
     pub jobs: usize,
@@ -343,6 +348,12 @@ fn registry_configs(args: &PromoteArgs, ctx: &Context, ms: &[Manifest]) -> Resul
     let docker = Auth::DockerConfig {
         path: args.authfile.clone().unwrap_or_else(|| ctx.docker_config.clone()),
     };
+    let cas = super::registry_cas(&args.registry_ca).map_err(UsageError)?;
+    if let Some(host) = cas.iter().map(|(h, _)| h).find(|h| args.insecure.contains(h)) {
+        return Err(UsageError(format!(
+            "{host}: --registry-ca needs TLS, --insecure-registry means plain HTTP"
+        )));
+    }
     Ok(hosts
         .into_iter()
         .map(|host| match from_file.iter().find(|c| c.host == host) {
@@ -350,6 +361,7 @@ fn registry_configs(args: &PromoteArgs, ctx: &Context, ms: &[Manifest]) -> Resul
             None => {
                 let mut cfg = RegistryConfig::new(host.clone());
                 cfg.insecure = args.insecure.contains(&host);
+                cfg.ca_file = cas.iter().find(|(h, _)| *h == host).map(|(_, f)| f.clone());
                 cfg.auth = docker.clone();
                 cfg.retry = RetryPolicy::cli();
                 cfg.max_in_flight = (args.jobs * 4).max(16);
