@@ -4,6 +4,7 @@
 #   bash scripts/bench.sh                 # full run (512 MiB / 40 images / 1 GiB)
 #   BENCH_QUICK=1 bash scripts/bench.sh   # smoke run with small sizes
 #   bash scripts/bench.sh --profile wan [--delay-ms 25] [--rate-mbit 200] [--connect-rtts 1]
+#   bash scripts/bench.sh --tls           # loopback, both registries serving HTTPS
 #
 # Profiles:
 #   loopback (default)  tools talk to the registries directly over 127.0.0.1.
@@ -17,6 +18,11 @@
 #                       Seeding and digest checks bypass the proxies. Results go to
 #                       bench-out/results-wan.txt and bench-out/logs-wan/; goals A <= 0.9x,
 #                       B <= 0.1x (C unchanged).
+#
+# --tls (loopback only): every registry serves HTTPS with a certificate for 127.0.0.1 from
+# a private CA the script makes with openssl; both tools verify it (regrelay
+# `--registry-ca HOST=ca.pem`, skopeo `--src-cert-dir/--dest-cert-dir` holding ca.crt).
+# Results go to bench-out/results-tls.txt and bench-out/logs-tls/.
 #
 # Environment:
 #   BENCH_QUICK=1       shrink sizes (A: 64 MiB, B: 40 tiny images, C: 128 MiB)
@@ -51,6 +57,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
 PROFILE=loopback
+TLS=0
 WAN_DELAY_MS=25
 WAN_RATE_MBIT=200
 WAN_CONNECT_RTTS=1
@@ -60,11 +67,13 @@ while (($#)); do
         --delay-ms) WAN_DELAY_MS=${2:-}; shift 2 ;;
         --rate-mbit) WAN_RATE_MBIT=${2:-}; shift 2 ;;
         --connect-rtts) WAN_CONNECT_RTTS=${2:-}; shift 2 ;;
+        --tls) TLS=1; shift ;;
         -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
 [[ $PROFILE == loopback || $PROFILE == wan ]] || die "--profile must be loopback or wan"
+[[ $TLS == 0 || $PROFILE == loopback ]] || die "--tls runs with the loopback profile only"
 [[ $WAN_DELAY_MS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--delay-ms must be a non-negative number"
 [[ $WAN_RATE_MBIT =~ ^[1-9][0-9]*$ ]] || die "--rate-mbit must be a positive integer"
 [[ $WAN_CONNECT_RTTS =~ ^[0-9]$ ]] || die "--connect-rtts must be 0..9"
@@ -99,12 +108,16 @@ else
     B_GOAL=0.5
     RESULTS=$OUT_DIR/results.txt
     LOGS=$OUT_DIR/logs
+    if [[ $TLS == 1 ]]; then
+        RESULTS=$OUT_DIR/results-tls.txt
+        LOGS=$OUT_DIR/logs-tls
+    fi
 fi
 C_GOAL_KIB=$((64 * 1024))
 
 [[ $REPEAT =~ ^[1-9][0-9]?$ ]] || die "BENCH_REPEAT must be 1..99"
 [[ $TOOL_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
-for tool in docker-registry skopeo python3 curl timeout cargo; do
+for tool in docker-registry skopeo python3 curl timeout cargo $([[ $TLS == 1 ]] && echo openssl); do
     command -v "$tool" >/dev/null || die "missing $tool"
 done
 [[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
@@ -129,6 +142,26 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# --- TLS: a private CA and a certificate for 127.0.0.1 (--tls) -------------------------
+SCHEME=http
+declare -a CURL_TLS=()
+if [[ $TLS == 1 ]]; then
+    SCHEME=https
+    TLS_DIR=$WORK/tls
+    mkdir -p "$TLS_DIR/certs.d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=regrelay bench CA" -keyout "$TLS_DIR/ca-key.pem" -out "$TLS_DIR/ca.pem" 2>/dev/null \
+        || die "openssl: cannot make the CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/req.pem" 2>/dev/null || die "openssl: cannot make the key"
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$TLS_DIR/ext.cnf"
+    openssl x509 -req -in "$TLS_DIR/req.pem" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca-key.pem" \
+        -CAcreateserial -days 2 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/cert.pem" 2>/dev/null \
+        || die "openssl: cannot sign the certificate"
+    cp "$TLS_DIR/ca.pem" "$TLS_DIR/certs.d/ca.crt"   # skopeo's --*-cert-dir layout
+    CURL_TLS=(--cacert "$TLS_DIR/ca.pem")
+fi
 
 # --- build ---------------------------------------------------------------------------
 if [[ -n ${REGRELAY_BIN:-} ]]; then
@@ -232,6 +265,9 @@ storage:
 http:
   addr: 127.0.0.1:$REG_PORT
 EOF
+    if [[ $TLS == 1 ]]; then
+        printf '  tls:\n    certificate: %s\n    key: %s\n' "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >>"$REG_DIR/config.yml"
+    fi
     docker-registry serve "$REG_DIR/config.yml" >"$REG_DIR/registry.log" 2>&1 &
     REG_PID=$!
     PIDS+=("$REG_PID")
@@ -239,7 +275,7 @@ EOF
     REG_TOOL=$REG_DIRECT
     REG_PROXY_PID=""
     for i in $(seq 1 200); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$REG_PORT/v2/" || true) == 200 ]]; then
+        if [[ $(curl -s "${CURL_TLS[@]}" -o /dev/null -w '%{http_code}' --max-time 2 "$SCHEME://127.0.0.1:$REG_PORT/v2/" || true) == 200 ]]; then
             [[ $PROFILE == wan ]] && start_proxy "$proxy_ip"
             return 0
         fi
@@ -291,12 +327,12 @@ stop_registry() {
 
 # manifest_digest HOST:PORT REPO TAG
 manifest_digest() {
-    curl -sf --max-time 30 -I \
+    curl -sf "${CURL_TLS[@]}" --max-time 30 -I \
         -H 'Accept: application/vnd.oci.image.index.v1+json' \
         -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
         -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
         -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-        "http://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'
+        "$SCHEME://$1/v2/$2/manifests/$3" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'
 }
 
 # expect_digest HOST:PORT REPO TAG DIGEST
@@ -323,19 +359,36 @@ timed() {
     [[ $T_WALL =~ ^[0-9.]+$ && $T_RSS =~ ^[0-9]+$ ]] || die "cannot parse /usr/bin/time output: $(cat "$tf")"
 }
 
+# ca_args DST: sets CA_ARGS, regrelay's trust in the private CA for the source and DST (--tls).
+declare -a CA_ARGS=()
+ca_args() {
+    CA_ARGS=()
+    [[ $TLS == 1 ]] && CA_ARGS=(--registry-ca "$SRC_TOOL=$TLS_DIR/ca.pem" --registry-ca "$1=$TLS_DIR/ca.pem")
+    return 0
+}
+
 run_regrelay() { # LOGFILE ARGS...
     local logf=$1
     shift
     REGRELAY_LOG=warn timed "$logf" "$REGRELAY" --log-format text "$@"
 }
 
+# skopeo: plain HTTP without --tls; with it, HTTPS verified against the private CA.
+if [[ $TLS == 1 ]]; then
+    SKOPEO_SRC_TLS=(--src-cert-dir "$TLS_DIR/certs.d")
+    SKOPEO_DST_TLS=(--dest-cert-dir "$TLS_DIR/certs.d")
+else
+    SKOPEO_SRC_TLS=(--src-tls-verify=false)
+    SKOPEO_DST_TLS=(--dest-tls-verify=false)
+fi
+
 run_skopeo() { # LOGFILE SRC DST
-    timed "$1" skopeo copy --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
+    timed "$1" skopeo copy --all --preserve-digests "${SKOPEO_SRC_TLS[@]}" "${SKOPEO_DST_TLS[@]}" \
         "docker://$2" "docker://$3"
 }
 
 seed() { # LAYOUT TAG SRCREF
-    skopeo copy --all --preserve-digests --dest-tls-verify=false "oci:$1:$2" "docker://$3" >/dev/null \
+    skopeo copy --all --preserve-digests "${SKOPEO_DST_TLS[@]}" "oci:$1:$2" "docker://$3" >/dev/null \
         || die "seeding $3 failed"
 }
 
@@ -391,7 +444,8 @@ sync
 a_regrelay() { # REP
     start_registry "target-a-r$1"
     local dst=$REG_TOOL direct=$REG_DIRECT
-    run_regrelay "$LOGS/A-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" "$SRC_TOOL/bench/a:v1" "$dst/r/bench/a:v1"
+    ca_args "$dst"
+    run_regrelay "$LOGS/A-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" "${CA_ARGS[@]}" "$SRC_TOOL/bench/a:v1" "$dst/r/bench/a:v1"
     expect_digest "$direct" r/bench/a v1 "$A_DIGEST"
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "A rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -413,7 +467,8 @@ b_regrelay() {
     for i in $(seq 1 "$B_IMAGES"); do
         echo "$SRC_TOOL/bench/b/img$i:v1 $dst/r/bench/b/img$i:v1" >>"$list"
     done
-    run_regrelay "$LOGS/B-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" --from-file "$list"
+    ca_args "$dst"
+    run_regrelay "$LOGS/B-regrelay-$1.log" copy "${EXTRA_ARGS[@]}" "${CA_ARGS[@]}" --from-file "$list"
     for i in $(seq 1 "$B_IMAGES"); do expect_digest "$direct" "r/bench/b/img$i" v1 "${B_DIGESTS[$i]}"; done
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "B rep=$1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -437,7 +492,8 @@ b_skopeo() {
 c_regrelay() {
     start_registry target-c-r
     local dst=$REG_TOOL direct=$REG_DIRECT
-    run_regrelay "$LOGS/C-regrelay.log" copy "${EXTRA_ARGS[@]}" "$SRC_TOOL/bench/c:v1" "$dst/r/bench/c:v1"
+    ca_args "$dst"
+    run_regrelay "$LOGS/C-regrelay.log" copy "${EXTRA_ARGS[@]}" "${CA_ARGS[@]}" "$SRC_TOOL/bench/c:v1" "$dst/r/bench/c:v1"
     expect_digest "$direct" r/bench/c v1 "$C_DIGEST"
     stop_registry "$REG_PID" "$REG_DIR" "$REG_PROXY_PID"
     raw "C rep=1 tool=regrelay wall_s=$T_WALL rss_kib=$T_RSS"
@@ -488,6 +544,7 @@ if [[ $PROFILE == wan ]]; then
     PROFILE_DESC="wan: ${WAN_DELAY_MS} ms one way on each direction of each registry connection (+${WAN_CONNECT_RTTS} RTT per new connection), tbf ${WAN_RATE_MBIT} Mbit/s per direction per registry link"
 else
     PROFILE_DESC="loopback: tools talk to the registries directly over 127.0.0.1"
+    [[ $TLS == 1 ]] && PROFILE_DESC="loopback, TLS: HTTPS with a private CA (P-256), verified by both tools"
 fi
 A_RW=$(median <<<"$A_R_WALL"); A_SW=$(median <<<"$A_S_WALL")
 B_RW=$(median <<<"$B_R_WALL"); B_SW=$(median <<<"$B_S_WALL")
