@@ -26,7 +26,7 @@
 //! openssl, no gzip). Measured on this 2-core machine: about 13 s more for a clean debug
 //! build (azure_core, azure_identity, typespec*), 27 s with its default features, which
 //! also rebuild reqwest with gzip/deflate. Its one obstacle for tests, an HTTPS-only
-//! authority host, is met through its own transport hook: [`LoopbackHttp`] speaks plain
+//! authority host, is met through its own transport hook: `LoopbackHttp` speaks plain
 //! HTTP to loopback hosts only, the rule the registry client applies to loopback
 //! registries, so the client-secret and workload-identity paths run end to end against a
 //! local token server in `tests/cloud_auth.rs`. Managed identity cannot be (IMDS is a

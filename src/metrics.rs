@@ -399,7 +399,7 @@ impl Metrics {
     /// Declare the configured routes, each a (rule name, target registry host): they
     /// become the closed `rule` and `target` label sets of the copy families, created at
     /// zero for each pair. Replaces an earlier declaration's sets (series already created
-    /// stay). Beyond [`MAX_ROUTE_LABELS`] rules or targets the rest count as [`OTHER`].
+    /// stay). Beyond `MAX_ROUTE_LABELS` rules or targets the rest count as [`OTHER`].
     pub fn configure_routes<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let routes: Vec<(&str, &str)> = routes.into_iter().collect();
         let mut labels = RouteLabels::default();

@@ -27,6 +27,8 @@ use crate::replicate::{self, Options, Outcome, Replicator, Task};
 
 /// The arguments of `regrelay copy`.
 #[derive(Debug, Args)]
+// The field docs are `--help` text for a terminal, not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct CopyArgs {
     /// Source reference: HOST/REPOSITORY[:TAG][@DIGEST].
     #[arg(required_unless_present = "from_file")]

@@ -13,7 +13,7 @@
 //! | `origin.rs` | [`Origin`]: the registry of payloads that name no registry host |
 //!
 //! Role: turn untrusted bytes into typed hints ("something changed at
-//! host/repository[:tag][@digest]"). The daemon re-reads the source registry before acting.
+//! host/repository\[:tag\]\[@digest\]"). The daemon re-reads the source registry before acting.
 //! One payload may carry several events (a distribution envelope, an Event Grid batch, a
 //! Harbor event with several resources); the pipeline acks the message only when all of
 //! them are verified.

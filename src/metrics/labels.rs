@@ -5,7 +5,7 @@
 //! text); every value here is a literal.
 
 /// The `rule` or `target` label value of a copy whose rule or target host is not in the
-/// configured sets ([`Metrics::configure_routes`]): work from a front end without rules,
+/// configured sets ([`Metrics::configure_routes`](crate::metrics::Metrics::configure_routes)): work from a front end without rules,
 /// or any value a bug might pass.
 pub const OTHER: &str = "other";
 

@@ -4,7 +4,7 @@
 //! Role: for each rule, enumerate its source repositories ([`plan::repositories`]), list
 //! their tags (paginated), keep the ones the rule wants, resolve each with one HEAD,
 //! compare with each target (its tag list, then one HEAD per listed tag) and hand every
-//! difference ([`Drift`]) to the executor as an [`Item`], or only report it when
+//! difference ([`Drift`]) to the executor as an [`Item`](crate::engine::Item), or only report it when
 //! planning. With `prune`, target tags whose source tag is gone become guarded deletes
 //! (rules with the delete action only).
 //!
