@@ -130,6 +130,15 @@ async fn a_registry_with_a_private_ca_is_trusted_through_its_ca_file_15() {
         .expect("tag at the TLS target");
     assert_eq!(head.digest.as_ref(), Some(&img.digest));
 
+    // Over HTTP/1.1, although the registry offers HTTP/2 (the readiness probe, a plain
+    // reqwest client, took it): one h2 connection would carry every blob through one TLS
+    // session (docs/benchmarks.md, "TLS").
+    let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("\"regrelay/")).collect();
+    assert!(log.contains(" HTTP/2.0\""), "the registry offers HTTP/2:\n{log}");
+    assert!(ours.len() > 5, "regrelay's requests are in the access log:\n{log}");
+    assert!(ours.iter().all(|l| l.contains(" HTTP/1.1\"")), "{ours:#?}");
+
     // Another CA: the certificate is refused, nothing is read.
     let wrong = HttpRegistry::new(with_ca(&host, &other_ca)).unwrap();
     wrong
