@@ -152,20 +152,34 @@ fn ranged<T: PartialOrd + Copy + std::fmt::Display>(
     })
 }
 
+/// The span of an optional raw key, if the file gives it.
+fn given<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
+}
+
+/// A key of a table whose `kind` says which keys apply: its name, its span if given, the
+/// kinds it belongs to.
+type KindKey<K> = (&'static str, Option<Range<usize>>, &'static [K]);
+
+/// A key that does not belong to `kind` is an error, not silently ignored: the first one
+/// `keys` gives, as a problem of the table at `path` worded by `why` (given the kinds the
+/// key belongs to).
+fn foreign_key<K: PartialEq>(path: &str, kind: &K, keys: &[KindKey<K>], why: impl Fn(&[K]) -> String) -> Result<()> {
+    for (key, at, kinds) in keys {
+        if let Some(at) = at.clone().filter(|_| !kinds.contains(kind)) {
+            return invalid(at, format!("{path}.{key}"), why(kinds));
+        }
+    }
+    Ok(())
+}
+
 fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
     let span = s.span();
     let s = s.into_inner();
-    // A key that does not belong to the kind is an error, not silently ignored.
-    for (key, at, kinds) in source_keys(&s) {
-        if let Some(at) = at.filter(|_| !kinds.contains(s.kind.get_ref())) {
-            let names: Vec<String> = kinds.iter().map(|k| format!("{:?}", kind_name(*k))).collect();
-            return invalid(
-                at,
-                format!("source.{key}"),
-                format!("only applies to kind = {}", names.join(" or ")),
-            );
-        }
-    }
+    foreign_key("source", s.kind.get_ref(), &source_keys(&s), |kinds| {
+        let names: Vec<String> = kinds.iter().map(|k| format!("{:?}", kind_name(*k))).collect();
+        format!("only applies to kind = {}", names.join(" or "))
+    })?;
     match s.kind.get_ref() {
         SourceKind::Servicebus => servicebus::source(s, span).map(SourceConfig::ServiceBus),
         SourceKind::File => {
@@ -214,30 +228,28 @@ fn source(s: Spanned<RawSource>, workers: usize) -> Result<SourceConfig> {
     }
 }
 
-/// An optional key of `[source]`: name, span when given, the kinds it applies to.
-type SourceKey = (&'static str, Option<Range<usize>>, &'static [SourceKind]);
-
 /// Every optional key of `[source]`.
-fn source_keys(s: &RawSource) -> [SourceKey; 14] {
+fn source_keys(s: &RawSource) -> [KindKey<SourceKind>; 14] {
     use SourceKind::{File, Pubsub, Servicebus};
-    fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
-        v.as_ref().map(Spanned::span)
-    }
     [
-        ("subscription", at(&s.subscription), &[Pubsub, Servicebus]),
-        ("endpoint", at(&s.endpoint), &[Pubsub, Servicebus]),
-        ("max_outstanding_messages", at(&s.max_outstanding_messages), &[Pubsub]),
-        ("lease_extension_secs", at(&s.lease_extension_secs), &[Pubsub]),
-        ("max_lease_secs", at(&s.max_lease_secs), &[Pubsub]),
-        ("path", at(&s.path), &[File]),
-        ("namespace", at(&s.namespace), &[Servicebus]),
-        ("queue", at(&s.queue), &[Servicebus]),
-        ("topic", at(&s.topic), &[Servicebus]),
-        ("receivers", at(&s.receivers), &[Servicebus]),
-        ("wait_secs", at(&s.wait_secs), &[Servicebus]),
-        ("lock_renew_secs", at(&s.lock_renew_secs), &[Servicebus]),
-        ("reject", at(&s.reject), &[Servicebus]),
-        ("auth", at(&s.auth), &[Servicebus]),
+        ("subscription", given(&s.subscription), &[Pubsub, Servicebus]),
+        ("endpoint", given(&s.endpoint), &[Pubsub, Servicebus]),
+        (
+            "max_outstanding_messages",
+            given(&s.max_outstanding_messages),
+            &[Pubsub],
+        ),
+        ("lease_extension_secs", given(&s.lease_extension_secs), &[Pubsub]),
+        ("max_lease_secs", given(&s.max_lease_secs), &[Pubsub]),
+        ("path", given(&s.path), &[File]),
+        ("namespace", given(&s.namespace), &[Servicebus]),
+        ("queue", given(&s.queue), &[Servicebus]),
+        ("topic", given(&s.topic), &[Servicebus]),
+        ("receivers", given(&s.receivers), &[Servicebus]),
+        ("wait_secs", given(&s.wait_secs), &[Servicebus]),
+        ("lock_renew_secs", given(&s.lock_renew_secs), &[Servicebus]),
+        ("reject", given(&s.reject), &[Servicebus]),
+        ("auth", given(&s.auth), &[Servicebus]),
     ]
 }
 

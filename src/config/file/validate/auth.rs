@@ -4,12 +4,8 @@
 //!
 //! Must never: put a key's value in a [`Problem`] (the table may hold a secret).
 
-use std::ops::Range;
-
-use toml::Spanned;
-
 use super::super::{AuthKind, AuthTable};
-use super::{Result, invalid};
+use super::{KindKey, Result, foreign_key, given, invalid};
 
 impl AuthKind {
     /// The kind as the file writes it.
@@ -27,43 +23,37 @@ impl AuthKind {
     }
 }
 
-/// A key of an auth table besides `kind`: its name, its span if given, the kinds it
-/// applies to (the Entra kinds' keys are checked further against `credential`).
-type Key = (&'static str, Option<Range<usize>>, &'static [AuthKind]);
-
-/// Every key of an auth table besides `kind`.
-fn keys(a: &AuthTable) -> [Key; 25] {
+/// Every key of an auth table besides `kind`, with the kinds it applies to (the Entra
+/// kinds' keys are checked further against `credential`).
+fn keys(a: &AuthTable) -> [KindKey<AuthKind>; 25] {
     use AuthKind::{AcrEntra, Basic, DockerConfig, Entra, Google, IdentityToken, Sas};
-    fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
-        v.as_ref().map(Spanned::span)
-    }
     const ENTRA: &[AuthKind] = &[AcrEntra, Entra];
     [
-        ("credential", at(&a.credential), ENTRA),
-        ("username", at(&a.username), &[Basic]),
-        ("password_env", at(&a.password_env), &[Basic]),
-        ("password_file", at(&a.password_file), &[Basic]),
-        ("password", at(&a.password), &[Basic]),
-        ("path", at(&a.path), &[DockerConfig]),
-        ("token_env", at(&a.token_env), &[IdentityToken]),
-        ("token_file", at(&a.token_file), &[IdentityToken, AcrEntra, Entra]),
-        ("token", at(&a.token), &[IdentityToken]),
-        ("credentials_file", at(&a.credentials_file), &[Google]),
-        ("tenant", at(&a.tenant), ENTRA),
-        ("client_id", at(&a.client_id), ENTRA),
-        ("client_secret_env", at(&a.client_secret_env), ENTRA),
-        ("client_secret_file", at(&a.client_secret_file), ENTRA),
-        ("client_secret", at(&a.client_secret), ENTRA),
-        ("federated_token_file", at(&a.federated_token_file), ENTRA),
-        ("authority_host", at(&a.authority_host), ENTRA),
-        ("scope", at(&a.scope), ENTRA),
-        ("connection_string_env", at(&a.connection_string_env), &[Sas]),
-        ("connection_string_file", at(&a.connection_string_file), &[Sas]),
-        ("connection_string", at(&a.connection_string), &[Sas]),
-        ("key_name", at(&a.key_name), &[Sas]),
-        ("key_env", at(&a.key_env), &[Sas]),
-        ("key_file", at(&a.key_file), &[Sas]),
-        ("key", at(&a.key), &[Sas]),
+        ("credential", given(&a.credential), ENTRA),
+        ("username", given(&a.username), &[Basic]),
+        ("password_env", given(&a.password_env), &[Basic]),
+        ("password_file", given(&a.password_file), &[Basic]),
+        ("password", given(&a.password), &[Basic]),
+        ("path", given(&a.path), &[DockerConfig]),
+        ("token_env", given(&a.token_env), &[IdentityToken]),
+        ("token_file", given(&a.token_file), &[IdentityToken, AcrEntra, Entra]),
+        ("token", given(&a.token), &[IdentityToken]),
+        ("credentials_file", given(&a.credentials_file), &[Google]),
+        ("tenant", given(&a.tenant), ENTRA),
+        ("client_id", given(&a.client_id), ENTRA),
+        ("client_secret_env", given(&a.client_secret_env), ENTRA),
+        ("client_secret_file", given(&a.client_secret_file), ENTRA),
+        ("client_secret", given(&a.client_secret), ENTRA),
+        ("federated_token_file", given(&a.federated_token_file), ENTRA),
+        ("authority_host", given(&a.authority_host), ENTRA),
+        ("scope", given(&a.scope), ENTRA),
+        ("connection_string_env", given(&a.connection_string_env), &[Sas]),
+        ("connection_string_file", given(&a.connection_string_file), &[Sas]),
+        ("connection_string", given(&a.connection_string), &[Sas]),
+        ("key_name", given(&a.key_name), &[Sas]),
+        ("key_env", given(&a.key_env), &[Sas]),
+        ("key_file", given(&a.key_file), &[Sas]),
+        ("key", given(&a.key), &[Sas]),
     ]
 }
 
@@ -84,14 +74,8 @@ pub(super) fn kind(a: &AuthTable, path: &str, kinds: &[AuthKind]) -> Result<Auth
             format!("unknown variant `{}`, {expected}", a.kind.get_ref()),
         );
     };
-    for (key, at, applies) in keys(a) {
-        if let Some(at) = at.filter(|_| !applies.contains(&kind)) {
-            return invalid(
-                at,
-                format!("{path}.{key}"),
-                format!("does not apply to kind = {:?}", kind.name()),
-            );
-        }
-    }
+    foreign_key(path, &kind, &keys(a), |_| {
+        format!("does not apply to kind = {:?}", kind.name())
+    })?;
     Ok(kind)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Problem, Result, Written, invalid};
+use super::{KindKey, Problem, Result, Written, foreign_key, given, invalid, ranged};
 use crate::config::key_path;
 use crate::config::watch::{GateConfig, NotifyConfig, RepoRef, Unsigned, WatchConfig, WatchSettings, WatcherConfig};
 
@@ -56,60 +56,27 @@ pub(in crate::config::file) struct RawNotify {
     endpoint: Option<Spanned<String>>,
 }
 
-/// A key of a gate or notify table: its name, its span if given, the kinds it is for.
-type Key = (&'static str, Option<std::ops::Range<usize>>, &'static [&'static str]);
-
-/// The first key of `keys` given but not for `kind`, as a problem of the table at `path`.
-fn foreign_key(path: &str, kind: &str, keys: &[Key]) -> Result<()> {
-    for (key, at, kinds) in keys {
-        if let Some(at) = at.clone().filter(|_| !kinds.contains(&kind)) {
-            let kinds: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
-            return invalid(
-                at,
-                format!("{path}.{key}"),
-                format!("only for kind = {}", kinds.join(" or ")),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `Some(v)` of an optional spanned number within `min..=max` (`field` names it).
-fn within<T: PartialOrd + Copy + std::fmt::Display>(
-    v: &Option<Spanned<T>>,
-    field: String,
-    min: T,
-    max: T,
-) -> Result<Option<T>> {
-    match v {
-        Some(x) if *x.get_ref() < min || *x.get_ref() > max => invalid(
-            x.span(),
-            field,
-            format!("must be within {min}..={max}, got {}", x.get_ref()),
-        ),
-        Some(x) => Ok(Some(*x.get_ref())),
-        None => Ok(None),
-    }
+/// `only for kind = "exec"`: the wording of a gate or notify key of another kind.
+fn only_for(kinds: &[&str]) -> String {
+    let kinds: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
+    format!("only for kind = {}", kinds.join(" or "))
 }
 
 fn gate(path: &str, g: Spanned<RawGate>) -> Result<GateConfig> {
-    fn at<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
-        v.as_ref().map(Spanned::span)
-    }
     let span = g.span();
     let g = g.into_inner();
     let kind = g.kind.get_ref().as_str();
-    let keys: [Key; 6] = [
-        ("argv", at(&g.argv), &["exec"]),
-        ("timeout_secs", at(&g.timeout_secs), &["exec"]),
-        ("max_output_bytes", at(&g.max_output_bytes), &["exec"]),
-        ("pass_env", at(&g.pass_env), &["exec"]),
-        ("keys", at(&g.keys), &["cosign"]),
-        ("unsigned", at(&g.unsigned), &["cosign"]),
+    let keys: [KindKey<&str>; 6] = [
+        ("argv", given(&g.argv), &["exec"]),
+        ("timeout_secs", given(&g.timeout_secs), &["exec"]),
+        ("max_output_bytes", given(&g.max_output_bytes), &["exec"]),
+        ("pass_env", given(&g.pass_env), &["exec"]),
+        ("keys", given(&g.keys), &["cosign"]),
+        ("unsigned", given(&g.unsigned), &["cosign"]),
     ];
     Ok(match kind {
         "exec" => {
-            foreign_key(path, kind, &keys)?;
+            foreign_key(path, &"exec", &keys, only_for)?;
             let argv = match g.argv {
                 Some(a) if !a.get_ref().is_empty() => a.into_inner(),
                 _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
@@ -117,15 +84,20 @@ fn gate(path: &str, g: Spanned<RawGate>) -> Result<GateConfig> {
             GateConfig::Exec {
                 argv,
                 timeout: Duration::from_secs(
-                    within(&g.timeout_secs, format!("{path}.timeout_secs"), 1, u64::MAX)?.unwrap_or(600),
+                    ranged(&g.timeout_secs, &format!("{path}.timeout_secs"), 1, None)?.unwrap_or(600),
                 ),
-                max_output_bytes: within(&g.max_output_bytes, format!("{path}.max_output_bytes"), 256, 16 << 20)?
-                    .unwrap_or(64 * 1024),
+                max_output_bytes: ranged(
+                    &g.max_output_bytes,
+                    &format!("{path}.max_output_bytes"),
+                    256,
+                    Some(16 << 20),
+                )?
+                .unwrap_or(64 * 1024),
                 pass_env: g.pass_env.map(Spanned::into_inner).unwrap_or_default(),
             }
         }
         "cosign" => {
-            foreign_key(path, kind, &keys)?;
+            foreign_key(path, &"cosign", &keys, only_for)?;
             let Some(keys) = g.keys.filter(|k| !k.get_ref().is_empty()) else {
                 return invalid(span, format!("{path}.keys"), "required: at least one public key file");
             };
@@ -167,34 +139,31 @@ fn gate(path: &str, g: Spanned<RawGate>) -> Result<GateConfig> {
 }
 
 fn notify(path: &str, n: Spanned<RawNotify>) -> Result<NotifyConfig> {
-    fn at<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
-        v.as_ref().map(Spanned::span)
-    }
     let span = n.span();
     let n = n.into_inner();
     let kind = n.kind.get_ref().as_str();
-    let keys: [Key; 5] = [
-        ("argv", at(&n.argv), &["exec"]),
-        ("timeout_secs", at(&n.timeout_secs), &["exec"]),
-        ("url", at(&n.url), &["webhook"]),
-        ("topic", at(&n.topic), &["pubsub"]),
-        ("endpoint", at(&n.endpoint), &["pubsub"]),
+    let keys: [KindKey<&str>; 5] = [
+        ("argv", given(&n.argv), &["exec"]),
+        ("timeout_secs", given(&n.timeout_secs), &["exec"]),
+        ("url", given(&n.url), &["webhook"]),
+        ("topic", given(&n.topic), &["pubsub"]),
+        ("endpoint", given(&n.endpoint), &["pubsub"]),
     ];
     Ok(match kind {
         "exec" => {
-            foreign_key(path, kind, &keys)?;
+            foreign_key(path, &"exec", &keys, only_for)?;
             match n.argv {
                 Some(a) if !a.get_ref().is_empty() => NotifyConfig::Exec {
                     argv: a.into_inner(),
                     timeout: Duration::from_secs(
-                        within(&n.timeout_secs, format!("{path}.timeout_secs"), 1, u64::MAX)?.unwrap_or(60),
+                        ranged(&n.timeout_secs, &format!("{path}.timeout_secs"), 1, None)?.unwrap_or(60),
                     ),
                 },
                 _ => return invalid(span, format!("{path}.argv"), "required: the program and its arguments"),
             }
         }
         "webhook" => {
-            foreign_key(path, kind, &keys)?;
+            foreign_key(path, &"webhook", &keys, only_for)?;
             let Some(u) = n.url else {
                 return invalid(span, format!("{path}.url"), "required");
             };
@@ -206,7 +175,7 @@ fn notify(path: &str, n: Spanned<RawNotify>) -> Result<NotifyConfig> {
             }
         }
         "pubsub" => {
-            foreign_key(path, kind, &keys)?;
+            foreign_key(path, &"pubsub", &keys, only_for)?;
             let Some(t) = n.topic else {
                 return invalid(span, format!("{path}.topic"), "required: projects/PROJECT/topics/TOPIC");
             };
@@ -442,11 +411,11 @@ argv = ["true"]
             ),
             (
                 BASE.replace("argv = [\"true\"]", "argv = [\"true\"]\ntimeout_secs = 0"),
-                "t.toml:15: gates.smoke.timeout_secs: must be within 1..=",
+                "t.toml:15: gates.smoke.timeout_secs: must be at least 1, got 0",
             ),
             (
                 BASE.replace("argv = [\"true\"]", "argv = [\"true\"]\nmax_output_bytes = 10"),
-                "t.toml:15: gates.smoke.max_output_bytes: must be within 256..=16777216, got 10",
+                "t.toml:15: gates.smoke.max_output_bytes: must be at least 256, got 10",
             ),
             (
                 notify("kind = \"webhook\"\nurl = \"https://ci.example/h\"\nargv = [\"x\"]"),
@@ -458,7 +427,7 @@ argv = ["true"]
             ),
             (
                 notify("kind = \"exec\"\nargv = [\"x\"]\ntimeout_secs = 0"),
-                "t.toml:19: notify.n.timeout_secs: must be within 1..=",
+                "t.toml:19: notify.n.timeout_secs: must be at least 1, got 0",
             ),
         ] {
             let e = load(&bad).unwrap_err();
