@@ -96,6 +96,18 @@ fn with_ca(host: &str, ca: &Path) -> RegistryConfig {
     c
 }
 
+/// The digest `repo:tag` has at the TLS registry `host`, read through a client trusting
+/// `ca`; panics when the tag is not there.
+async fn tag_digest(host: &str, ca: &Path, repo: &str, tag: &str) -> regrelay::oci::Digest {
+    let head = HttpRegistry::new(with_ca(host, ca))
+        .unwrap()
+        .head_manifest(repo, &Locator::Tag(tag.into()))
+        .await
+        .unwrap()
+        .expect("tag at the TLS target");
+    head.digest.expect("the registry names the digest")
+}
+
 #[tokio::test]
 async fn a_registry_with_a_private_ca_is_trusted_through_its_ca_file_15() {
     let bin = support::registry_bin_or_skip!();
@@ -122,13 +134,7 @@ async fn a_registry_with_a_private_ca_is_trusted_through_its_ca_file_15() {
     };
     let outcome = engine.replicate(&task).await.expect("copy over TLS");
     assert_eq!(outcome.digest(), &img.digest);
-    let d = HttpRegistry::new(with_ca(&host, &ca)).unwrap();
-    let head = d
-        .head_manifest("mirror/team/app", &Locator::Tag("1.0".into()))
-        .await
-        .unwrap()
-        .expect("tag at the TLS target");
-    assert_eq!(head.digest.as_ref(), Some(&img.digest));
+    assert_eq!(tag_digest(&host, &ca, "mirror/team/app", "1.0").await, img.digest);
 
     // Over HTTP/1.1, although the registry offers HTTP/2 (the readiness probe, a plain
     // reqwest client, took it): one h2 connection would carry every blob through one TLS
@@ -168,13 +174,7 @@ async fn copy_trusts_a_private_ca_given_with_registry_ca() {
     let trust = format!("{host}={}", ca.display());
     let ok = support::cli::run(&["copy", "--registry-ca", &trust, &from, &to]).await;
     assert!(ok.status.success(), "{}", support::cli::text(&ok));
-    let d = HttpRegistry::new(with_ca(&host, &ca)).unwrap();
-    let head = d
-        .head_manifest("mirror/app", &Locator::Tag("1.0".into()))
-        .await
-        .unwrap()
-        .expect("tag at the TLS target");
-    assert_eq!(head.digest.as_ref(), Some(&img.digest));
+    assert_eq!(tag_digest(&host, &ca, "mirror/app", "1.0").await, img.digest);
 
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
@@ -186,6 +186,23 @@ async fn copy_trusts_a_private_ca_given_with_registry_ca() {
         assert_eq!(bad.status.code(), Some(64), "{}", support::cli::text(&bad));
         assert!(support::cli::text(&bad).contains(says), "{}", support::cli::text(&bad));
     }
+    // A CA for a host also given plain HTTP: refused where every registry config is checked.
+    let both = [
+        "copy",
+        "--registry-ca",
+        &trust,
+        "--insecure-registry",
+        &host,
+        &from,
+        &to,
+    ];
+    let bad = support::cli::run(&both).await;
+    assert_eq!(bad.status.code(), Some(64), "{}", support::cli::text(&bad));
+    assert!(
+        support::cli::text(&bad).contains("needs TLS"),
+        "{}",
+        support::cli::text(&bad)
+    );
 }
 
 #[test]

@@ -380,11 +380,6 @@ fn registry_configs(
         ..RetryPolicy::cli()
     };
     let cas = super::registry_cas(&args.registry_ca)?;
-    if let Some(host) = cas.iter().map(|(h, _)| h).find(|h| args.insecure.contains(h)) {
-        return Err(format!(
-            "{host}: --registry-ca needs TLS, --insecure-registry means plain HTTP"
-        ));
-    }
     Ok(hosts
         .into_iter()
         .map(|(host, auth)| {

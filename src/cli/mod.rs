@@ -17,8 +17,10 @@ pub mod watch;
 
 /// `--registry-ca HOST=FILE` values: for each host, the PEM bundle of CA certificates it is
 /// trusted with besides the system's roots (a registry with a private CA; the host is then
-/// reached over HTTPS, loopback too). The bundle is read and checked here, so a bad file is
-/// a usage error before anything connects.
+/// reached over HTTPS, loopback too). The bundle itself, and a host also given to
+/// `--insecure-registry`, are checked where every registry config is
+/// ([`RegistryConfig::validate`](crate::config::RegistryConfig::validate) and the client's
+/// construction): a usage error before anything connects.
 pub(crate) fn registry_cas(values: &[String]) -> Result<Vec<(String, std::path::PathBuf)>, String> {
     let mut out: Vec<(String, std::path::PathBuf)> = Vec::new();
     for v in values {
@@ -31,11 +33,6 @@ pub(crate) fn registry_cas(values: &[String]) -> Result<Vec<(String, std::path::
         if out.iter().any(|(h, _)| h == host) {
             return Err(format!("--registry-ca: {host} given twice"));
         }
-        let mut probe = crate::config::RegistryConfig::new(host);
-        probe.ca_file = Some(file.into());
-        probe
-            .ca_certificates()
-            .map_err(|e| format!("--registry-ca {host}: {e}"))?;
         out.push((host.to_owned(), file.into()));
     }
     Ok(out)

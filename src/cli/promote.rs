@@ -349,11 +349,6 @@ fn registry_configs(args: &PromoteArgs, ctx: &Context, ms: &[Manifest]) -> Resul
         path: args.authfile.clone().unwrap_or_else(|| ctx.docker_config.clone()),
     };
     let cas = super::registry_cas(&args.registry_ca).map_err(UsageError)?;
-    if let Some(host) = cas.iter().map(|(h, _)| h).find(|h| args.insecure.contains(h)) {
-        return Err(UsageError(format!(
-            "{host}: --registry-ca needs TLS, --insecure-registry means plain HTTP"
-        )));
-    }
     Ok(hosts
         .into_iter()
         .map(|host| match from_file.iter().find(|c| c.host == host) {

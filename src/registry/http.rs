@@ -148,7 +148,7 @@ impl HttpRegistry {
             }
         });
         let roots = cfg.ca_certificates().map_err(|reason| config::Error::Invalid {
-            field: format!("registries.{}.ca_file", cfg.host),
+            field: format!("registries.{}.ca_file", config::key_path(&cfg.host)),
             reason,
         })?;
         let client = reqwest::Client::builder()
