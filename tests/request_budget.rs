@@ -71,6 +71,18 @@ fn budget(spec: &[(&str, usize)]) -> Vec<String> {
     v
 }
 
+/// The target's requests for a new image of three small blobs into an empty repository
+/// (12): the root's HEAD; per blob its HEAD, the upload start and one PUT; the root PUT
+/// under its tag; the tag's read-back (the verification).
+const NEW_IMAGE_AT_TARGET: [(&str, usize); 6] = [
+    ("HEAD manifest@digest", 1),
+    ("HEAD blob", 3),
+    ("POST upload", 3),
+    ("PUT upload", 3),
+    ("PUT manifest:tag", 1),
+    ("GET manifest:tag", 1),
+];
+
 struct Setup {
     _src: TestRegistry,
     _dst: TestRegistry,
@@ -128,14 +140,7 @@ async fn new_image_present_image_and_mounts_are_at_the_protocol_minimum_issue_16
     assert_eq!(seen(&t.sp), budget(&[("GET manifest:tag", 1), ("GET blob", 3)]));
     assert_eq!(
         seen(&t.dp),
-        budget(&[
-            ("HEAD manifest@digest", 1),
-            ("HEAD blob", 3),
-            ("POST upload", 3),
-            ("PUT upload", 3),
-            ("PUT manifest:tag", 1),
-            ("GET manifest:tag", 1),
-        ]),
+        budget(&NEW_IMAGE_AT_TARGET),
         "12 target requests for a new image of 3 blobs"
     );
 
@@ -257,6 +262,17 @@ async fn with_referrers_on_the_tag_waits_for_signatures_but_a_bare_image_still_g
     );
 }
 
+/// A promotion edge: `app@digest` from the source to `promoted/app:tag` at the target.
+fn promotion_edge(t: &Setup, digest: &regrelay::oci::Digest, tag: &str) -> Item {
+    Item::Digest {
+        source: Repo::new(t.sp.host(), "app"),
+        digest: digest.clone(),
+        target: Repo::new(t.dp.host(), "promoted/app"),
+        tag: Some(tag.into()),
+        require: Vec::new(),
+    }
+}
+
 fn executor(engine: Replicator<RegistrySet>) -> Executor<RegistrySet> {
     let memory = Memory {
         ttl: Duration::ZERO,
@@ -295,15 +311,7 @@ async fn executor_tag_items_read_nothing_twice_issue_16() {
     );
     assert_eq!(
         seen(&t.dp),
-        budget(&[
-            ("HEAD manifest:tag", 1),
-            ("HEAD manifest@digest", 1),
-            ("HEAD blob", 3),
-            ("POST upload", 3),
-            ("PUT upload", 3),
-            ("PUT manifest:tag", 1),
-            ("GET manifest:tag", 1),
-        ])
+        budget(&[&[("HEAD manifest:tag", 1)], &NEW_IMAGE_AT_TARGET[..]].concat())
     );
 
     // The same event again: the tag is in place; 2 requests.
@@ -321,17 +329,7 @@ async fn executor_tag_items_read_nothing_twice_issue_16() {
     let r = exec.execute(&tag_item("v2", hint), "r").await.unwrap();
     assert!(matches!(r, ItemOutcome::Done(Done::Copied { .. })), "{r:?}");
     assert_eq!(seen(&t.sp), budget(&[("GET manifest:tag", 1), ("GET blob", 3)]));
-    assert_eq!(
-        seen(&t.dp),
-        budget(&[
-            ("HEAD manifest@digest", 1),
-            ("HEAD blob", 3),
-            ("POST upload", 3),
-            ("PUT upload", 3),
-            ("PUT manifest:tag", 1),
-            ("GET manifest:tag", 1),
-        ])
-    );
+    assert_eq!(seen(&t.dp), budget(&NEW_IMAGE_AT_TARGET));
 
     // A tag moved at the target (seen by the sync at v1's digest): pointed back at v2
     // without a copy (present) and without a look before the write.
@@ -368,13 +366,7 @@ async fn executor_digest_items_with_a_tag_write_it_with_the_copy() {
     let v1 = three_blobs(&t.s, "v1", 51).await;
     let exec = executor(t.engine(no_refs()));
     t.clear();
-    let item = |tag: &str| Item::Digest {
-        source: Repo::new(t.sp.host(), "app"),
-        digest: v1.digest.clone(),
-        target: Repo::new(t.dp.host(), "promoted/app"),
-        tag: Some(tag.into()),
-        require: Vec::new(),
-    };
+    let item = |tag: &str| promotion_edge(&t, &v1.digest, tag);
 
     // Into an empty repository: the root goes up under the tag (looked at first: nothing
     // says it is absent), read back once.
@@ -383,14 +375,7 @@ async fn executor_digest_items_with_a_tag_write_it_with_the_copy() {
     assert_eq!(seen(&t.sp), budget(&[("GET manifest@digest", 1), ("GET blob", 3)]));
     assert_eq!(
         seen(&t.dp),
-        budget(&[
-            ("HEAD manifest@digest", 1),
-            ("HEAD blob", 3),
-            ("POST upload", 3),
-            ("PUT upload", 3),
-            ("PUT manifest:tag", 1),
-            ("GET manifest:tag", 1),
-        ]),
+        budget(&NEW_IMAGE_AT_TARGET),
         "12 target requests, as for a tag item"
     );
 
@@ -434,13 +419,7 @@ async fn further_tags_onto_a_copied_digest_put_the_bytes_it_verified() {
     };
     let exec = Executor::new(Arc::new(t.engine(no_refs())), memory);
     t.clear();
-    let item = |tag: &str| Item::Digest {
-        source: Repo::new(t.sp.host(), "app"),
-        digest: v1.digest.clone(),
-        target: Repo::new(t.dp.host(), "promoted/app"),
-        tag: Some(tag.into()),
-        require: Vec::new(),
-    };
+    let item = |tag: &str| promotion_edge(&t, &v1.digest, tag);
     let r = exec.execute(&item("1.2.3"), "r").await.unwrap();
     assert!(matches!(r, ItemOutcome::Done(Done::Copied { .. })), "{r:?}");
     t.clear();

@@ -234,11 +234,17 @@ pub(crate) fn log_since(path: &std::path::Path, offset: u64) -> String {
 
 /// A plain HTTP client for harness use: no proxy, no redirects, short timeouts.
 pub(crate) fn probe_client() -> reqwest::Client {
+    harness_client(Duration::from_secs(1), Duration::from_secs(2))
+}
+
+/// A client for the harness's own requests to loopback services: no proxy, no redirects,
+/// the given connect and whole-request timeouts.
+pub(crate) fn harness_client(connect: Duration, total: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2))
+        .connect_timeout(connect)
+        .timeout(total)
         .build()
-        .expect("build probe http client")
+        .expect("build harness http client")
 }

@@ -652,13 +652,7 @@ enum StartError {
 /// The REST client of one guard (each test has its own runtime, and a client's
 /// connections belong to the runtime that made them).
 fn rest_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build pubsub http client")
+    super::harness_client(Duration::from_secs(2), Duration::from_secs(30))
 }
 
 /// Starts a watchdog that, once this test process has exited (however: a panic, the
