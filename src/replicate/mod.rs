@@ -496,7 +496,9 @@ impl<S: Registries> Replicator<S> {
             } else {
                 TagState::Unknown
             };
-            self.tag_and_verify(&job, &root, tag, &task.target, state).await?;
+            // `subjects` past the root are the manifests an index root lists.
+            self.tag_and_verify(&job, (&root, &subjects[1..]), tag, &task.target, state)
+                .await?;
         }
         if task.target.tags.is_empty() {
             // get_manifest by digest fails unless the bytes hash to the digest.
@@ -531,11 +533,12 @@ impl<S: Registries> Replicator<S> {
     /// Make target `tag` point at `root`, then verify it by reading it back: the bytes
     /// must hash to the root digest (a tag that hashes to the digest proves the manifest
     /// is stored under the digest too). A tag of unknown state is read first, and that
-    /// read is also the verification when it is in place (one GET).
+    /// read is also the verification when it is in place (one GET). `children`: the
+    /// manifests `root` lists (an index), already parsed by the caller.
     async fn tag_and_verify(
         &self,
         job: &Job<S::Registry>,
-        root: &ManifestBytes,
+        (root, children): (&ManifestBytes, &[Digest]),
         tag: &str,
         target: &Target,
         state: TagState,
@@ -552,7 +555,7 @@ impl<S: Registries> Replicator<S> {
             return Ok(());
         }
         if state != TagState::Pushed {
-            self.put_manifest(&*job.dst, &job.dst_repo, &loc, root, None)
+            self.put_manifest(&*job.dst, &job.dst_repo, &loc, root, Some(children))
                 .await
                 .map_err(dst_err)?;
         }
